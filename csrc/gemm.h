@@ -1,0 +1,64 @@
+/* gemm.h -- row-major GEMM over the installed BLAS, or the naive sibling.
+ *
+ * C (M, N) = alpha * op(A) op(B) + beta * C, every matrix row-major with its
+ * own leading dimension; op(A) is (M, K), op(B) is (K, N). beta == 0 means C
+ * is not read (as in BLAS). */
+
+/* The naive triple loop: reference and fallback for the BLAS path. */
+static void FN(gemm_naive)(int trans_a, int trans_b, int M, int N, int K, real alpha,
+                           const real *A, int lda, const real *Bm, int ldb,
+                           real beta, real *C, int ldc)
+{
+    for (int m = 0; m < M; m++) {
+        real *c = C + (size_t)m * ldc;
+        for (int n = 0; n < N; n++)
+            c[n] = beta == (real)0 ? (real)0 : beta * c[n];
+        for (int k = 0; k < K; k++) {
+            real a = alpha * (trans_a ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]);
+            if (trans_b) {
+                for (int n = 0; n < N; n++)
+                    c[n] += a * Bm[(size_t)n * ldb + k];
+            } else {
+                const real *b = Bm + (size_t)k * ldb;
+                for (int n = 0; n < N; n++)
+                    c[n] += a * b[n];
+            }
+        }
+    }
+}
+
+static void FN(gemm)(int trans_a, int trans_b, int M, int N, int K, real alpha,
+                     const real *A, int lda, const real *Bm, int ldb,
+                     real beta, real *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (BLAS_GEMM == NULL) {
+        FN(gemm_naive)(trans_a, trans_b, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+        return;
+    }
+    /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
+     * hand BLAS the operands swapped, with M and N swapped. */
+    char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+    BLAS_GEMM(&tb, &ta, &N, &M, &K, &alpha, Bm, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+/* rows (n, w) = broadcast v (w), or zeros when v is NULL; ld is the row stride */
+static void FN(fill_rows)(real *rows, int n, int w, int ld, const real *v)
+{
+    for (int i = 0; i < n; i++) {
+        real *r = rows + (size_t)i * ld;
+        for (int j = 0; j < w; j++)
+            r[j] = v ? v[j] : (real)0;
+    }
+}
+
+/* out (w) += column sums of rows (n, w) with row stride ld */
+static void FN(add_column_sums)(real *out, const real *rows, size_t n, int w, int ld)
+{
+    for (size_t i = 0; i < n; i++) {
+        const real *r = rows + i * ld;
+        for (int j = 0; j < w; j++)
+            out[j] += r[j];
+    }
+}

@@ -1,0 +1,54 @@
+/* internal.h -- helpers shared by the float and double kernels (not part of the API). */
+#ifndef FASTRNN_INTERNAL_H
+#define FASTRNN_INTERNAL_H
+
+#include <stddef.h>
+#include "fastrnn.h"
+
+/* The BLAS routines installed by fastrnn_set_gemm (NULL: naive GEMM). */
+extern fastrnn_sgemm_fn fastrnn_blas_sgemm;
+extern fastrnn_dgemm_fn fastrnn_blas_dgemm;
+
+/* Inference projects the input this many rows (time steps x batch) at a
+ * time, so its scratch does not grow with T yet each GEMM stays large. */
+#define FASTRNN_INFER_CHUNK_ROWS 256
+
+/* Row of (t, b) in a memory-order matrix (x, y, training cache). */
+static inline size_t mem_row(const fastrnn_layer *L, int t, int b)
+{
+    return L->batch_first ? (size_t)b * L->T + t : (size_t)t * L->B + b;
+}
+
+/* Batch row held by slot i (slots sort lengths descending). */
+static inline int slot_row(const int *order, int i)
+{
+    return order ? order[i] : i;
+}
+
+/* Number of slots active at time t: slots are sorted by length, descending,
+ * so they are the prefix whose length exceeds t (binary search). */
+static inline int active_slots(const int *lengths, const int *order, int B, int t)
+{
+    int lo = 0, hi = B;
+    if (!lengths)
+        return B;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (lengths[order[mid]] > t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Time steps per inference projection chunk. */
+static inline int infer_chunk_steps(const fastrnn_layer *L)
+{
+    int k = FASTRNN_INFER_CHUNK_ROWS / L->B;
+    if (k < 1)
+        k = 1;
+    return k < L->T ? k : L->T;
+}
+
+#endif /* FASTRNN_INTERNAL_H */

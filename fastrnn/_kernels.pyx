@@ -1,0 +1,289 @@
+"""Bindings of the C kernels (csrc/fastrnn.h).
+
+This module checks everything that could make the C code read or write out of
+bounds (types, dtypes, contiguity, agreeing sizes, length ranges), then calls
+C with the GIL released. Nothing numerical happens here. User-facing argument
+checks with friendly messages live in fastrnn/layers.py; the checks here are
+the last line of defence and raise plain ValueError/TypeError.
+"""
+import numpy as np
+
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from fastrnn._kernels cimport *
+
+ctypedef fused floating:
+    float
+    double
+
+CELLS = {
+    "rnn_tanh": FASTRNN_RNN_TANH,
+    "rnn_relu": FASTRNN_RNN_RELU,
+    "lstm": FASTRNN_LSTM,
+    "gru": FASTRNN_GRU,
+    "gru_reset_before": FASTRNN_GRU_RESET_BEFORE,
+}
+
+_INT_MAX = 2**31 - 1
+
+
+def set_blas(bint enabled):
+    """Use SciPy's BLAS for every GEMM (default), or the naive C GEMM."""
+    if enabled:
+        fastrnn_set_gemm(<fastrnn_sgemm_fn>sgemm, <fastrnn_dgemm_fn>dgemm)
+    else:
+        fastrnn_set_gemm(NULL, NULL)
+
+
+def blas_enabled():
+    """True when the kernels run their GEMMs through BLAS."""
+    return bool(fastrnn_gemm_is_blas())
+
+
+set_blas(True)
+
+
+cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, bint batch_first,
+                          bint reverse, int ldy) except *:
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell kind {cell!r}; expected one of {sorted(CELLS)}")
+    cdef fastrnn_layer L
+    L.cell = CELLS[cell]
+    L.T, L.B, L.I, L.H = T, B, I, H
+    L.batch_first, L.reverse, L.ldy = batch_first, reverse, ldy
+    if min(T, B, I, H) < 1:
+        raise ValueError(f"sizes must be >= 1, got T={T} B={B} I={I} H={H}")
+    if T * B * max(I, ldy, fastrnn_num_gates(L.cell) * H) > _INT_MAX:
+        raise ValueError("arrays too large for the 32-bit BLAS interface")
+    return L
+
+
+def num_gates(str cell):
+    return fastrnn_num_gates(CELLS[cell])
+
+
+def cache_size(str cell, int T, int B, int I, int H):
+    """Elements of the training cache of one layer-direction."""
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, False, False, H)
+    return fastrnn_cache_size(&L)
+
+
+def forward_work_size(str cell, int T, int B, int I, int H, bint training):
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, False, False, H)
+    return fastrnn_forward_work_size(&L, training)
+
+
+def backward_work_size(str cell, int T, int B, int I, int H):
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, False, False, H)
+    return fastrnn_backward_work_size(&L)
+
+
+def _check(str name, a, dtype, shape):
+    """a must be a C-contiguous ndarray of dtype and shape (None: anything)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.writeable and name in _OUTPUTS:
+        raise ValueError(f"{name}: output array is read-only")
+    return a.reshape(-1)
+
+
+_OUTPUTS = {"y", "h_n", "c_n", "cache", "work", "dx", "dh0", "dc0",
+            "dw_ih", "dw_hh", "db_ih", "db_hh"}
+
+
+def _opt(str name, a, dtype, shape):
+    return None if a is None else _check(name, a, dtype, shape)
+
+
+def _lengths_and_order(lengths, int T, int B):
+    """Checked lengths (B,) as C ints and the slot order sorting them descending."""
+    if lengths is None:
+        return None, None
+    lengths = _check("lengths", lengths, np.intc, (B,))
+    if B and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(f"lengths: expected values in [0, {T}]")
+    order = np.ascontiguousarray(np.argsort(-lengths, kind="stable"), dtype=np.intc)
+    return lengths, order
+
+
+def _sizes(x, bint batch_first):
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise ValueError("x: expected a 3-D numpy.ndarray")
+    if batch_first:
+        return x.shape[1], x.shape[0], x.shape[2]
+    return x.shape[0], x.shape[1], x.shape[2]
+
+
+def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, int y_offset,
+            h_n, c_n, cache, work, bint batch_first, bint reverse):
+    """Run one layer-direction forward; training when cache is not None.
+
+    x (T, B, I) or (B, T, I); y the same rows with ldy columns, this direction
+    writes columns [y_offset, y_offset + H); h0, h_n (B, H); c0, c_n (B, H)
+    for LSTM; cache (cache_size,) or None; work (>= forward_work_size,).
+    """
+    T, B, I = _sizes(x, batch_first)
+    dt = x.dtype
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"x: expected float32 or float64, got {dt}")
+    G = fastrnn_num_gates(CELLS.get(cell, -1))
+    H = w_hh.shape[1] if isinstance(w_hh, np.ndarray) and w_hh.ndim == 2 else -1
+    if not isinstance(y, np.ndarray) or y.ndim != 3:
+        raise ValueError("y: expected a 3-D numpy.ndarray")
+    ldy = y.shape[2]
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, batch_first, reverse, ldy)
+    if y_offset < 0 or y_offset + H > ldy:
+        raise ValueError(f"y_offset: {y_offset} + H={H} exceeds y's {ldy} columns")
+    lstm = cell == "lstm"
+    xf = _check("x", x, dt, None)
+    yf = _check("y", y, dt, x.shape[:2] + (ldy,))
+    wi = _check("w_ih", w_ih, dt, (G * H, I))
+    wh = _check("w_hh", w_hh, dt, (G * H, H))
+    bi = _opt("b_ih", b_ih, dt, (G * H,))
+    bh = _opt("b_hh", b_hh, dt, (G * H,))
+    if (bi is None) != (bh is None):
+        raise ValueError("b_ih and b_hh: give both or neither")
+    h0f = _check("h0", h0, dt, (B, H))
+    hnf = _check("h_n", h_n, dt, (B, H))
+    c0f = _check("c0", c0, dt, (B, H)) if lstm else None
+    cnf = _check("c_n", c_n, dt, (B, H)) if lstm else None
+    training = cache is not None
+    cf = _opt("cache", cache, dt, (fastrnn_cache_size(&L),))
+    wf = _check("work", work, dt, None)
+    if wf.shape[0] < fastrnn_forward_work_size(&L, training):
+        raise ValueError("work: too small")
+    lf, of = _lengths_and_order(lengths, T, B)
+    if dt == np.float32:
+        _forward[float](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, lf, of)
+    else:
+        _forward[double](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, lf, of)
+
+
+def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
+             dy, int y_offset, dh_n, dc_n, cache, x, w_ih, w_hh, lengths, work,
+             bint batch_first, bint reverse):
+    """Backward of the forward that filled cache (same x, weights, lengths, flags).
+
+    dx like x (written, or added to when accumulate_dx); dh0, dc0 (B, H)
+    written; dw_*, db_* accumulated (biases may be None); dy like y or None,
+    this direction reads columns [y_offset, y_offset + H); dh_n, dc_n (B, H)
+    or None.
+    """
+    T, B, I = _sizes(x, batch_first)
+    dt = x.dtype
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"x: expected float32 or float64, got {dt}")
+    G = fastrnn_num_gates(CELLS.get(cell, -1))
+    H = w_hh.shape[1] if isinstance(w_hh, np.ndarray) and w_hh.ndim == 2 else -1
+    ldy = H
+    if dy is not None:
+        if not isinstance(dy, np.ndarray) or dy.ndim != 3:
+            raise ValueError("dy: expected a 3-D numpy.ndarray")
+        ldy = dy.shape[2]
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, batch_first, reverse, ldy)
+    if y_offset < 0 or y_offset + H > ldy:
+        raise ValueError(f"y_offset: {y_offset} + H={H} exceeds dy's {ldy} columns")
+    if cache is None:
+        raise ValueError("cache: backward needs the cache of a training forward")
+    lstm = cell == "lstm"
+    xf = _check("x", x, dt, None)
+    dxf = _check("dx", dx, dt, x.shape)
+    dyf = _opt("dy", dy, dt, x.shape[:2] + (ldy,))
+    wi = _check("w_ih", w_ih, dt, (G * H, I))
+    wh = _check("w_hh", w_hh, dt, (G * H, H))
+    dwi = _check("dw_ih", dw_ih, dt, (G * H, I))
+    dwh = _check("dw_hh", dw_hh, dt, (G * H, H))
+    dbi = _opt("db_ih", db_ih, dt, (G * H,))
+    dbh = _opt("db_hh", db_hh, dt, (G * H,))
+    dh0f = _check("dh0", dh0, dt, (B, H))
+    dhnf = _opt("dh_n", dh_n, dt, (B, H))
+    dc0f = _check("dc0", dc0, dt, (B, H)) if lstm else None
+    dcnf = _opt("dc_n", dc_n, dt, (B, H)) if lstm else None
+    cf = _check("cache", cache, dt, (fastrnn_cache_size(&L),))
+    wf = _check("work", work, dt, None)
+    if wf.shape[0] < fastrnn_backward_work_size(&L):
+        raise ValueError("work: too small")
+    lf, of = _lengths_and_order(lengths, T, B)
+    if dt == np.float32:
+        _backward[float](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, wf,
+                         dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, lf, of)
+    else:
+        _backward[double](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, wf,
+                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, lf, of)
+
+
+# The one place where the dtype picks the C function.
+
+cdef inline floating *_ptr(floating[::1] a) noexcept nogil:
+    return NULL if a is None else &a[0]
+
+
+cdef inline const floating *_cptr(const floating[::1] a) noexcept nogil:
+    if a is None:
+        return NULL
+    return &a[0]
+
+
+cdef inline const int *_iptr(const int[::1] a) noexcept nogil:
+    if a is None:
+        return NULL
+    return &a[0]
+
+
+cdef _raise_status(int status):
+    if status == FASTRNN_ERR_NO_CACHE:
+        raise ValueError("backward needs the cache of a training forward")
+    if status != FASTRNN_OK:
+        raise ValueError(f"fastrnn kernel rejected its arguments (status {status})")
+
+
+cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n,
+              floating[::1] c_n, floating[::1] cache, floating[::1] work,
+              const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
+              const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] b_ih,
+              const floating[::1] b_hh, const int[::1] lengths, const int[::1] order):
+    cdef int status
+    with nogil:
+        if floating is float:
+            status = fastrnn_forward_f32(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
+                                         _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
+                                         _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
+                                         _iptr(lengths), _iptr(order), L)
+        else:
+            status = fastrnn_forward_f64(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
+                                         _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
+                                         _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
+                                         _iptr(lengths), _iptr(order), L)
+    _raise_status(status)
+
+
+cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[::1] dh0,
+               floating[::1] dc0, floating[::1] dw_ih, floating[::1] dw_hh,
+               floating[::1] db_ih, floating[::1] db_hh, floating[::1] work,
+               const floating[::1] dy, int y_offset, const floating[::1] dh_n,
+               const floating[::1] dc_n, const floating[::1] cache, const floating[::1] x,
+               const floating[::1] w_ih, const floating[::1] w_hh, const int[::1] lengths, const int[::1] order):
+    cdef int status
+    cdef const floating *dyp = NULL
+    if dy is not None:
+        dyp = &dy[y_offset]
+    with nogil:
+        if floating is float:
+            status = fastrnn_backward_f32(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
+                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(work),
+                                          accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
+                                          _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
+                                          _iptr(lengths), _iptr(order), L)
+        else:
+            status = fastrnn_backward_f64(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
+                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(work),
+                                          accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
+                                          _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
+                                          _iptr(lengths), _iptr(order), L)
+    _raise_status(status)

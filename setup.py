@@ -1,0 +1,47 @@
+"""Build of fastrnn's compiled extension: the whole build is this one table.
+
+FASTRNN_NATIVE=1  adds -march=native (fast on the build machine only).
+FASTRNN_DEBUG=1   builds -O0 -g with Cython bounds checks and the address and
+                  undefined-behaviour sanitizers (run Python with
+                  LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
+"""
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTRNN_DEBUG") == "1"
+NATIVE = os.environ.get("FASTRNN_NATIVE") == "1"
+
+compile_args = ["-std=c99", "-O0", "-g"] if DEBUG else ["-std=c99", "-O3"]
+link_args = []
+if DEBUG:
+    compile_args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    link_args += ["-fsanitize=address,undefined"]
+if NATIVE:
+    compile_args += ["-march=native"]
+
+extensions = [
+    Extension(
+        "fastrnn._kernels",
+        sources=["fastrnn/_kernels.pyx", "csrc/common.c", "csrc/kernels_f32.c",
+                 "csrc/kernels_f64.c"],
+        depends=sorted(glob.glob("csrc/*.h")),
+        include_dirs=["csrc"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        libraries=["m"],
+    )
+]
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
