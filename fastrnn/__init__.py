@@ -1,0 +1,16 @@
+"""fastrnn: fast CPU RNN, LSTM and GRU layers for NumPy, trained by BPTT.
+
+    >>> import numpy as np, fastrnn
+    >>> lstm = fastrnn.LSTM(8, 16)
+    >>> out, (h_n, c_n) = lstm(np.zeros((5, 2, 8)))
+    >>> out.shape, h_n.shape
+    ((5, 2, 16), (1, 2, 16))
+
+The layers follow PyTorch's torch.nn conventions; backend="c" runs the
+compiled kernels, backend="numpy" the readable reference (fastrnn.reference).
+"""
+from fastrnn.layers import GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell
+
+__version__ = "0.1.0"
+
+__all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell"]

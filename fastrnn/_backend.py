@@ -1,0 +1,98 @@
+"""The two backends behind every layer, with one interface.
+
+A backend runs one direction of one layer per call (never one time step):
+
+    forward(cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
+            reverse, training) -> (h_n, c_n, saved)
+    backward(saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads) -> (dh0, dc0)
+
+x is (T, B, I), or (B, T, I) when batch_first, C-contiguous in the layer's
+dtype; y has the same leading axes and D*H columns, of which this direction
+writes [y_offset, y_offset + H). weights and grads are (w_ih, w_hh, b_ih,
+b_hh) with None biases when the layer has none; grads accumulate. dx is
+written, or added to when accumulate_dx. ``saved`` is what backward needs,
+None after an inference forward.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastrnn import _kernels, reference
+
+
+class CBackend:
+    """The compiled kernels. Owns a workspace per dtype, reused across calls."""
+
+    name = "c"
+
+    def __init__(self) -> None:
+        self._work: dict = {}
+
+    def _workspace(self, dtype, size: int) -> np.ndarray:
+        work = self._work.get(np.dtype(dtype))
+        if work is None or work.shape[0] < size:
+            work = np.empty(max(size, 1), dtype=dtype)
+            self._work[np.dtype(dtype)] = work
+        return work
+
+    def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
+                reverse, training):
+        T, B = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
+        I, H = x.shape[2], h0.shape[1]
+        h_n = np.empty_like(h0)
+        c_n = np.empty_like(h0) if cell == "lstm" else None
+        cache = np.empty(_kernels.cache_size(cell, T, B, I, H), x.dtype) if training else None
+        work = self._workspace(x.dtype, _kernels.forward_work_size(cell, T, B, I, H, training))
+        _kernels.forward(cell, x, h0, c0, *weights, lengths, y, y_offset, h_n, c_n, cache,
+                         work, batch_first, reverse)
+        saved = (cell, cache, x, weights, lengths, batch_first, reverse) if training else None
+        return h_n, c_n, saved
+
+    def backward(self, saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads):
+        cell, cache, x, (w_ih, w_hh, _, _), lengths, batch_first, reverse = saved
+        T, B = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
+        I, H = x.shape[2], w_hh.shape[1]
+        dh0 = np.empty((B, H), x.dtype)
+        dc0 = np.empty((B, H), x.dtype) if cell == "lstm" else None
+        work = self._workspace(x.dtype, _kernels.backward_work_size(cell, T, B, I, H))
+        _kernels.backward(cell, dx, accumulate_dx, dh0, dc0, *grads, dy, y_offset, dh_n, dc_n,
+                          cache, x, w_ih, w_hh, lengths, work, batch_first, reverse)
+        return dh0, dc0
+
+
+class NumpyBackend:
+    """The readable reference (fastrnn.reference), time-major inside."""
+
+    name = "numpy"
+
+    def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
+                reverse, training):
+        xt = x.transpose(1, 0, 2) if batch_first else x
+        out, h_n, c_n, cache = reference.layer_forward(cell, xt, h0, c0, *weights,
+                                                       lengths=lengths, reverse=reverse)
+        H = h0.shape[1]
+        yt = y.transpose(1, 0, 2) if batch_first else y
+        yt[:, :, y_offset:y_offset + H] = out
+        saved = (cell, cache, batch_first) if training else None
+        return h_n, c_n, saved
+
+    def backward(self, saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads):
+        cell, cache, batch_first = saved
+        dyt = None
+        if dy is not None:
+            dyt = dy.transpose(1, 0, 2) if batch_first else dy
+            H = grads[1].shape[1]  # dw_hh is (G*H, H)
+            dyt = dyt[:, :, y_offset:y_offset + H]
+        dxt, dh0, dc0, step_grads = reference.layer_backward(cell, cache, dyt, dh_n, dc_n)
+        dxt = dxt.transpose(1, 0, 2) if batch_first else dxt
+        if accumulate_dx:
+            dx += dxt
+        else:
+            dx[...] = dxt
+        for total, name in zip(grads, ("w_ih", "w_hh", "b_ih", "b_hh")):
+            if total is not None:
+                total += step_grads[name]
+        return dh0, dc0
+
+
+BACKENDS = {"c": CBackend, "numpy": NumpyBackend}

@@ -1,0 +1,625 @@
+"""RNN, LSTM and GRU layers, the Bidirectional wrapper and one-step cells.
+
+Conventions are PyTorch's (see API.md): gate order LSTM i,f,g,o and GRU r,z,n,
+parameter names ``weight_ih_l{k}[_reverse]`` etc., states ``(D*num_layers, B, H)``
+ordered layer-major, direction-minor, and a PyTorch ``state_dict`` loads as is.
+
+Stack -> Layer -> Cell: a layer object loops over its layers and directions and
+makes one backend call per layer-direction; the backend ("c" or "numpy") owns
+the time loop.
+
+Threads: the C backend releases the GIL, so different layer objects run in
+parallel from Python threads. Calls on one layer object are serialized by a
+lock (it owns its workspace and the state kept for backward).
+"""
+from __future__ import annotations
+
+import numbers
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fastrnn._backend import BACKENDS
+
+ArrayLike = Any
+State = Optional[np.ndarray]
+
+_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
+_MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+
+# ------------------------------------------------------------ input checks
+
+def _dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _as_array(name: str, value: ArrayLike, dtype: np.dtype) -> np.ndarray:
+    """value as a C-contiguous array of dtype; numbers only."""
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name}: expected an array of real numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name}: expected real numbers, got complex dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _lengths(lengths: ArrayLike, B: int, T: int) -> Optional[np.ndarray]:
+    """Checked lengths (B,) as C ints; None when every sequence is full length."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) \
+                and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), "
+                         f"got {arr.shape}")
+    if B and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"lengths: expected values in [1, {T}] (T = {T}), "
+                         f"got min {arr.min()} max {arr.max()}")
+    if np.all(arr == T):
+        return None
+    return np.ascontiguousarray(arr, dtype=np.intc)
+
+
+# ------------------------------------------------------------------ stack
+
+class _RNNBase:
+    """Shared machinery of RNN, LSTM and GRU (a stack of layer-directions)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, dtype=np.float32, seed: Optional[int] = None,
+                 backend: str = "c") -> None:
+        self.input_size = _check_positive_int("input_size", input_size)
+        self.hidden_size = _check_positive_int("hidden_size", hidden_size)
+        self.num_layers = _check_positive_int("num_layers", num_layers)
+        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+        self._cell = cell
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = _dtype(dtype)
+        self.training = True
+        self.backend = backend
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._saved: Optional[dict] = None
+
+        G, H = _GATES[cell], self.hidden_size
+        bound = 1.0 / np.sqrt(H)
+        self._params: Dict[str, np.ndarray] = {}
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.num_directions * H
+            for suffix in self._suffixes():
+                shapes = {"weight_ih": (G * H, layer_input), "weight_hh": (G * H, H)}
+                if self.bias:
+                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
+                for stem, shape in shapes.items():
+                    self._params[f"{stem}_l{layer}{suffix}"] = self._rng.uniform(
+                        -bound, bound, shape).astype(self.dtype)
+        self.grads: Dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self._params.items()}
+
+    # -- configuration
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def backend(self) -> str:
+        """"c" (compiled kernels) or "numpy" (the reference); may be changed any time."""
+        return self._backend.name
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in BACKENDS:
+            raise ValueError(f"backend: expected one of {sorted(BACKENDS)}, got {name!r}")
+        self._backend = BACKENDS[name]()
+        self._saved = None
+
+    def _suffixes(self) -> Tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def train(self, mode: bool = True):
+        """Training mode: forward keeps what backward needs (the default)."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Inference mode: forward keeps nothing and is faster."""
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        extra = "" if self._cell not in ("rnn_relu",) else ", nonlinearity='relu'"
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}, "
+                f"bidirectional={self.bidirectional}, dtype={self.dtype.name}, "
+                f"backend={self.backend!r})")
+
+    # -- parameters
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        params = self.__dict__.get("_params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def parameters(self) -> List[np.ndarray]:
+        """The live parameter arrays (update them in place), in state_dict order."""
+        return list(self._params.values())
+
+    def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
+        return list(self._params.items())
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """A copy of the parameters under PyTorch's names and shapes."""
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def load_state_dict(self, state_dict: Dict[str, ArrayLike]) -> None:
+        """Load parameters by PyTorch name; every entry must be present with its shape."""
+        missing = [k for k in self._params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self._params]
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        loaded = {}
+        for k, v in state_dict.items():
+            arr = _as_array(f"state_dict[{k!r}]", v, self.dtype)
+            if arr.shape != self._params[k].shape:
+                raise ValueError(f"load_state_dict: {k!r} expected shape "
+                                 f"{self._params[k].shape}, got {arr.shape}")
+            loaded[k] = arr
+        for k, arr in loaded.items():
+            self._params[k][...] = arr
+
+    def zero_grad(self) -> None:
+        """Clear the accumulated parameter gradients."""
+        for g in self.grads.values():
+            g.fill(0)
+
+    def _weights(self, layer: int, suffix: str, store: Dict[str, np.ndarray]):
+        key = f"l{layer}{suffix}"
+        return (store[f"weight_ih_{key}"], store[f"weight_hh_{key}"],
+                store.get(f"bias_ih_{key}"), store.get(f"bias_hh_{key}"))
+
+    # -- forward
+
+    def _input(self, x: ArrayLike) -> Tuple[np.ndarray, bool]:
+        """x as a 3-D array in the layer's layout, and whether it was unbatched."""
+        x = _as_array("x", x, self.dtype)
+        if x.ndim == 2:
+            x, unbatched = x[:, None, :], True   # (T, I) -> (T, 1, I)
+            if self.batch_first:
+                x = x.transpose(1, 0, 2)
+        elif x.ndim == 3:
+            unbatched = False
+        else:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x: expected a 3-D input {layout} or a 2-D unbatched input "
+                             f"(T, I), got shape {x.shape}")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"x: input has inconsistent input_size: got {x.shape[2]} "
+                             f"expected {self.input_size}")
+        if 0 in x.shape:
+            raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
+        return np.ascontiguousarray(x), unbatched
+
+    def _state(self, name: str, value: ArrayLike, B: int, unbatched: bool) -> np.ndarray:
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        if value is None:
+            return np.zeros(shape, self.dtype)
+        arr = _as_array(name, value, self.dtype)
+        if unbatched:
+            if arr.shape != (shape[0], shape[2]):
+                raise ValueError(f"{name}: expected shape {(shape[0], shape[2])} for "
+                                 f"unbatched input, got {arr.shape}")
+            return np.ascontiguousarray(arr[:, None, :])
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} (D*num_layers, B, H), got {arr.shape}")
+        return arr
+
+    def _forward(self, x, h0, c0, lengths, training):
+        x, unbatched = self._input(x)
+        T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+        if unbatched and lengths is not None:
+            lengths = np.reshape(np.asarray(lengths), (1,))
+        lengths = _lengths(lengths, B, T)
+        h0 = self._state("h0", h0, B, unbatched)
+        c0 = self._state("c0", c0, B, unbatched) if self._cell == "lstm" else None
+        training = self.training if training is None else bool(training)
+
+        D, H = self.num_directions, self.hidden_size
+        h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
+        saved = {"layers": [], "unbatched": unbatched, "B": B, "lengths": lengths}
+        layer_in = x.copy() if training else x   # backward must see this forward's x
+        for layer in range(self.num_layers):
+            y = np.empty(x.shape[:2] + (D * H,), self.dtype)
+            dirs = []
+            for d, suffix in enumerate(self._suffixes()):
+                k = layer * D + d
+                hn, cn, s = self._backend.forward(
+                    self._cell, layer_in, h0[k], None if c0 is None else c0[k],
+                    self._weights(layer, suffix, self._params), lengths, y, d * H,
+                    self.batch_first, d == 1, training)
+                h_n[k] = hn
+                if c_n is not None:
+                    c_n[k] = cn
+                dirs.append(s)
+            mask = None
+            if training and self.dropout > 0 and layer < self.num_layers - 1:
+                # dropout between layers only, inverted so inference needs no scaling
+                keep = 1.0 - self.dropout
+                mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                y *= mask
+            saved["layers"].append((dirs, mask, layer_in.shape))
+            layer_in = y
+        output = layer_in
+        self._saved = saved if training else None
+        if unbatched:
+            output = output[:, 0] if not self.batch_first else output[0]
+            h_n = h_n[:, 0]
+            c_n = None if c_n is None else c_n[:, 0]
+        return output, h_n, c_n
+
+    # -- backward
+
+    def _backward(self, d_output, d_h_n, d_c_n):
+        saved = self._saved
+        if saved is None:
+            raise ValueError("backward: no training forward to differentiate; call the layer "
+                             "with training=True (the default, or after .train()) first")
+        unbatched, B = saved["unbatched"], saved["B"]
+        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        first_dirs, _, x_shape = saved["layers"][0]
+        T = x_shape[1] if self.batch_first else x_shape[0]
+        out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
+
+        dy = None
+        if d_output is not None:
+            dy = _as_array("d_output", d_output, self.dtype)
+            if unbatched:
+                expect = (T, D * H)
+                if dy.shape != expect:
+                    raise ValueError(f"d_output: expected the output's shape {expect}, got {dy.shape}")
+                dy = dy[:, None, :] if not self.batch_first else dy[None]
+            elif dy.shape != out_shape:
+                raise ValueError(f"d_output: expected the output's shape {out_shape}, got {dy.shape}")
+            dy = np.ascontiguousarray(dy)
+        dh_n = None if d_h_n is None else self._state("d_h_n", d_h_n, B, unbatched)
+        dc_n = None if d_c_n is None else self._state("d_c_n", d_c_n, B, unbatched)
+
+        dh0 = np.zeros((L * D, B, H), self.dtype)
+        dc0 = np.zeros((L * D, B, H), self.dtype) if self._cell == "lstm" else None
+        for layer in reversed(range(L)):
+            dirs, _, in_shape = saved["layers"][layer]
+            dx = np.empty(in_shape, self.dtype)
+            for d, suffix in enumerate(self._suffixes()):
+                k = layer * D + d
+                g0, gc0 = self._backend.backward(
+                    dirs[d], dy, d * H, None if dh_n is None else dh_n[k],
+                    None if dc_n is None else dc_n[k], dx, d > 0,
+                    self._weights(layer, suffix, self.grads))
+                dh0[k] = g0
+                if dc0 is not None:
+                    dc0[k] = gc0
+            if layer > 0:
+                mask = saved["layers"][layer - 1][1]
+                if mask is not None:
+                    dx *= mask   # backprop through the dropout between layers
+            dy = dx
+        dx = dy
+        if unbatched:
+            dx = dx[:, 0] if not self.batch_first else dx[0]
+            dh0 = dh0[:, 0]
+            dc0 = None if dc0 is None else dc0[:, 0]
+        return dx, dh0, dc0
+
+
+class RNN(_RNNBase):
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, dtype, seed, backend)
+
+    def __call__(self, x: ArrayLike, h0: ArrayLike = None, lengths: ArrayLike = None,
+                 training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """output (T, B, D*H), h_n (D*num_layers, B, H)."""
+        with self._lock:
+            output, h_n, _ = self._forward(x, h0, None, lengths, training)
+        return output, h_n
+
+    def backward(self, d_output: ArrayLike, d_h_n: ArrayLike = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+        """dx, dh0; parameter gradients accumulate into .grads."""
+        with self._lock:
+            dx, dh0, _ = self._backward(d_output, d_h_n, None)
+        return dx, dh0
+
+
+class GRU(RNN.__base__):
+    """GRU, gates r, z, n; reset_after=True is PyTorch's (and Keras' default) form."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, reset_after: bool = True, dtype=np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        self.reset_after = bool(reset_after)
+        super().__init__("gru" if reset_after else "gru_reset_before", input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed, backend)
+
+    __call__ = RNN.__call__
+    backward = RNN.backward
+
+
+class LSTM(_RNNBase):
+    """LSTM, gates i, f, g, o: c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, dtype=np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        if proj_size != 0:
+            raise NotImplementedError("proj_size is not supported yet")
+        self.proj_size = 0
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, dtype, seed, backend)
+
+    def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+                 lengths: ArrayLike = None, training: Optional[bool] = None):
+        """output (T, B, D*H), (h_n, c_n) each (D*num_layers, B, H)."""
+        h0, c0 = _pair("state", state)
+        with self._lock:
+            output, h_n, c_n = self._forward(x, h0, c0, lengths, training)
+        return output, (h_n, c_n)
+
+    def backward(self, d_output: ArrayLike, d_state: Optional[Tuple[ArrayLike, ArrayLike]] = None):
+        """dx, (dh0, dc0); parameter gradients accumulate into .grads."""
+        d_h_n, d_c_n = _pair("d_state", d_state)
+        with self._lock:
+            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n)
+        return dx, (dh0, dc0)
+
+
+def _pair(name: str, value) -> Tuple[Any, Any]:
+    if value is None:
+        return None, None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {type(value).__name__}")
+    return value[0], value[1]
+
+
+# ------------------------------------------------------- Keras-style wrapper
+
+class Bidirectional:
+    """Runs a layer in both directions and merges the two outputs (Keras style).
+
+    ``Bidirectional(GRU(8, 16), merge_mode="concat")`` equals ``GRU(8, 16,
+    bidirectional=True)``, whose forward direction starts from the wrapped
+    layer's weights. merge_mode "sum", "mul" or "ave" combine the two halves
+    elementwise instead (output width H). States are the inner layer's.
+    """
+
+    def __init__(self, layer: _RNNBase, merge_mode: str = "concat") -> None:
+        if not isinstance(layer, _RNNBase):
+            raise TypeError(f"layer: expected an RNN, LSTM or GRU, got {type(layer).__name__}")
+        if layer.bidirectional:
+            raise ValueError("layer: expected a unidirectional layer (bidirectional=False)")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"merge_mode: expected one of {list(_MERGE_MODES)}, got {merge_mode!r}")
+        self.merge_mode = merge_mode
+        kwargs = dict(num_layers=layer.num_layers, bias=layer.bias,
+                      batch_first=layer.batch_first, dropout=layer.dropout,
+                      bidirectional=True, dtype=layer.dtype, backend=layer.backend,
+                      seed=int(layer._rng.integers(2**31)))
+        if isinstance(layer, GRU):
+            kwargs["reset_after"] = layer.reset_after
+        if type(layer) is RNN:
+            kwargs["nonlinearity"] = layer.nonlinearity
+        self.layer = type(layer)(layer.input_size, layer.hidden_size, **kwargs)
+        for name, value in layer.state_dict().items():
+            self.layer._params[name][...] = value
+        self._halves: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+    def __getattr__(self, name: str):
+        # parameters, grads, state_dict, train/eval, backend, ... are the inner layer's
+        if name == "layer":
+            raise AttributeError(name)
+        return getattr(self.layer, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "backend":
+            self.layer.backend = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __call__(self, x: ArrayLike, state=None, lengths: ArrayLike = None,
+                 training: Optional[bool] = None):
+        output, state = self.layer(x, state, lengths=lengths, training=training)
+        if self.merge_mode == "concat":
+            return output, state
+        H = self.layer.hidden_size
+        fwd, bwd = output[..., :H], output[..., H:]
+        self._halves = (fwd, bwd) if self.merge_mode == "mul" else None
+        if self.merge_mode == "sum":
+            return fwd + bwd, state
+        if self.merge_mode == "mul":
+            return fwd * bwd, state
+        return (fwd + bwd) / 2, state
+
+    def backward(self, d_output: ArrayLike, d_state=None):
+        if self.merge_mode != "concat" and d_output is not None:
+            d = np.asarray(d_output, dtype=self.layer.dtype)
+            if self.merge_mode == "sum":
+                d_output = np.concatenate([d, d], axis=-1)
+            elif self.merge_mode == "ave":
+                d_output = np.concatenate([d / 2, d / 2], axis=-1)
+            else:
+                if self._halves is None:
+                    raise ValueError("backward: no forward to differentiate")
+                fwd, bwd = self._halves
+                if d.shape != fwd.shape:
+                    raise ValueError(f"d_output: expected the output's shape {fwd.shape}, "
+                                     f"got {d.shape}")
+                d_output = np.concatenate([d * bwd, d * fwd], axis=-1)
+        return self.layer.backward(d_output, d_state)
+
+    def __repr__(self) -> str:
+        return f"Bidirectional({self.layer!r}, merge_mode={self.merge_mode!r})"
+
+
+# ------------------------------------------------------------------- cells
+
+class _CellBase:
+    """One time step; the same kernels as the layers with T = 1."""
+
+    _stack_type: type
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype=np.float32, seed: Optional[int] = None, backend: str = "c",
+                 **kwargs) -> None:
+        self._layer = self._stack_type(input_size, hidden_size, bias=bias, dtype=dtype,
+                                       seed=seed, backend=backend, **kwargs)
+        self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
+
+    def __getattr__(self, name: str):
+        if name == "_layer":
+            raise AttributeError(name)
+        layer = self._layer
+        if name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            return layer._params[f"{name}_l0"]
+        if name in ("dtype", "bias", "training", "backend", "train", "eval", "zero_grad",
+                    "parameters"):
+            return getattr(layer, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("backend", "training"):
+            setattr(self._layer, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        return {k[:-3]: v for k, v in self._layer.grads.items()}
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        return {k[:-3]: v for k, v in self._layer.state_dict().items()}
+
+    def load_state_dict(self, state_dict: Dict[str, ArrayLike]) -> None:
+        """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh)."""
+        self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
+
+    def _step_input(self, x: ArrayLike) -> np.ndarray:
+        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I)."""
+        x = _as_array("x", x, self._layer.dtype)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x: expected (B, I) or unbatched (I,), got shape {x.shape}")
+        self._unbatched = x.ndim == 1
+        return x.reshape(1, -1, x.shape[-1])
+
+    def _step_state(self, name: str, value: ArrayLike, B: int) -> Optional[np.ndarray]:
+        """A state (B, H), or (H,) when unbatched, as (1, B, H)."""
+        if value is None:
+            return None
+        arr = _as_array(name, value, self._layer.dtype)
+        expect = (self.hidden_size,) if self._unbatched else (B, self.hidden_size)
+        if arr.shape != expect:
+            raise ValueError(f"{name}: expected shape {expect}, got {arr.shape}")
+        return arr.reshape(1, B, self.hidden_size)
+
+    def _grad_state(self, name: str, value: ArrayLike) -> Optional[np.ndarray]:
+        saved = self._layer._saved
+        return self._step_state(name, value, saved["B"] if saved else 1)
+
+    def _squeeze(self, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """(1, B, n) -> (B, n), or (n,) when unbatched."""
+        if a is None:
+            return None
+        return a[0, 0] if self._unbatched else a[0]
+
+
+class RNNCell(_CellBase):
+    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), one step."""
+
+    _stack_type = RNN
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", dtype=np.float32, seed: Optional[int] = None,
+                 backend: str = "c") -> None:
+        super().__init__(input_size, hidden_size, bias, dtype, seed, backend,
+                         nonlinearity=nonlinearity)
+
+    def __call__(self, x: ArrayLike, h: ArrayLike = None,
+                 training: Optional[bool] = None) -> np.ndarray:
+        """x (B, I) or (I,); h (B, H) or (H,) (None: zeros) -> the next h."""
+        x = self._step_input(x)
+        h = self._step_state("h", h, x.shape[1])
+        _, h_n = self._layer(x, h, training=training)
+        return self._squeeze(h_n)
+
+    def backward(self, d_h: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+        """dx, dh of the last call given the gradient of its output;
+        parameter gradients accumulate into .grads."""
+        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h))
+        return self._squeeze(dx), self._squeeze(dh)
+
+
+class GRUCell(RNNCell):
+    """One GRU step (reset_after=True is PyTorch's GRUCell)."""
+
+    _stack_type = GRU
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 reset_after: bool = True, dtype=np.float32, seed: Optional[int] = None,
+                 backend: str = "c") -> None:
+        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed, backend,
+                           reset_after=reset_after)
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step: (h, c) -> (h', c')."""
+
+    _stack_type = LSTM
+
+    def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+                 training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """x (B, I) or (I,); state (h, c) each (B, H) or (H,), or None for zeros."""
+        x = self._step_input(x)
+        h, c = _pair("state", state)
+        state3 = (self._step_state("h", h, x.shape[1]), self._step_state("c", c, x.shape[1]))
+        _, (h_n, c_n) = self._layer(x, state3, training=training)
+        return self._squeeze(h_n), self._squeeze(c_n)
+
+    def backward(self, d_state: Tuple[ArrayLike, ArrayLike]):
+        """dx, (dh, dc) of the last call given the gradients of its (h', c');
+        parameter gradients accumulate into .grads."""
+        d_h, d_c = _pair("d_state", d_state)
+        dx, (dh, dc) = self._layer.backward(
+            None, (self._grad_state("d_h", d_h), self._grad_state("d_c", d_c)))
+        return self._squeeze(dx), (self._squeeze(dh), self._squeeze(dc))

@@ -1,0 +1,316 @@
+"""The readable NumPy reference of fastrnn: every cell, forward and backward.
+
+This module is the specification the C kernels are tested against and the
+``backend="numpy"`` of the layers. It favours clarity over speed: one NumPy line
+per equation, and backward is the forward loop reversed, one commented line per
+chain-rule step. Derivatives are taken from stored outputs (``1 - h*h``,
+``s*(1 - s)``). Arithmetic stays in the dtype of the inputs.
+
+Dimension letters: T steps, B batch, I input features, H hidden features,
+G gates (RNN 1, LSTM 4, GRU 3).
+
+Conventions are PyTorch's: layout ``x @ w_ih.T``; parameters w_ih (G*H, I),
+w_hh (G*H, H), b_ih (G*H,), b_hh (G*H,); gate order LSTM i, f, g, o and GRU
+r, z, n. A bias may be None (the layer has none): it counts as zero and its
+gradient is None. Cell kinds:
+
+    "rnn_tanh", "rnn_relu"  h = act(x W_ih^T + b_ih + h W_hh^T + b_hh)
+    "lstm"                  c = f*c + i*g;  h = o*tanh(c)
+    "gru"                   n = tanh(x W_in^T + b_in + r*(h W_hn^T + b_hn))  (PyTorch)
+    "gru_reset_before"      n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn) (reset_after=False)
+    and for both GRUs       h = (1 - z)*n + z*h
+
+Lengths (PyTorch's packed-sequence result, without packing): step t of row b is
+active iff t < lengths[b]. An inactive step writes zeros to y and leaves the
+state untouched. The reverse direction runs t = T-1..0 with the same rule, so a
+sequence of length L starts at its own last valid step L-1, from h0.
+
+The layer cache has the layout of the C training cache (csrc/fastrnn.h), time
+indexed whatever the direction (row t belongs to x[t] and y[t]):
+
+    "gates"   (T, B, G*H)  post-activation gates (RNN: h itself)
+    "h_prev"  (T, B, H)    the state entering step t
+    "c_prev"  (T, B, H)    LSTM only: the cell state entering step t
+    "hn"      (T, B, H)    "gru" only: the recurrent n-term h W_hn^T + b_hn
+    "rh"      (T, B, H)    "gru_reset_before" only: r * h_prev
+
+plus "cell", "reverse", "lengths" (B,), "x" and the four parameters. Values at
+inactive steps are whatever the cell computed there and are never used.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+Array = np.ndarray
+Cache = dict[str, Any]
+Grads = dict[str, Optional[Array]]
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
+NUM_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
+# what a step saves for backward, beyond x and the parameters; the C cache keeps the same
+SAVED = {"rnn_tanh": ("gates", "h_prev"), "rnn_relu": ("gates", "h_prev"),
+         "lstm": ("gates", "h_prev", "c_prev"), "gru": ("gates", "h_prev", "hn"),
+         "gru_reset_before": ("gates", "h_prev", "rh")}
+
+
+def sigmoid(a: Array) -> Array:
+    # the same function as 1 / (1 + exp(-a)), but exp cannot overflow
+    return 0.5 * (1 + np.tanh(0.5 * a))
+
+
+def _bias(b: Optional[Array], lo: Optional[int] = None, hi: Optional[int] = None) -> Any:
+    """Rows lo:hi of an optional bias; 0 when the layer has no bias."""
+    return 0 if b is None else b[lo:hi]
+
+
+def _params(w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array]) -> Cache:
+    return {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+
+
+def _grads(cache: Cache, dgi: Array, dgh: Array, dw_hh: Array) -> Grads:
+    """Parameter gradients of one step from the pre-activation gradients of the
+    input side dgi (B, G*H) and of the recurrent side dgh (B, G*H)."""
+    return {"w_ih": dgi.T @ cache["x"], "w_hh": dw_hh,
+            "b_ih": None if cache["b_ih"] is None else dgi.sum(0),
+            "b_hh": None if cache["b_hh"] is None else dgh.sum(0)}
+
+
+# ----------------------------------------------------------------- cells: one step
+# x (B, I), h_prev and c_prev (B, H). Each forward returns the new state and a step
+# cache (the saved tensors plus the parameters); each backward takes the gradient of
+# the new state and the step cache, and returns dx, the state gradients and the
+# step's parameter gradients.
+
+def rnn_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Optional[Array],
+                     b_hh: Optional[Array], nonlinearity: str = "tanh") -> tuple[Array, Cache]:
+    a = x @ w_ih.T + _bias(b_ih) + h_prev @ w_hh.T + _bias(b_hh)
+    h = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+    return h, {"x": x, "h_prev": h_prev, "gates": h, "nonlinearity": nonlinearity,
+               **_params(w_ih, w_hh, b_ih, b_hh)}
+
+
+def rnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
+    h = cache["gates"]
+    # backprop through h = act(a)
+    da = dh * (1 - h * h) if cache["nonlinearity"] == "tanh" else dh * (h > 0)
+    # backprop through a = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh
+    dx = da @ cache["w_ih"]
+    dh_prev = da @ cache["w_hh"]
+    return dx, dh_prev, _grads(cache, da, da, da.T @ cache["h_prev"])
+
+
+def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh: Array,
+                      b_ih: Optional[Array], b_hh: Optional[Array]) -> tuple[Array, Array, Cache]:
+    H = h_prev.shape[1]
+    a = x @ w_ih.T + _bias(b_ih) + h_prev @ w_hh.T + _bias(b_hh)   # (B, 4H)
+    i = sigmoid(a[:, :H])
+    f = sigmoid(a[:, H:2 * H])
+    g = np.tanh(a[:, 2 * H:3 * H])
+    o = sigmoid(a[:, 3 * H:])
+    c = f * c_prev + i * g
+    h = o * np.tanh(c)
+    return h, c, {"x": x, "h_prev": h_prev, "c_prev": c_prev,
+                  "gates": np.concatenate([i, f, g, o], axis=1), **_params(w_ih, w_hh, b_ih, b_hh)}
+
+
+def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array, Array, Grads]:
+    i, f, g, o = np.split(cache["gates"], 4, axis=1)
+    c_prev = cache["c_prev"]
+    # recompute tanh(c) from c = f * c_prev + i * g, as the C kernel does
+    tc = np.tanh(f * c_prev + i * g)
+    # backprop through h = o * tanh(c)
+    do = dh * tc
+    dc = dc + dh * o * (1 - tc * tc)
+    # backprop through c = f * c_prev + i * g
+    di = dc * g
+    df = dc * c_prev
+    dg = dc * i
+    dc_prev = dc * f
+    # backprop through the sigmoids of i, f, o and the tanh of g
+    da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)],
+                        axis=1)
+    # backprop through a = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh
+    dx = da @ cache["w_ih"]
+    dh_prev = da @ cache["w_hh"]
+    return dx, dh_prev, dc_prev, _grads(cache, da, da, da.T @ cache["h_prev"])
+
+
+def gru_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Optional[Array],
+                     b_hh: Optional[Array]) -> tuple[Array, Cache]:
+    H = h_prev.shape[1]
+    gi = x @ w_ih.T + _bias(b_ih)                  # (B, 3H) input side of r, z, n
+    gh = h_prev @ w_hh.T + _bias(b_hh)             # (B, 3H) recurrent side of r, z, n
+    r = sigmoid(gi[:, :H] + gh[:, :H])
+    z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    hn = gh[:, 2 * H:]                             # h_prev @ w_hn.T + b_hn
+    n = np.tanh(gi[:, 2 * H:] + r * hn)
+    h = (1 - z) * n + z * h_prev
+    return h, {"x": x, "h_prev": h_prev, "gates": np.concatenate([r, z, n], axis=1), "hn": hn,
+               **_params(w_ih, w_hh, b_ih, b_hh)}
+
+
+def gru_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
+    r, z, n = np.split(cache["gates"], 3, axis=1)
+    h_prev, hn = cache["h_prev"], cache["hn"]
+    # backprop through h = (1 - z) * n + z * h_prev
+    dn = dh * (1 - z)
+    dz = dh * (h_prev - n)
+    dh_prev = dh * z
+    # backprop through the tanh of n
+    dan = dn * (1 - n * n)
+    # backprop through r * hn
+    dr = dan * hn
+    dhn = dan * r
+    # backprop through the sigmoids of r and z
+    dar = dr * r * (1 - r)
+    daz = dz * z * (1 - z)
+    # backprop through gi = x @ w_ih.T + b_ih and gh = h_prev @ w_hh.T + b_hh
+    dgi = np.concatenate([dar, daz, dan], axis=1)
+    dgh = np.concatenate([dar, daz, dhn], axis=1)
+    dx = dgi @ cache["w_ih"]
+    dh_prev = dh_prev + dgh @ cache["w_hh"]
+    return dx, dh_prev, _grads(cache, dgi, dgh, dgh.T @ h_prev)
+
+
+def gru_reset_before_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array,
+                                  b_ih: Optional[Array], b_hh: Optional[Array]
+                                  ) -> tuple[Array, Cache]:
+    H = h_prev.shape[1]
+    gi = x @ w_ih.T + _bias(b_ih)                  # (B, 3H) input side of r, z, n
+    r = sigmoid(gi[:, :H] + h_prev @ w_hh[:H].T + _bias(b_hh, 0, H))
+    z = sigmoid(gi[:, H:2 * H] + h_prev @ w_hh[H:2 * H].T + _bias(b_hh, H, 2 * H))
+    rh = r * h_prev
+    n = np.tanh(gi[:, 2 * H:] + rh @ w_hh[2 * H:].T + _bias(b_hh, 2 * H))
+    h = (1 - z) * n + z * h_prev
+    return h, {"x": x, "h_prev": h_prev, "gates": np.concatenate([r, z, n], axis=1), "rh": rh,
+               **_params(w_ih, w_hh, b_ih, b_hh)}
+
+
+def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
+    r, z, n = np.split(cache["gates"], 3, axis=1)
+    h_prev, rh, w_hh = cache["h_prev"], cache["rh"], cache["w_hh"]
+    H = h_prev.shape[1]
+    # backprop through h = (1 - z) * n + z * h_prev
+    dn = dh * (1 - z)
+    dz = dh * (h_prev - n)
+    dh_prev = dh * z
+    # backprop through the tanh of n
+    dan = dn * (1 - n * n)
+    # backprop through rh @ w_hn.T
+    drh = dan @ w_hh[2 * H:]
+    # backprop through rh = r * h_prev
+    dr = drh * h_prev
+    dh_prev = dh_prev + drh * r
+    # backprop through the sigmoids of r and z
+    dar = dr * r * (1 - r)
+    daz = dz * z * (1 - z)
+    # backprop through gi = x @ w_ih.T + b_ih and the recurrent products of r, z
+    dgi = np.concatenate([dar, daz, dan], axis=1)
+    dx = dgi @ cache["w_ih"]
+    dh_prev = dh_prev + dgi[:, :2 * H] @ w_hh[:2 * H]
+    dw_hh = np.concatenate([dgi[:, :2 * H].T @ h_prev, dan.T @ rh], axis=0)
+    # every bias sits outside its product, so b_hh gets the same gradient as b_ih
+    return dx, dh_prev, _grads(cache, dgi, dgi, dw_hh)
+
+
+def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_ih: Array,
+                 w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array]
+                 ) -> tuple[Array, Optional[Array], Cache]:
+    """One step of any cell kind: h (B, H), c (B, H) or None, step cache."""
+    if cell == "lstm":
+        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh)
+    if cell in ("rnn_tanh", "rnn_relu"):
+        h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:])
+    elif cell == "gru":
+        h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh)
+    elif cell == "gru_reset_before":
+        h, cache = gru_reset_before_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh)
+    else:
+        raise ValueError(f"cell must be one of {CELLS}: got {cell!r}")
+    return h, None, cache
+
+
+def cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cache
+                  ) -> tuple[Array, Array, Optional[Array], Grads]:
+    """Backward of cell_forward: dx (B, I), dh_prev (B, H), dc_prev (B, H) or None, grads."""
+    if cell == "lstm":
+        return lstm_cell_backward(dh, dc, cache)
+    if cell in ("rnn_tanh", "rnn_relu"):
+        dx, dh_prev, grads = rnn_cell_backward(dh, cache)
+    elif cell == "gru":
+        dx, dh_prev, grads = gru_cell_backward(dh, cache)
+    elif cell == "gru_reset_before":
+        dx, dh_prev, grads = gru_reset_before_cell_backward(dh, cache)
+    else:
+        raise ValueError(f"cell must be one of {CELLS}: got {cell!r}")
+    return dx, dh_prev, None, grads
+
+
+# ---------------------------------------------------- layer: time loop, direction, lengths
+
+def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
+                  b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array] = None,
+                  reverse: bool = False) -> tuple[Array, Array, Optional[Array], Cache]:
+    """One layer, one direction, time-major.
+
+    x (T, B, I); h0, c0 (B, H), c0 None unless cell == "lstm"; lengths None or
+    ints (B,) with 0 <= lengths[b] <= T. Returns y (T, B, H), h_n (B, H),
+    c_n (B, H) or None, and the cache for layer_backward."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    dtype = np.result_type(x, h0, w_ih, w_hh)
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
+                    **_params(w_ih, w_hh, b_ih, b_hh)}
+    for k in SAVED[cell]:
+        cache[k] = np.empty((T, B, NUM_GATES[cell] * H if k == "gates" else H), dtype)
+    y = np.zeros((T, B, H), dtype)
+    h, c = h0, c0
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        active = (t < lengths)[:, None]            # (B, 1)
+        h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh)
+        for k in SAVED[cell]:
+            cache[k][t] = step[k]
+        y[t] = np.where(active, h_t, 0)
+        # inactive rows keep their state
+        h = np.where(active, h_t, h)
+        c = None if c is None else np.where(active, c_t, c)
+    return y, h, c, cache
+
+
+def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[Array] = None,
+                   dc_n: Optional[Array] = None
+                   ) -> tuple[Array, Array, Optional[Array], Grads]:
+    """Backward of layer_forward. dy (T, B, H), dh_n and dc_n (B, H), each None for zeros.
+    Returns dx (T, B, I), dh0 (B, H), dc0 (B, H) or None, and the parameter gradients
+    {"w_ih", "w_hh", "b_ih", "b_hh"} (a bias gradient is None when the bias was)."""
+    x, lengths = cache["x"], cache["lengths"]
+    T = x.shape[0]
+    dx = np.zeros_like(x)
+    grads = {k: None if cache[k] is None else np.zeros_like(cache[k])
+             for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    # dh, dc: the gradient of the state carried out of the current step
+    dh = np.zeros(cache["h_prev"].shape[1:], cache["h_prev"].dtype) if dh_n is None else dh_n
+    dc = None
+    if cell == "lstm":
+        dc = np.zeros_like(dh) if dc_n is None else dc_n
+    steps = range(T - 1, -1, -1) if cache["reverse"] else range(T)
+    for t in reversed(steps):
+        active = (t < lengths)[:, None]            # (B, 1)
+        step = {"x": x[t], **{k: cache[k][t] for k in SAVED[cell]},
+                **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"])}
+        if cell in ("rnn_tanh", "rnn_relu"):
+            step["nonlinearity"] = cell[4:]
+        # an active step's output is both y[t] and the carried state
+        dh_t = np.where(active, dh + (0 if dy is None else dy[t]), 0)
+        dc_t = None if dc is None else np.where(active, dc, 0)
+        dx[t], dh_prev, dc_prev, step_grads = cell_backward(cell, dh_t, dc_t, step)
+        # an inactive step passed the state through, and so passes its gradient back
+        dh = dh_prev + np.where(active, 0, dh)
+        dc = None if dc is None else dc_prev + np.where(active, 0, dc)
+        for k, g in grads.items():
+            if g is not None:
+                g += step_grads[k]
+    return dx, dh, dc, grads
