@@ -7,13 +7,14 @@
  *   rec    (G*H)  h_{t-1} W_hh^T + b_hh for this row
  * Backward gets the gates back and produces the pre-activation gradients
  * dpre (G*H); the caller adds dpre W_hh to dh and runs the weight GEMMs.
+ * Row buffers never alias (restrict), so every row loop vectorizes.
  * On return, dh and dc hold the direct part of the gradient of h_{t-1} and
  * c_{t-1} (everything but the dpre W_hh term). */
 
 /* ---------------------------------------------------------------- RNN */
 
 /* h = act(gates + rec), act = tanh or relu */
-static void FN(rnn_forward_row)(real *gates, real *h, const real *rec, int H, int relu)
+static void FN(rnn_forward_row)(real *restrict gates, real *restrict h, const real *restrict rec, int H, int relu)
 {
     for (int j = 0; j < H; j++) {
         real v = gates[j] + rec[j];
@@ -23,7 +24,7 @@ static void FN(rnn_forward_row)(real *gates, real *h, const real *rec, int H, in
 
 /* dh (H) in: dL/dh_t; out: 0 (h_{t-1} reaches h_t only through W_hh)
  * gates (H): h_t */
-static void FN(rnn_backward_row)(real *dpre, real *dh, const real *gates, int H, int relu)
+static void FN(rnn_backward_row)(real *restrict dpre, real *restrict dh, const real *restrict gates, int H, int relu)
 {
     for (int j = 0; j < H; j++) {
         /* backprop through act: h = act(v) */
@@ -35,7 +36,7 @@ static void FN(rnn_backward_row)(real *dpre, real *dh, const real *gates, int H,
 /* --------------------------------------------------------------- LSTM */
 
 /* gates (4H) out: i, f, g, o; c (H) in: c_{t-1}, out: c_t; h (H) out: h_t */
-static void FN(lstm_forward_row)(real *gates, real *h, real *c, const real *rec, int H)
+static void FN(lstm_forward_row)(real *restrict gates, real *restrict h, real *restrict c, const real *restrict rec, int H)
 {
     real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     const real *ri = rec, *rf = rec + H, *rg = rec + 2 * H, *ro = rec + 3 * H;
@@ -52,8 +53,8 @@ static void FN(lstm_forward_row)(real *gates, real *h, real *c, const real *rec,
 
 /* dh (H) in: dL/dh_t, out: 0; dc (H) in: dL/dc_t (from step t+1), out: dL/dc_{t-1}
  * gates (4H): i, f, g, o; c_prev (H): c_{t-1} */
-static void FN(lstm_backward_row)(real *dpre, real *dh, real *dc, const real *gates,
-                                  const real *c_prev, int H)
+static void FN(lstm_backward_row)(real *restrict dpre, real *restrict dh, real *restrict dc, const real *restrict gates,
+                                  const real *restrict c_prev, int H)
 {
     const real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     real *di = dpre, *df = dpre + H, *dg = dpre + 2 * H, *dout = dpre + 3 * H;
@@ -78,7 +79,7 @@ static void FN(lstm_backward_row)(real *dpre, real *dh, real *dc, const real *ga
 /* Reset after (PyTorch): gates (3H) out: r, z, n; rec (3H) includes b_hh, so
  * rec_n = h W_hn^T + b_hn is kept by the caller for backward.
  * h = (1 - z) * n + z * h_{t-1} */
-static void FN(gru_forward_row)(real *gates, real *h, const real *rec, int H)
+static void FN(gru_forward_row)(real *restrict gates, real *restrict h, const real *restrict rec, int H)
 {
     real *gr = gates, *gz = gates + H, *gn = gates + 2 * H;
     const real *rr = rec, *rz = rec + H, *rn = rec + 2 * H;
@@ -95,8 +96,8 @@ static void FN(gru_forward_row)(real *gates, real *h, const real *rec, int H)
  * dpre_rec (3H): recurrent side (for dh_{t-1}, dW_hh, db_hh), which differs
  * in the n block because r multiplies the recurrent n-term.
  * dh (H) in: dL/dh_t, out: z * dL/dh_t; rec_n (H): h_{t-1} W_hn^T + b_hn */
-static void FN(gru_backward_row)(real *dpre, real *dpre_rec, real *dh, const real *gates,
-                                 const real *h_prev, const real *rec_n, int H)
+static void FN(gru_backward_row)(real *restrict dpre, real *restrict dpre_rec, real *restrict dh, const real *restrict gates,
+                                 const real *restrict h_prev, const real *restrict rec_n, int H)
 {
     const real *gr = gates, *gz = gates + H, *gn = gates + 2 * H;
     for (int j = 0; j < H; j++) {
@@ -118,8 +119,8 @@ static void FN(gru_backward_row)(real *dpre, real *dpre_rec, real *dh, const rea
 
 /* Reset before: two passes around the product (r*h) W_hn^T.
  * Pass 1: gates (3H) r, z out; rh (H) out: r * h_{t-1} */
-static void FN(gru_rb_forward_gates_row)(real *gates, real *rh, const real *h,
-                                         const real *rec, int H)
+static void FN(gru_rb_forward_gates_row)(real *restrict gates, real *restrict rh, const real *restrict h,
+                                         const real *restrict rec, int H)
 {
     for (int j = 0; j < H; j++) {
         real r = FN(sigmoid)(gates[j] + rec[j]);
@@ -130,7 +131,7 @@ static void FN(gru_rb_forward_gates_row)(real *gates, real *rh, const real *h,
 }
 
 /* Pass 2: rec_n (H) = (r*h) W_hn^T + b_hn; gates n out; h = (1-z)*n + z*h */
-static void FN(gru_rb_forward_output_row)(real *gates, real *h, const real *rec_n, int H)
+static void FN(gru_rb_forward_output_row)(real *restrict gates, real *restrict h, const real *restrict rec_n, int H)
 {
     const real *gz = gates + H;
     real *gn = gates + 2 * H;
@@ -142,8 +143,8 @@ static void FN(gru_rb_forward_output_row)(real *gates, real *h, const real *rec_
 }
 
 /* Pass 1 of backward: dpre z and n blocks; dh (H) in: dL/dh_t, out: z*dL/dh_t */
-static void FN(gru_rb_backward_zn_row)(real *dpre, real *dh, const real *gates,
-                                       const real *h_prev, int H)
+static void FN(gru_rb_backward_zn_row)(real *restrict dpre, real *restrict dh, const real *restrict gates,
+                                       const real *restrict h_prev, int H)
 {
     const real *gz = gates + H, *gn = gates + 2 * H;
     for (int j = 0; j < H; j++) {
@@ -157,8 +158,8 @@ static void FN(gru_rb_backward_zn_row)(real *dpre, real *dh, const real *gates,
 
 /* Pass 2: drh (H) = dn_pre W_hn, the gradient of r*h_{t-1};
  * dpre r block out; dh += r * drh */
-static void FN(gru_rb_backward_r_row)(real *dpre, real *dh, const real *gates,
-                                      const real *h_prev, const real *drh, int H)
+static void FN(gru_rb_backward_r_row)(real *restrict dpre, real *restrict dh, const real *restrict gates,
+                                      const real *restrict h_prev, const real *restrict drh, int H)
 {
     for (int j = 0; j < H; j++) {
         real r = gates[j];

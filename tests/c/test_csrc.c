@@ -1,0 +1,100 @@
+/* Plain-C checks of csrc/ (no Python): the float activations against libm in
+ * double, and one forward/backward through the C API with the naive GEMM.
+ * Prints "N passed, N failed" and exits non-zero on any failure. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fastmath_f32.h"
+#include "fastrnn.h"
+
+static int passed, failed;
+
+static void check(int ok, const char *what, double value)
+{
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL %s (%g)\n", what, value);
+    }
+}
+
+static double ulps(double got, double want)
+{
+    float w = (float)fabs(want);
+    double ulp = nextafterf(w, INFINITY) - w;
+    return fabs(got - want) / ulp;
+}
+
+static void test_activations(void)
+{
+    double worst_exp = 0, worst_tanh = 0;
+    for (float v = -87.0f; v < 88.0f; v += 0.000731f) {
+        double e = ulps(fastrnn_expf(v), exp((double)v));
+        double t = ulps(fastrnn_tanhf(v), tanh((double)v));
+        worst_exp = e > worst_exp ? e : worst_exp;
+        worst_tanh = t > worst_tanh ? t : worst_tanh;
+    }
+    for (float v = 1e-30f; v < 1.0f; v *= 1.001f) {   /* tiny arguments keep relative accuracy */
+        double t = ulps(fastrnn_tanhf(v), tanh((double)v));
+        worst_tanh = t > worst_tanh ? t : worst_tanh;
+    }
+    check(worst_exp <= 2.0, "expf within 2 ulp", worst_exp);
+    check(worst_tanh <= 2.0, "tanhf within 2 ulp", worst_tanh);
+    check(isnan(fastrnn_tanhf(NAN)) && isnan(fastrnn_expf(NAN)), "NaN propagates", 0);
+    check(fastrnn_tanhf(INFINITY) == 1.0f && fastrnn_tanhf(-INFINITY) == -1.0f, "tanh(+-inf)", 0);
+    check(fastrnn_expf(-INFINITY) >= 0.0f && fastrnn_expf(-INFINITY) < 1e-37f, "exp(-inf)", 0);
+}
+
+static void test_layer_round_trip(int cell)
+{
+    fastrnn_layer L = {cell, 6, 3, 4, 5, 0, 1, 5};    /* reverse direction */
+    int GH = fastrnn_num_gates(cell) * L.H;
+    size_t rows = (size_t)L.T * L.B;
+    size_t nwork = fastrnn_forward_work_size(&L, 1);
+    if (fastrnn_backward_work_size(&L) > nwork)
+        nwork = fastrnn_backward_work_size(&L);
+    float *x = calloc(rows * L.I, sizeof(float)), *y = calloc(rows * L.H, sizeof(float));
+    float *hn = calloc(L.B * L.H, sizeof(float)), *cn = calloc(L.B * L.H, sizeof(float));
+    float *h0 = calloc(L.B * L.H, sizeof(float)), *c0 = calloc(L.B * L.H, sizeof(float));
+    float *w_ih = calloc((size_t)GH * L.I, sizeof(float)), *w_hh = calloc((size_t)GH * L.H, sizeof(float));
+    float *cache = calloc(fastrnn_cache_size(&L), sizeof(float)), *work = calloc(nwork, sizeof(float));
+    float *dx = calloc(rows * L.I, sizeof(float)), *dh0 = calloc(L.B * L.H, sizeof(float));
+    float *dc0 = calloc(L.B * L.H, sizeof(float));
+    float *dw_ih = calloc((size_t)GH * L.I, sizeof(float)), *dw_hh = calloc((size_t)GH * L.H, sizeof(float));
+    int lengths[3] = {2, 6, 4}, order[3] = {1, 2, 0};
+    for (size_t i = 0; i < rows * L.I; i++) x[i] = (float)sin((double)i);
+    for (int i = 0; i < GH * L.I; i++) w_ih[i] = 0.3f * (float)cos((double)i);
+    for (int i = 0; i < GH * L.H; i++) w_hh[i] = 0.2f * (float)sin(0.7 * i);
+
+    int status = fastrnn_forward_f32(y, hn, cn, cache, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
+                                     lengths, order, &L);
+    check(status == FASTRNN_OK, "forward status", status);
+    /* row b = 0 has length 2: its outputs at t >= 2 are zero */
+    check(y[(size_t)(3 * L.B + 0) * L.H] == 0.0f, "output zero past the length", 0);
+    status = fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, work, 0, y, NULL, NULL,
+                                  cache, x, w_ih, w_hh, lengths, order, &L);
+    check(status == FASTRNN_OK, "backward status", status);
+    double norm = 0;
+    for (int i = 0; i < GH * L.I; i++) norm += fabs(dw_ih[i]);
+    check(isfinite(norm) && norm > 0, "weight gradient finite and non-zero", norm);
+    check(fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, work, 0, y, NULL, NULL,
+                               NULL, x, w_ih, w_hh, lengths, order, &L) == FASTRNN_ERR_NO_CACHE,
+          "backward without cache refused", 0);
+    L.cell = 99;
+    check(fastrnn_forward_f32(y, hn, cn, NULL, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
+                              NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT, "unknown cell refused", 0);
+    free(x); free(y); free(hn); free(cn); free(h0); free(c0); free(w_ih); free(w_hh);
+    free(cache); free(work); free(dx); free(dh0); free(dc0); free(dw_ih); free(dw_hh);
+}
+
+int main(void)
+{
+    fastrnn_set_gemm(NULL, NULL);   /* the naive GEMM: no BLAS in a plain C build */
+    test_activations();
+    for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
+        test_layer_round_trip(cell);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
