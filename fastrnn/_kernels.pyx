@@ -53,7 +53,8 @@ cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, bint batch_first
     L.batch_first, L.reverse, L.ldy = batch_first, reverse, ldy
     if min(T, B, I, H) < 1:
         raise ValueError(f"sizes must be >= 1, got T={T} B={B} I={I} H={H}")
-    if T * B * max(I, ldy, fastrnn_num_gates(L.cell) * H) > _INT_MAX:
+    # Python integers: the product must not wrap around before the test
+    if <object>T * <object>B * max(I, ldy, <object>fastrnn_num_gates(L.cell) * H) > _INT_MAX:
         raise ValueError("arrays too large for the 32-bit BLAS interface")
     return L
 
@@ -78,8 +79,9 @@ def backward_work_size(str cell, int T, int B, int I, int H):
     return fastrnn_backward_work_size(&L)
 
 
-def _check(str name, a, dtype, shape):
-    """a must be a C-contiguous ndarray of dtype and shape (None: anything)."""
+def _check(str name, a, dtype, shape, bint out=False):
+    """a must be a C-contiguous ndarray of dtype and shape (None: anything),
+    writeable when it is an output."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
     if a.dtype != dtype:
@@ -88,17 +90,13 @@ def _check(str name, a, dtype, shape):
         raise ValueError(f"{name}: expected a C-contiguous array")
     if shape is not None and a.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
-    if not a.flags.writeable and name in _OUTPUTS:
+    if out and not a.flags.writeable:
         raise ValueError(f"{name}: output array is read-only")
     return a.reshape(-1)
 
 
-_OUTPUTS = {"y", "h_n", "c_n", "cache", "work", "dx", "dh0", "dc0",
-            "dw_ih", "dw_hh", "db_ih", "db_hh"}
-
-
-def _opt(str name, a, dtype, shape):
-    return None if a is None else _check(name, a, dtype, shape)
+def _opt(str name, a, dtype, shape, bint out=False):
+    return None if a is None else _check(name, a, dtype, shape, out)
 
 
 def _lengths_and_order(lengths, int T, int B):
@@ -142,7 +140,7 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, int y_offse
         raise ValueError(f"y_offset: {y_offset} + H={H} exceeds y's {ldy} columns")
     lstm = cell == "lstm"
     xf = _check("x", x, dt, None)
-    yf = _check("y", y, dt, x.shape[:2] + (ldy,))
+    yf = _check("y", y, dt, x.shape[:2] + (ldy,), out=True)
     wi = _check("w_ih", w_ih, dt, (G * H, I))
     wh = _check("w_hh", w_hh, dt, (G * H, H))
     bi = _opt("b_ih", b_ih, dt, (G * H,))
@@ -150,12 +148,12 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, int y_offse
     if (bi is None) != (bh is None):
         raise ValueError("b_ih and b_hh: give both or neither")
     h0f = _check("h0", h0, dt, (B, H))
-    hnf = _check("h_n", h_n, dt, (B, H))
+    hnf = _check("h_n", h_n, dt, (B, H), out=True)
     c0f = _check("c0", c0, dt, (B, H)) if lstm else None
-    cnf = _check("c_n", c_n, dt, (B, H)) if lstm else None
+    cnf = _check("c_n", c_n, dt, (B, H), out=True) if lstm else None
     training = cache is not None
-    cf = _opt("cache", cache, dt, (fastrnn_cache_size(&L),))
-    wf = _check("work", work, dt, None)
+    cf = _opt("cache", cache, dt, (fastrnn_cache_size(&L),), out=True)
+    wf = _check("work", work, dt, None, out=True)
     if wf.shape[0] < fastrnn_forward_work_size(&L, training):
         raise ValueError("work: too small")
     lf, of = _lengths_and_order(lengths, T, B)
@@ -187,26 +185,28 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
             raise ValueError("dy: expected a 3-D numpy.ndarray")
         ldy = dy.shape[2]
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, batch_first, reverse, ldy)
-    if y_offset < 0 or y_offset + H > ldy:
+    if dy is not None and (y_offset < 0 or y_offset + H > ldy):
         raise ValueError(f"y_offset: {y_offset} + H={H} exceeds dy's {ldy} columns")
     if cache is None:
         raise ValueError("cache: backward needs the cache of a training forward")
     lstm = cell == "lstm"
     xf = _check("x", x, dt, None)
-    dxf = _check("dx", dx, dt, x.shape)
+    dxf = _check("dx", dx, dt, x.shape, out=True)
     dyf = _opt("dy", dy, dt, x.shape[:2] + (ldy,))
     wi = _check("w_ih", w_ih, dt, (G * H, I))
     wh = _check("w_hh", w_hh, dt, (G * H, H))
-    dwi = _check("dw_ih", dw_ih, dt, (G * H, I))
-    dwh = _check("dw_hh", dw_hh, dt, (G * H, H))
-    dbi = _opt("db_ih", db_ih, dt, (G * H,))
-    dbh = _opt("db_hh", db_hh, dt, (G * H,))
-    dh0f = _check("dh0", dh0, dt, (B, H))
+    dwi = _check("dw_ih", dw_ih, dt, (G * H, I), out=True)
+    dwh = _check("dw_hh", dw_hh, dt, (G * H, H), out=True)
+    dbi = _opt("db_ih", db_ih, dt, (G * H,), out=True)
+    dbh = _opt("db_hh", db_hh, dt, (G * H,), out=True)
+    if (dbi is None) != (dbh is None):
+        raise ValueError("db_ih and db_hh: give both or neither")
+    dh0f = _check("dh0", dh0, dt, (B, H), out=True)
     dhnf = _opt("dh_n", dh_n, dt, (B, H))
-    dc0f = _check("dc0", dc0, dt, (B, H)) if lstm else None
+    dc0f = _check("dc0", dc0, dt, (B, H), out=True) if lstm else None
     dcnf = _opt("dc_n", dc_n, dt, (B, H)) if lstm else None
     cf = _check("cache", cache, dt, (fastrnn_cache_size(&L),))
-    wf = _check("work", work, dt, None)
+    wf = _check("work", work, dt, None, out=True)
     if wf.shape[0] < fastrnn_backward_work_size(&L):
         raise ValueError("work: too small")
     lf, of = _lengths_and_order(lengths, T, B)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -32,7 +32,10 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave")
 # ------------------------------------------------------------ input checks
 
 def _dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        dt = None
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dt}")
     return dt
@@ -40,13 +43,21 @@ def _dtype(dtype) -> np.dtype:
 
 def _as_array(name: str, value: ArrayLike, dtype: np.dtype) -> np.ndarray:
     """value as a C-contiguous array of dtype; numbers only."""
-    arr = np.asarray(value)
+    return np.ascontiguousarray(_numbers(name, value), dtype=dtype)
+
+
+def _numbers(name: str, value: ArrayLike) -> np.ndarray:
+    """value as an array of real numbers (a view of the caller's data when possible)."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:   # ragged nested sequences
+        raise ValueError(f"{name}: could not be converted to an array ({e})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):
         raise TypeError(f"{name}: expected an array of real numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: expected real numbers, got complex dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return arr
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -91,6 +102,8 @@ class _RNNBase:
         self.num_layers = _check_positive_int("num_layers", num_layers)
         if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias: expected True or False, got {bias!r}")
         self._cell = cell
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -175,7 +188,11 @@ class _RNNBase:
         return {k: v.copy() for k, v in self._params.items()}
 
     def load_state_dict(self, state_dict: Dict[str, ArrayLike]) -> None:
-        """Load parameters by PyTorch name; every entry must be present with its shape."""
+        """Load parameters by PyTorch name; every entry must be present with its shape.
+        Nothing changes when an entry is missing, unexpected or misshapen."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: expected a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
         missing = [k for k in self._params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in self._params]
         if missing or unexpected:
@@ -202,9 +219,11 @@ class _RNNBase:
 
     # -- forward
 
-    def _input(self, x: ArrayLike) -> Tuple[np.ndarray, bool]:
-        """x as a 3-D array in the layer's layout, and whether it was unbatched."""
-        x = _as_array("x", x, self.dtype)
+    def _input(self, x: ArrayLike) -> Tuple[np.ndarray, bool, bool]:
+        """x as a 3-D array in the layer's layout, whether it was unbatched, and
+        whether it shares memory with the caller's data."""
+        callers = _numbers("x", x)
+        x = np.ascontiguousarray(callers, dtype=self.dtype)
         if x.ndim == 2:
             x, unbatched = x[:, None, :], True   # (T, I) -> (T, 1, I)
             if self.batch_first:
@@ -220,7 +239,8 @@ class _RNNBase:
                              f"expected {self.input_size}")
         if 0 in x.shape:
             raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
-        return np.ascontiguousarray(x), unbatched
+        x = np.ascontiguousarray(x)
+        return x, unbatched, np.may_share_memory(x, callers)
 
     def _state(self, name: str, value: ArrayLike, B: int, unbatched: bool) -> np.ndarray:
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
@@ -237,10 +257,13 @@ class _RNNBase:
         return arr
 
     def _forward(self, x, h0, c0, lengths, training):
-        x, unbatched = self._input(x)
+        x, unbatched, shares = self._input(x)
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
         if unbatched and lengths is not None:
-            lengths = np.reshape(np.asarray(lengths), (1,))
+            if np.size(lengths) != 1:
+                raise ValueError(f"lengths: expected one length for unbatched input, "
+                                 f"got shape {np.shape(lengths)}")
+            lengths = np.reshape(lengths, (1,))
         lengths = _lengths(lengths, B, T)
         h0 = self._state("h0", h0, B, unbatched)
         c0 = self._state("c0", c0, B, unbatched) if self._cell == "lstm" else None
@@ -249,7 +272,8 @@ class _RNNBase:
         D, H = self.num_directions, self.hidden_size
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
         saved = {"layers": [], "unbatched": unbatched, "B": B, "lengths": lengths}
-        layer_in = x.copy() if training else x   # backward must see this forward's x
+        # backward must see this forward's x even if the caller changes theirs
+        layer_in = x.copy() if training and shares else x
         for layer in range(self.num_layers):
             y = np.empty(x.shape[:2] + (D * H,), self.dtype)
             dirs = []
@@ -430,10 +454,14 @@ class Bidirectional:
             raise TypeError(f"layer: expected an RNN, LSTM or GRU, got {type(layer).__name__}")
         if layer.bidirectional:
             raise ValueError("layer: expected a unidirectional layer (bidirectional=False)")
+        if layer.num_layers != 1:
+            raise ValueError(f"layer: expected a single-layer RNN/LSTM/GRU (Keras semantics), "
+                             f"got num_layers={layer.num_layers}; for a bidirectional stack "
+                             f"use bidirectional=True")
         if merge_mode not in _MERGE_MODES:
             raise ValueError(f"merge_mode: expected one of {list(_MERGE_MODES)}, got {merge_mode!r}")
         self.merge_mode = merge_mode
-        kwargs = dict(num_layers=layer.num_layers, bias=layer.bias,
+        kwargs = dict(bias=layer.bias,
                       batch_first=layer.batch_first, dropout=layer.dropout,
                       bidirectional=True, dtype=layer.dtype, backend=layer.backend,
                       seed=int(layer._rng.integers(2**31)))
@@ -445,6 +473,7 @@ class Bidirectional:
         for name, value in layer.state_dict().items():
             self.layer._params[name][...] = value
         self._halves: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self._merged_shape: Optional[Tuple[int, ...]] = None
 
     def __getattr__(self, name: str):
         # parameters, grads, state_dict, train/eval, backend, ... are the inner layer's
@@ -466,6 +495,7 @@ class Bidirectional:
         H = self.layer.hidden_size
         fwd, bwd = output[..., :H], output[..., H:]
         self._halves = (fwd, bwd) if self.merge_mode == "mul" else None
+        self._merged_shape = fwd.shape
         if self.merge_mode == "sum":
             return fwd + bwd, state
         if self.merge_mode == "mul":
@@ -474,18 +504,18 @@ class Bidirectional:
 
     def backward(self, d_output: ArrayLike, d_state=None):
         if self.merge_mode != "concat" and d_output is not None:
-            d = np.asarray(d_output, dtype=self.layer.dtype)
+            d = _as_array("d_output", d_output, self.layer.dtype)
+            if self._merged_shape is None:
+                raise ValueError("backward: no forward to differentiate")
+            if d.shape != self._merged_shape:
+                raise ValueError(f"d_output: expected the output's shape {self._merged_shape}, "
+                                 f"got {d.shape}")
             if self.merge_mode == "sum":
                 d_output = np.concatenate([d, d], axis=-1)
             elif self.merge_mode == "ave":
                 d_output = np.concatenate([d / 2, d / 2], axis=-1)
             else:
-                if self._halves is None:
-                    raise ValueError("backward: no forward to differentiate")
                 fwd, bwd = self._halves
-                if d.shape != fwd.shape:
-                    raise ValueError(f"d_output: expected the output's shape {fwd.shape}, "
-                                     f"got {d.shape}")
                 d_output = np.concatenate([d * bwd, d * fwd], axis=-1)
         return self.layer.backward(d_output, d_state)
 
@@ -505,6 +535,7 @@ class _CellBase:
                  **kwargs) -> None:
         self._layer = self._stack_type(input_size, hidden_size, bias=bias, dtype=dtype,
                                        seed=seed, backend=backend, **kwargs)
+        self._unbatched = False
         self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
 
     def __getattr__(self, name: str):
@@ -555,7 +586,10 @@ class _CellBase:
 
     def _grad_state(self, name: str, value: ArrayLike) -> Optional[np.ndarray]:
         saved = self._layer._saved
-        return self._step_state(name, value, saved["B"] if saved else 1)
+        if saved is None:
+            raise ValueError("backward: no training forward to differentiate; call the cell "
+                             "with training=True (the default, or after .train()) first")
+        return self._step_state(name, value, saved["B"])
 
     def _squeeze(self, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """(1, B, n) -> (B, n), or (n,) when unbatched."""
