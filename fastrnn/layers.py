@@ -161,7 +161,8 @@ class _RNNBase:
         return self.train(False)
 
     def __repr__(self) -> str:
-        extra = "" if self._cell not in ("rnn_relu",) else ", nonlinearity='relu'"
+        extra = {"rnn_relu": ", nonlinearity='relu'",
+                 "gru_reset_before": ", reset_after=False"}.get(self._cell, "")
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
@@ -357,18 +358,8 @@ class _RNNBase:
         return dx, dh0, dc0
 
 
-class RNN(_RNNBase):
-    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, dtype, seed, backend)
+class _HiddenStateStack(_RNNBase):
+    """The call and backward of layers whose only state is h (RNN, GRU)."""
 
     def __call__(self, x: ArrayLike, h0: ArrayLike = None, lengths: ArrayLike = None,
                  training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -385,7 +376,21 @@ class RNN(_RNNBase):
         return dx, dh0
 
 
-class GRU(RNN.__base__):
+class RNN(_HiddenStateStack):
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, dtype, seed, backend)
+
+
+class GRU(_HiddenStateStack):
     """GRU, gates r, z, n; reset_after=True is PyTorch's (and Keras' default) form."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -396,9 +401,6 @@ class GRU(RNN.__base__):
         super().__init__("gru" if reset_after else "gru_reset_before", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, seed, backend)
-
-    __call__ = RNN.__call__
-    backward = RNN.backward
 
 
 class LSTM(_RNNBase):
