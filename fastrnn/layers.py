@@ -8,6 +8,14 @@ Stack -> Layer -> Cell: a layer object loops over its layers and directions and
 makes one backend call per layer-direction; the backend ("c" or "numpy") owns
 the time loop.
 
+Directions: ``direction="reverse"`` runs every layer right to left (ONNX's
+direction="reverse"; Keras' go_backwards, except that outputs stay aligned with
+the input's time steps, as in ONNX and PyTorch's reverse half). Its parameters
+carry no suffix. Under lengths each sequence starts at its own last valid step.
+
+Lengths may be 0 (as ONNX Runtime allows): the sequence outputs zeros and its
+final state is its initial state.
+
 Threads: the C backend releases the GIL, so different layer objects run in
 parallel from Python threads. Calls on one layer object are serialized by a
 lock (it owns its workspace and the state kept for backward).
@@ -27,6 +35,7 @@ State = Optional[np.ndarray]
 
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 
 # ------------------------------------------------------------ input checks
@@ -80,8 +89,8 @@ def _lengths(lengths: ArrayLike, B: int, T: int) -> Optional[np.ndarray]:
     if arr.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), "
                          f"got {arr.shape}")
-    if B and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"lengths: expected values in [1, {T}] (T = {T}), "
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"lengths: expected values in [0, {T}] (T = {T}), "
                          f"got min {arr.min()} max {arr.max()}")
     if np.all(arr == T):
         return None
@@ -96,7 +105,7 @@ class _RNNBase:
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, dtype=np.float32, seed: Optional[int] = None,
-                 backend: str = "c") -> None:
+                 backend: str = "c", direction: Optional[str] = None) -> None:
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
@@ -108,7 +117,14 @@ class _RNNBase:
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
+        if direction is None:
+            direction = "bidirectional" if bidirectional else "forward"
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"direction: expected one of {list(_DIRECTIONS)}, got {direction!r}")
+        if bidirectional and direction != "bidirectional":
+            raise ValueError(f"direction: {direction!r} contradicts bidirectional=True")
+        self.direction = direction
+        self.bidirectional = direction == "bidirectional"
         self.dtype = _dtype(dtype)
         self.training = True
         self.backend = backend
@@ -121,7 +137,7 @@ class _RNNBase:
         self._params: Dict[str, np.ndarray] = {}
         for layer in range(self.num_layers):
             layer_input = self.input_size if layer == 0 else self.num_directions * H
-            for suffix in self._suffixes():
+            for suffix, _ in self._directions():
                 shapes = {"weight_ih": (G * H, layer_input), "weight_hh": (G * H, H)}
                 if self.bias:
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
@@ -148,8 +164,11 @@ class _RNNBase:
         self._backend = BACKENDS[name]()
         self._saved = None
 
-    def _suffixes(self) -> Tuple[str, ...]:
-        return ("", "_reverse") if self.bidirectional else ("",)
+    def _directions(self) -> Tuple[Tuple[str, bool], ...]:
+        """(parameter-name suffix, runs reversed) of each direction, in state order."""
+        if self.bidirectional:
+            return (("", False), ("_reverse", True))
+        return (("", self.direction == "reverse"),)
 
     def train(self, mode: bool = True):
         """Training mode: forward keeps what backward needs (the default)."""
@@ -166,7 +185,7 @@ class _RNNBase:
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
-                f"bidirectional={self.bidirectional}, dtype={self.dtype.name}, "
+                f"direction={self.direction!r}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r})")
 
     # -- parameters
@@ -278,12 +297,12 @@ class _RNNBase:
         for layer in range(self.num_layers):
             y = np.empty(x.shape[:2] + (D * H,), self.dtype)
             dirs = []
-            for d, suffix in enumerate(self._suffixes()):
+            for d, (suffix, reverse) in enumerate(self._directions()):
                 k = layer * D + d
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
                     self._weights(layer, suffix, self._params), lengths, y, d * H,
-                    self.batch_first, d == 1, training)
+                    self.batch_first, reverse, training)
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -336,7 +355,7 @@ class _RNNBase:
         for layer in reversed(range(L)):
             dirs, _, in_shape = saved["layers"][layer]
             dx = np.empty(in_shape, self.dtype)
-            for d, suffix in enumerate(self._suffixes()):
+            for d, (suffix, _) in enumerate(self._directions()):
                 k = layer * D + d
                 g0, gc0 = self._backend.backward(
                     dirs[d], dy, d * H, None if dh_n is None else dh_n[k],
@@ -382,12 +401,13 @@ class RNN(_HiddenStateStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c",
+                 direction: Optional[str] = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, dtype, seed, backend)
+                         batch_first, dropout, bidirectional, dtype, seed, backend, direction)
 
 
 class GRU(_HiddenStateStack):
@@ -396,11 +416,12 @@ class GRU(_HiddenStateStack):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, reset_after: bool = True, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c",
+                 direction: Optional[str] = None) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, backend)
+                         bidirectional, dtype, seed, backend, direction)
 
 
 class LSTM(_RNNBase):
@@ -409,12 +430,13 @@ class LSTM(_RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, proj_size: int = 0, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c",
+                 direction: Optional[str] = None) -> None:
         if proj_size != 0:
             raise NotImplementedError("proj_size is not supported yet")
         self.proj_size = 0
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, dtype, seed, backend)
+                         dropout, bidirectional, dtype, seed, backend, direction)
 
     def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
                  lengths: ArrayLike = None, training: Optional[bool] = None):
@@ -454,8 +476,8 @@ class Bidirectional:
     def __init__(self, layer: _RNNBase, merge_mode: str = "concat") -> None:
         if not isinstance(layer, _RNNBase):
             raise TypeError(f"layer: expected an RNN, LSTM or GRU, got {type(layer).__name__}")
-        if layer.bidirectional:
-            raise ValueError("layer: expected a unidirectional layer (bidirectional=False)")
+        if layer.direction != "forward":
+            raise ValueError(f"layer: expected a forward layer, got direction={layer.direction!r}")
         if layer.num_layers != 1:
             raise ValueError(f"layer: expected a single-layer RNN/LSTM/GRU (Keras semantics), "
                              f"got num_layers={layer.num_layers}; for a bidirectional stack "
