@@ -2,7 +2,7 @@
  * `real`. Derivatives take the activation's output, as backward has it. */
 
 static inline real FN(sigmoid)(real v) { return (real)1 / ((real)1 + EXP(-v)); }
-static inline real FN(relu)(real v) { return v > (real)0 ? v : (real)0; }
+static inline real FN(relu)(real v) { return v < (real)0 ? (real)0 : v; }  /* NaN stays NaN */
 
 /* d sigmoid / dv, from s = sigmoid(v) */
 static inline real FN(dsigmoid)(real s) { return s * ((real)1 - s); }

@@ -32,23 +32,26 @@ int fastrnn_num_gates(int cell)
 }
 
 static int has_cell_state(int cell) { return cell == FASTRNN_LSTM; }
-static int is_gru(int cell) { return cell == FASTRNN_GRU || cell == FASTRNN_GRU_RESET_BEFORE; }
 
 size_t fastrnn_cache_size(const fastrnn_layer *L)
 {
     size_t rows = (size_t)L->T * L->B, H = L->H, G = fastrnn_num_gates(L->cell);
-    size_t n = rows * G * H + rows * H;            /* gates, hs */
-    if (has_cell_state(L->cell) || is_gru(L->cell))
+    size_t n = rows * G * H + rows * state_width(L);   /* gates, hs */
+    if (has_extra_cache(L->cell))
         n += rows * H;                             /* cs, or the GRU n-term / r*h */
+    if (L->P)
+        n += rows * H;                             /* ms: o * tanh(c) before W_hr */
     return n;
 }
 
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
 {
     size_t B = L->B, H = L->H, GH = (size_t)fastrnn_num_gates(L->cell) * H;
-    size_t n = B * H + B * GH;                     /* h, recurrent pre-activations */
+    size_t n = B * state_width(L) + B * GH;        /* h, recurrent pre-activations */
     if (has_cell_state(L->cell))
         n += B * H;                                /* c */
+    if (L->P)
+        n += B * H;                                /* m = o * tanh(c) */
     if (L->cell == FASTRNN_GRU_RESET_BEFORE)
         n += B * H;                                /* r*h */
     if (!training)
@@ -60,9 +63,11 @@ size_t fastrnn_backward_work_size(const fastrnn_layer *L)
 {
     size_t rows = (size_t)L->T * L->B, B = L->B, H = L->H;
     size_t GH = (size_t)fastrnn_num_gates(L->cell) * H;
-    size_t n = B * H + B * GH + rows * GH;         /* dh, dR (slots), dP (memory order) */
+    size_t n = B * state_width(L) + B * GH + rows * GH;  /* dh, dR (slots), dP (memory order) */
     if (has_cell_state(L->cell))
         n += B * H;                                /* dc */
+    if (L->P)
+        n += B * H + rows * L->P;                  /* dm (slots), dh of every step (memory order) */
     if (L->cell == FASTRNN_GRU)
         n += rows * H;                             /* recurrent-side n gradient */
     if (L->cell == FASTRNN_GRU_RESET_BEFORE)

@@ -8,6 +8,7 @@
  * Dimension letters, used in every shape comment:
  *   T  time steps          B  batch rows          I  input features
  *   H  hidden features     G  gates of the cell (RNN 1, LSTM 4, GRU 3)
+ *   P  LSTM projection size (0: none); R = P or H is the width of h
  *
  * Memory order. x, y and every training-cache tensor are matrices whose rows
  * are (t, b) pairs, stored time-major (row t*B + b) or batch-first
@@ -51,19 +52,21 @@ typedef enum {
 typedef struct {
     int cell;          /* fastrnn_cell */
     int T, B, I, H;    /* sizes; T, B, I, H >= 1 */
+    int P;             /* LSTM projection: h = (o * tanh(c)) W_hr^T has P columns; 0: none */
     int batch_first;   /* x, y, cache rows are b*T + t instead of t*B + b */
     int reverse;       /* run t = T-1 .. 0 */
-    int ldy;           /* row stride of y and dy (D*H for D directions), >= H */
+    int ldy;           /* row stride of y and dy (D*R for D directions), >= R */
 } fastrnn_layer;
 
 /* Gates per cell kind (1, 4 or 3); 0 for an unknown kind. */
 int fastrnn_num_gates(int cell);
 
 /* Element counts of the caller-provided buffers. The training cache holds,
- * in memory order: gates (T*B, G*H) post-activation, hs (T*B, H) the state
+ * in memory order: gates (T*B, G*H) post-activation, hs (T*B, R) the state
  * entering each step, then for LSTM cs (T*B, H) the cell state entering each
  * step, for GRU (T*B, H) the recurrent n-term (reset after) or r*h (reset
- * before). Inference keeps no cache; its workspace is independent of T. */
+ * before), then with a projection ms (T*B, H) = o * tanh(c) before W_hr.
+ * Inference keeps no cache; its workspace is independent of T. */
 size_t fastrnn_cache_size(const fastrnn_layer *L);
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training);
 size_t fastrnn_backward_work_size(const fastrnn_layer *L);
@@ -87,14 +90,15 @@ void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm);
 int fastrnn_gemm_is_blas(void);
 
 /* Forward of one layer-direction.
- *   y      (T*B, ldy) rows in memory order; this call writes columns [0, H)
- *          of each row, so pass y + d*H for direction d
- *   h_n    (B, H) final state; c_n (B, H) for LSTM, else unused (may be NULL)
+ *   y      (T*B, ldy) rows in memory order; this call writes columns [0, R)
+ *          of each row, so pass y + d*R for direction d
+ *   h_n    (B, R) final state; c_n (B, H) for LSTM, else unused (may be NULL)
  *   cache  fastrnn_cache_size elements when training, NULL for inference
  *   work   fastrnn_forward_work_size(L, cache != NULL) elements
  *   x      (T*B, I) rows in memory order
- *   h0     (B, H); c0 (B, H) for LSTM
- *   w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H), b_hh (G*H): biases may be NULL
+ *   h0     (B, R); c0 (B, H) for LSTM
+ *   w_ih (G*H, I), w_hh (G*H, R), b_ih (G*H), b_hh (G*H): biases may be NULL
+ *   w_hr   (P, H) with a projection, else NULL
  *   lengths (B) with 0 <= lengths[b] <= T, or NULL (all T)
  *   order   (B) permutation sorting lengths descending (NULL with lengths NULL)
  * Assumed, not checked: buffers of the sizes above, order consistent with
@@ -102,38 +106,38 @@ int fastrnn_gemm_is_blas(void);
 int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *work,
                         const float *x, const float *h0, const float *c0,
                         const float *w_ih, const float *w_hh,
-                        const float *b_ih, const float *b_hh,
+                        const float *b_ih, const float *b_hh, const float *w_hr,
                         const int *lengths, const int *order, const fastrnn_layer *L);
 int fastrnn_forward_f64(double *y, double *h_n, double *c_n, double *cache, double *work,
                         const double *x, const double *h0, const double *c0,
                         const double *w_ih, const double *w_hh,
-                        const double *b_ih, const double *b_hh,
+                        const double *b_ih, const double *b_hh, const double *w_hr,
                         const int *lengths, const int *order, const fastrnn_layer *L);
 
 /* Backward (BPTT) of the forward call that filled `cache`.
  *   dx     (T*B, I): written, or added to when accumulate_dx (the second
  *          direction of a bidirectional layer shares its input)
- *   dh0    (B, H) written; dc0 (B, H) written for LSTM
- *   dw_ih, dw_hh, db_ih, db_hh: parameter gradients, accumulated (+=);
- *          biases may be NULL when the layer has none
+ *   dh0    (B, R) written; dc0 (B, H) written for LSTM
+ *   dw_ih, dw_hh, db_ih, db_hh, dw_hr: parameter gradients, accumulated (+=);
+ *          biases may be NULL when the layer has none, dw_hr without projection
  *   work   fastrnn_backward_work_size elements
- *   dy     (T*B, ldy) gradient of y (columns [0, H)), or NULL for zeros
- *   dh_n, dc_n (B, H) gradients of the final state, or NULL for zeros
- *   cache, x, w_ih, w_hh, lengths, order: as given to the forward
+ *   dy     (T*B, ldy) gradient of y (columns [0, R)), or NULL for zeros
+ *   dh_n (B, R), dc_n (B, H) gradients of the final state, or NULL for zeros
+ *   cache, x, w_ih, w_hh, w_hr, lengths, order: as given to the forward
  * Assumed, not checked: as for the forward. */
 int fastrnn_backward_f32(float *dx, float *dh0, float *dc0,
-                         float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
+                         float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dw_hr,
                          float *work, int accumulate_dx,
                          const float *dy, const float *dh_n, const float *dc_n,
                          const float *cache, const float *x,
-                         const float *w_ih, const float *w_hh,
+                         const float *w_ih, const float *w_hh, const float *w_hr,
                          const int *lengths, const int *order, const fastrnn_layer *L);
 int fastrnn_backward_f64(double *dx, double *dh0, double *dc0,
-                         double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
+                         double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dw_hr,
                          double *work, int accumulate_dx,
                          const double *dy, const double *dh_n, const double *dc_n,
                          const double *cache, const double *x,
-                         const double *w_ih, const double *w_hh,
+                         const double *w_ih, const double *w_hh, const double *w_hr,
                          const int *lengths, const int *order, const fastrnn_layer *L);
 
 #ifdef __cplusplus

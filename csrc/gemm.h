@@ -33,23 +33,28 @@ static void FN(gemm)(int trans_a, int trans_b, int M, int N, int K, real alpha,
 {
     if (M <= 0 || N <= 0)
         return;
-    if (BLAS_GEMM == NULL) {
+    /* read the installed routine once: set_gemm may run in another thread */
+    BLAS_GEMM_TYPE blas = BLAS_GEMM;
+    if (blas == NULL) {
         FN(gemm_naive)(trans_a, trans_b, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
         return;
     }
     /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
      * hand BLAS the operands swapped, with M and N swapped. */
     char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-    BLAS_GEMM(&tb, &ta, &N, &M, &K, &alpha, Bm, &ldb, A, &lda, &beta, C, &ldc);
+    blas(&tb, &ta, &N, &M, &K, &alpha, Bm, &ldb, A, &lda, &beta, C, &ldc);
 }
 
-/* rows (n, w) = broadcast v (w), or zeros when v is NULL; ld is the row stride */
-static void FN(fill_rows)(real *rows, int n, int w, int ld, const real *v)
+/* rows (n, w) = broadcast bias (w), the C of a GEMM with beta = 1 that adds
+ * the bias; nothing when bias is NULL (the GEMM then runs with beta = 0) */
+static void FN(fill_bias)(real *rows, int n, int w, int ld, const real *bias)
 {
+    if (!bias)
+        return;
     for (int i = 0; i < n; i++) {
         real *r = rows + (size_t)i * ld;
         for (int j = 0; j < w; j++)
-            r[j] = v ? v[j] : (real)0;
+            r[j] = bias[j];
     }
 }
 

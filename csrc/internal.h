@@ -19,6 +19,26 @@ static inline size_t mem_row(const fastrnn_layer *L, int t, int b)
     return L->batch_first ? (size_t)b * L->T + t : (size_t)t * L->B + b;
 }
 
+/* Width of h: the projection size P when there is one, else H. */
+static inline int state_width(const fastrnn_layer *L)
+{
+    return L->P ? L->P : L->H;
+}
+
+/* The sizes and flags every kernel requires (the rest is assumed). */
+static inline int layer_ok(const fastrnn_layer *L, int gates)
+{
+    return gates != 0 && L->T >= 1 && L->B >= 1 && L->I >= 1 && L->H >= 1 && L->P >= 0
+           && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L);
+}
+
+/* Whether the training cache has a third (T*B, H) block: LSTM's c_{t-1},
+ * GRU's recurrent n-term (reset after) or r*h (reset before). */
+static inline int has_extra_cache(int cell)
+{
+    return cell == FASTRNN_LSTM || cell == FASTRNN_GRU || cell == FASTRNN_GRU_RESET_BEFORE;
+}
+
 /* Batch row held by slot i (slots sort lengths descending). */
 static inline int slot_row(const int *order, int i)
 {

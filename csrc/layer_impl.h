@@ -26,7 +26,7 @@ static void FN(project_chunk)(FN(proj) *P, const real *x, const real *w_ih,
     int B = L->B, I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
     real beta = b_ih ? (real)1 : (real)0;
     P->t0 = t0;
-    FN(fill_rows)(P->p, (t1 - t0) * B, GH, GH, b_ih);
+    FN(fill_bias)(P->p, (t1 - t0) * B, GH, GH, b_ih);
     if (!L->batch_first || B == 1) {
         /* P[t0:t1] = X[t0:t1] @ W_ih.T  (contiguous rows) */
         FN(gemm)(0, 1, (t1 - t0) * B, GH, I, (real)1, x + (size_t)t0 * B * I, I,
@@ -39,34 +39,45 @@ static void FN(project_chunk)(FN(proj) *P, const real *x, const real *w_ih,
     }
 }
 
-/* One step at time t for the n active slots: recurrent GEMM + fused pass.
- * h, c (B, H) slot-ordered state; rec (B, G*H) scratch; rh (B, H) scratch
- * (GRU reset before). cache (NULL in inference) gets hs/cs/extra rows. */
-static void FN(forward_step)(real *y, real *h, real *c, real *rec, real *rh,
-                             real *cache_hs, real *cache_extra, const FN(proj) *P,
-                             const real *w_hh, const real *b_hh, const int *order,
-                             int t, int n, const fastrnn_layer *L)
+/* The buffers of one forward call. Slot-ordered (row i = batch row order[i]). */
+typedef struct {
+    real *h;      /* (B, R) state */
+    real *c;      /* (B, H) LSTM cell state, else NULL */
+    real *m;      /* (B, H) o * tanh(c) before the projection W_hr, else NULL */
+    real *rec;    /* (B, G*H) recurrent pre-activations h W_hh^T + b_hh */
+    real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
+    /* training cache in memory order, NULL in inference */
+    real *hs;     /* (T*B, R) state entering each step */
+    real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU n-term or r*h, else NULL */
+    real *ms;     /* (T*B, H) m_t with a projection, else NULL */
+} FN(fwd_buffers);
+
+/* One step at time t for the n active slots: recurrent GEMM + fused pass. */
+static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
+                             const real *w_hh, const real *b_hh, const real *w_hr,
+                             const int *order, int t, int n, const fastrnn_layer *L)
 {
-    int B = L->B, H = L->H, GH = fastrnn_num_gates(L->cell) * H;
-    int cell = L->cell, training = cache_hs != NULL;
+    int B = L->B, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
+    int cell = L->cell, training = S->hs != NULL;
     int rec_w = cell == FASTRNN_GRU_RESET_BEFORE ? 2 * H : GH;  /* r, z only */
     real beta = b_hh ? (real)1 : (real)0;
 
     /* rec[:n] = h[:n] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
-    FN(fill_rows)(rec, n, rec_w, GH, b_hh);
-    FN(gemm)(0, 1, n, rec_w, H, (real)1, h, H, w_hh, H, beta, rec, GH);
+    FN(fill_bias)(S->rec, n, rec_w, GH, b_hh);
+    FN(gemm)(0, 1, n, rec_w, R, (real)1, S->h, R, w_hh, R, beta, S->rec, GH);
 
     for (int i = 0; i < n; i++) {
         int b = slot_row(order, i);
         size_t row = mem_row(L, t, b);
         real *gates = P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
-        real *hi = h + (size_t)i * H, *ri = rec + (size_t)i * GH;
+        real *hi = S->h + (size_t)i * R, *ri = S->rec + (size_t)i * GH;
+        real *ci = S->c ? S->c + (size_t)i * H : NULL;
         if (training) {
-            for (int j = 0; j < H; j++)
-                cache_hs[row * H + j] = hi[j];
+            for (int j = 0; j < R; j++)
+                S->hs[row * R + j] = hi[j];
             if (cell == FASTRNN_LSTM)
                 for (int j = 0; j < H; j++)
-                    cache_extra[row * H + j] = c[(size_t)i * H + j];
+                    S->extra[row * H + j] = ci[j];
         }
         switch (cell) {
         case FASTRNN_RNN_TANH:
@@ -74,33 +85,46 @@ static void FN(forward_step)(real *y, real *h, real *c, real *rec, real *rh,
             FN(rnn_forward_row)(gates, hi, ri, H, cell == FASTRNN_RNN_RELU);
             break;
         case FASTRNN_LSTM:
-            FN(lstm_forward_row)(gates, hi, c + (size_t)i * H, ri, H);
+            if (S->m) {
+                real *mi = S->m + (size_t)i * H;
+                FN(lstm_forward_row)(gates, mi, ci, ri, H);
+                if (training)
+                    for (int j = 0; j < H; j++)
+                        S->ms[row * H + j] = mi[j];
+            } else {
+                FN(lstm_forward_row)(gates, hi, ci, ri, H);
+            }
             break;
         case FASTRNN_GRU:
             if (training)
                 for (int j = 0; j < H; j++)
-                    cache_extra[row * H + j] = ri[2 * H + j];
+                    S->extra[row * H + j] = ri[2 * H + j];
             FN(gru_forward_row)(gates, hi, ri, H);
             break;
         case FASTRNN_GRU_RESET_BEFORE:
-            FN(gru_rb_forward_gates_row)(gates, rh + (size_t)i * H, hi, ri, H);
+            FN(gru_rb_forward_gates_row)(gates, S->rh + (size_t)i * H, hi, ri, H);
             if (training)
                 for (int j = 0; j < H; j++)
-                    cache_extra[row * H + j] = rh[(size_t)i * H + j];
+                    S->extra[row * H + j] = S->rh[(size_t)i * H + j];
             break;
         }
     }
 
     if (cell == FASTRNN_GRU_RESET_BEFORE) {
         /* rec[:n, 2H:] = (r*h)[:n] @ W_hn.T + b_hn */
-        FN(fill_rows)(rec + 2 * H, n, H, GH, b_hh ? b_hh + 2 * H : NULL);
-        FN(gemm)(0, 1, n, H, H, (real)1, rh, H, w_hh + (size_t)2 * H * H, H, beta,
-                 rec + 2 * H, GH);
+        FN(fill_bias)(S->rec + 2 * H, n, H, GH, b_hh ? b_hh + 2 * H : NULL);
+        FN(gemm)(0, 1, n, H, H, (real)1, S->rh, H, w_hh + (size_t)2 * H * H, H, beta,
+                 S->rec + 2 * H, GH);
         for (int i = 0; i < n; i++) {
             int b = slot_row(order, i);
             real *gates = P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
-            FN(gru_rb_forward_output_row)(gates, h + (size_t)i * H, rec + (size_t)i * GH + 2 * H, H);
+            FN(gru_rb_forward_output_row)(gates, S->h + (size_t)i * H,
+                                          S->rec + (size_t)i * GH + 2 * H, H);
         }
+    }
+    if (S->m) {
+        /* h[:n] = m[:n] @ W_hr.T  (the LSTM projection) */
+        FN(gemm)(0, 1, n, R, H, (real)1, S->m, H, w_hr, H, (real)0, S->h, R);
     }
 
     /* y[t, b] = h_t for active rows, zeros for the rest */
@@ -108,15 +132,19 @@ static void FN(forward_step)(real *y, real *h, real *c, real *rec, real *rh,
         int b = slot_row(order, i);
         size_t row = mem_row(L, t, b);
         real *yrow = y + row * L->ldy;
-        for (int j = 0; j < H; j++)
-            yrow[j] = i < n ? h[(size_t)i * H + j] : (real)0;
+        for (int j = 0; j < R; j++)
+            yrow[j] = i < n ? S->h[(size_t)i * R + j] : (real)0;
         if (training && i >= n) {
-            /* inactive rows take part in the weight GEMMs with dP = 0: keep them finite */
-            for (int j = 0; j < H; j++)
-                cache_hs[row * H + j] = (real)0;
-            if (cache_extra)
-                for (int j = 0; j < H; j++)
-                    cache_extra[row * H + j] = (real)0;
+            /* inactive rows take part in the weight GEMMs with zero gradients:
+             * keep them finite */
+            for (int j = 0; j < R; j++)
+                S->hs[row * R + j] = (real)0;
+            for (int j = 0; j < H; j++) {
+                if (S->extra)
+                    S->extra[row * H + j] = (real)0;
+                if (S->ms)
+                    S->ms[row * H + j] = (real)0;
+            }
         }
     }
 }
@@ -124,31 +152,34 @@ static void FN(forward_step)(real *y, real *h, real *c, real *rec, real *rh,
 int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
                         const real *x, const real *h0, const real *c0,
                         const real *w_ih, const real *w_hh,
-                        const real *b_ih, const real *b_hh,
+                        const real *b_ih, const real *b_hh, const real *w_hr,
                         const int *lengths, const int *order, const fastrnn_layer *L)
 {
     int G = fastrnn_num_gates(L->cell);
-    if (G == 0 || L->T < 1 || L->B < 1 || L->I < 1 || L->H < 1 || L->ldy < L->H
-        || (lengths && !order))
+    if (!layer_ok(L, G) || (lengths && !order) || (L->P && !w_hr))
         return FASTRNN_ERR_ARGUMENT;
-    int T = L->T, B = L->B, H = L->H, GH = G * H;
+    int T = L->T, B = L->B, H = L->H, R = state_width(L), GH = G * H;
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
     size_t rows = (size_t)T * B;
 
-    /* work: h (B,H) | rec (B,GH) | c (B,H) LSTM | rh (B,H) GRU-RB | P chunk */
-    real *h = work, *rec = h + (size_t)B * H, *next = rec + (size_t)B * GH;
-    real *c = NULL, *rh = NULL;
-    if (lstm) { c = next; next += (size_t)B * H; }
-    if (L->cell == FASTRNN_GRU_RESET_BEFORE) { rh = next; next += (size_t)B * H; }
+    /* work: h (B,R) | rec (B,GH) | c (B,H) LSTM | rh (B,H) GRU-RB | m (B,H) P | P chunk */
+    FN(fwd_buffers) S = {0};
+    S.h = work;
+    S.rec = S.h + (size_t)B * R;
+    real *next = S.rec + (size_t)B * GH;
+    if (lstm) { S.c = next; next += (size_t)B * H; }
+    if (L->cell == FASTRNN_GRU_RESET_BEFORE) { S.rh = next; next += (size_t)B * H; }
+    if (L->P) { S.m = next; next += (size_t)B * H; }
 
-    /* cache: gates (rows,GH) | hs (rows,H) | cs or GRU extra (rows,H) */
-    real *cache_hs = NULL, *cache_extra = NULL;
+    /* cache: gates (rows,GH) | hs (rows,R) | cs or GRU extra (rows,H) | ms (rows,H) P */
     FN(proj) P;
     int chunk;
     if (training) {
-        cache_hs = cache + rows * GH;
-        if (lstm || G == 3)
-            cache_extra = cache_hs + rows * H;
+        S.hs = cache + rows * GH;
+        if (has_extra_cache(L->cell))
+            S.extra = S.hs + rows * R;
+        if (L->P)
+            S.ms = S.extra + rows * H;
         P.p = cache;
         P.pst = L->batch_first ? 1 : (size_t)B;
         P.psb = L->batch_first ? (size_t)T : 1;
@@ -162,41 +193,40 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
-        for (int j = 0; j < H; j++) {
-            h[(size_t)i * H + j] = h0[(size_t)b * H + j];
-            if (lstm)
-                c[(size_t)i * H + j] = c0[(size_t)b * H + j];
-        }
+        for (int j = 0; j < R; j++)
+            S.h[(size_t)i * R + j] = h0[(size_t)b * R + j];
+        if (lstm)
+            for (int j = 0; j < H; j++)
+                S.c[(size_t)i * H + j] = c0[(size_t)b * H + j];
     }
 
+    if (training) {
+        /* P = X @ W_ih.T + b_ih, all steps in memory order (one chunk) */
+        FN(fill_bias)(P.p, (int)rows, GH, GH, b_ih);
+        FN(gemm)(0, 1, (int)rows, GH, L->I, (real)1, x, L->I, w_ih, L->I,
+                 b_ih ? (real)1 : (real)0, P.p, GH);
+        P.t0 = 0;
+    }
     int nchunks = (T + chunk - 1) / chunk;
     for (int k = 0; k < nchunks; k++) {
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
-        if (training) {
-            /* P = X @ W_ih.T + b_ih, all steps in memory order */
-            FN(fill_rows)(P.p, (int)rows, GH, GH, b_ih);
-            FN(gemm)(0, 1, (int)rows, GH, L->I, (real)1, x, L->I, w_ih, L->I,
-                     b_ih ? (real)1 : (real)0, P.p, GH);
-            P.t0 = 0;
-        } else {
+        if (!training)
             FN(project_chunk)(&P, x, w_ih, b_ih, t0, t1, L);
-        }
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(lengths, order, B, t);
-            FN(forward_step)(y, h, c, rec, rh, cache_hs, cache_extra, &P, w_hh, b_hh,
-                             order, t, n, L);
+            FN(forward_step)(y, &S, &P, w_hh, b_hh, w_hr, order, t, n, L);
         }
     }
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
-        for (int j = 0; j < H; j++) {
-            h_n[(size_t)b * H + j] = h[(size_t)i * H + j];
-            if (lstm)
-                c_n[(size_t)b * H + j] = c[(size_t)i * H + j];
-        }
+        for (int j = 0; j < R; j++)
+            h_n[(size_t)b * R + j] = S.h[(size_t)i * R + j];
+        if (lstm)
+            for (int j = 0; j < H; j++)
+                c_n[(size_t)b * H + j] = S.c[(size_t)i * H + j];
     }
     return FASTRNN_OK;
 }
@@ -204,74 +234,90 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
 /* =========================================================== Backward */
 
 int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
-                         real *dw_ih, real *dw_hh, real *db_ih, real *db_hh,
+                         real *dw_ih, real *dw_hh, real *db_ih, real *db_hh, real *dw_hr,
                          real *work, int accumulate_dx,
                          const real *dy, const real *dh_n, const real *dc_n,
                          const real *cache, const real *x,
-                         const real *w_ih, const real *w_hh,
+                         const real *w_ih, const real *w_hh, const real *w_hr,
                          const int *lengths, const int *order, const fastrnn_layer *L)
 {
     int G = fastrnn_num_gates(L->cell);
-    if (G == 0 || L->T < 1 || L->B < 1 || L->I < 1 || L->H < 1 || L->ldy < L->H
-        || (lengths && !order))
+    if (!layer_ok(L, G) || (lengths && !order) || (L->P && (!w_hr || !dw_hr)))
         return FASTRNN_ERR_ARGUMENT;
     if (cache == NULL)
         return FASTRNN_ERR_NO_CACHE;
-    int T = L->T, B = L->B, I = L->I, H = L->H, GH = G * H, cell = L->cell;
-    int lstm = cell == FASTRNN_LSTM;
+    int T = L->T, B = L->B, I = L->I, H = L->H, R = state_width(L), GH = G * H;
+    int cell = L->cell, lstm = cell == FASTRNN_LSTM;
     size_t rows = (size_t)T * B;
 
-    const real *gates_all = cache, *hs = cache + rows * GH, *extra = hs + rows * H;
+    /* cache: gates (rows,GH) | hs (rows,R) | extra (rows,H) | ms (rows,H) P */
+    const real *gates_all = cache, *hs = cache + rows * GH, *extra = hs + rows * R;
+    const real *ms = extra + rows * H;
 
-    /* work: dh (B,H) | drec (B,GH) slots | dP (rows,GH) memory order
-     *       | dc (B,H) LSTM | dPn_rec (rows,H) GRU | drh (B,H) GRU-RB */
-    real *dh = work, *drec = dh + (size_t)B * H, *dP = drec + (size_t)B * GH;
+    /* work: dh (B,R) | drec (B,GH) slots | dP (rows,GH) memory order
+     *       | dc (B,H) LSTM | dPn_rec (rows,H) GRU | drh (B,H) GRU-RB
+     *       | dm (B,H), dhs (rows,P) projection */
+    real *dh = work, *drec = dh + (size_t)B * R, *dP = drec + (size_t)B * GH;
     real *next = dP + rows * GH, *dc = NULL, *dPn_rec = NULL, *drh = NULL;
+    real *dm = NULL, *dhs = NULL;
     if (lstm) { dc = next; next += (size_t)B * H; }
     if (cell == FASTRNN_GRU) { dPn_rec = next; next += rows * H; }
     if (cell == FASTRNN_GRU_RESET_BEFORE) { drh = next; next += (size_t)B * H; }
+    if (L->P) { dm = next; dhs = dm + (size_t)B * H; }
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
-        for (int j = 0; j < H; j++) {
-            dh[(size_t)i * H + j] = dh_n ? dh_n[(size_t)b * H + j] : (real)0;
-            if (lstm)
+        for (int j = 0; j < R; j++)
+            dh[(size_t)i * R + j] = dh_n ? dh_n[(size_t)b * R + j] : (real)0;
+        if (lstm)
+            for (int j = 0; j < H; j++)
                 dc[(size_t)i * H + j] = dc_n ? dc_n[(size_t)b * H + j] : (real)0;
-        }
     }
 
     for (int s = 0; s < T; s++) {
         /* reverse of the forward's order */
         int t = L->reverse ? s : T - 1 - s;
         int n = active_slots(lengths, order, B, t);
+
+        /* dh of the active rows gets y's gradient; inactive rows pass theirs
+         * through untouched and send nothing to the parameters or x */
         for (int i = 0; i < B; i++) {
-            int b = slot_row(order, i);
-            size_t row = mem_row(L, t, b);
-            real *dpre = dP + row * GH;
+            size_t row = mem_row(L, t, slot_row(order, i));
+            real *dhi = dh + (size_t)i * R;
+            if (i < n && dy)
+                for (int j = 0; j < R; j++)
+                    dhi[j] += dy[row * L->ldy + j];
             if (i >= n) {
-                /* inactive: no gradient reaches the parameters or x */
                 for (int j = 0; j < GH; j++)
-                    dpre[j] = (real)0;
+                    dP[row * GH + j] = (real)0;
                 if (dPn_rec)
                     for (int j = 0; j < H; j++)
                         dPn_rec[row * H + j] = (real)0;
-                continue;
             }
-            real *dhi = dh + (size_t)i * H, *dri = drec + (size_t)i * GH;
-            const real *gates = gates_all + row * GH, *h_prev = hs + row * H;
-            if (dy)
-                for (int j = 0; j < H; j++)
-                    dhi[j] += dy[row * L->ldy + j];
+            if (dhs)
+                for (int j = 0; j < R; j++)
+                    dhs[row * R + j] = i < n ? dhi[j] : (real)0;
+        }
+        if (dm) {
+            /* backprop through h = m @ W_hr.T:  dm[:n] = dh[:n] @ W_hr */
+            FN(gemm)(0, 0, n, H, R, (real)1, dh, R, w_hr, H, (real)0, dm, H);
+        }
+
+        for (int i = 0; i < n; i++) {
+            size_t row = mem_row(L, t, slot_row(order, i));
+            real *dhi = dh + (size_t)i * R, *dri = drec + (size_t)i * GH;
+            const real *gates = gates_all + row * GH, *h_prev = hs + row * R;
             switch (cell) {
             case FASTRNN_RNN_TANH:
             case FASTRNN_RNN_RELU:
                 FN(rnn_backward_row)(dri, dhi, gates, H, cell == FASTRNN_RNN_RELU);
                 break;
             case FASTRNN_LSTM:
-                FN(lstm_backward_row)(dri, dhi, dc + (size_t)i * H, gates, extra + row * H, H);
+                FN(lstm_backward_row)(dri, dm ? dm + (size_t)i * H : dhi, dc + (size_t)i * H,
+                                      gates, extra + row * H, H);
                 break;
             case FASTRNN_GRU:
-                FN(gru_backward_row)(dpre, dri, dhi, gates, h_prev, extra + row * H, H);
+                FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev, extra + row * H, H);
                 for (int j = 0; j < H; j++)
                     dPn_rec[row * H + j] = dri[2 * H + j];
                 break;
@@ -294,8 +340,9 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
             /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
             FN(gemm)(0, 0, n, H, 2 * H, (real)1, drec, GH, w_hh, H, (real)1, dh, H);
         } else {
-            /* dh[:n] += dP_rec[:n] @ W_hh */
-            FN(gemm)(0, 0, n, H, GH, (real)1, drec, GH, w_hh, H, (real)1, dh, H);
+            /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
+             * step t only through W_hh, so dh is overwritten */
+            FN(gemm)(0, 0, n, R, GH, (real)1, drec, GH, w_hh, R, dm ? (real)0 : (real)1, dh, R);
         }
 
         if (cell != FASTRNN_GRU) {
@@ -310,11 +357,11 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
-        for (int j = 0; j < H; j++) {
-            dh0[(size_t)b * H + j] = dh[(size_t)i * H + j];
-            if (lstm)
+        for (int j = 0; j < R; j++)
+            dh0[(size_t)b * R + j] = dh[(size_t)i * R + j];
+        if (lstm)
+            for (int j = 0; j < H; j++)
                 dc0[(size_t)b * H + j] = dc[(size_t)i * H + j];
-        }
     }
 
     /* dX = dP @ W_ih  (added to the other direction's when accumulating) */
@@ -324,6 +371,10 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
     FN(gemm)(1, 0, GH, I, (int)rows, (real)1, dP, GH, x, I, (real)1, dw_ih, I);
     if (db_ih)
         FN(add_column_sums)(db_ih, dP, rows, GH, GH);
+    if (dhs) {
+        /* dW_hr += dHS.T @ MS */
+        FN(gemm)(1, 0, R, H, (int)rows, (real)1, dhs, R, ms, H, (real)1, dw_hr, H);
+    }
 
     switch (cell) {
     case FASTRNN_GRU:
@@ -346,7 +397,7 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
         break;
     default:
         /* dW_hh += dP.T @ HS */
-        FN(gemm)(1, 0, GH, H, (int)rows, (real)1, dP, GH, hs, H, (real)1, dw_hh, H);
+        FN(gemm)(1, 0, GH, R, (int)rows, (real)1, dP, GH, hs, R, (real)1, dw_hh, R);
         if (db_hh)
             FN(add_column_sums)(db_hh, dP, rows, GH, GH);
         break;

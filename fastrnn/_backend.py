@@ -7,9 +7,10 @@ A backend runs one direction of one layer per call (never one time step):
     backward(saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads) -> (dh0, dc0)
 
 x is (T, B, I), or (B, T, I) when batch_first, C-contiguous in the layer's
-dtype; y has the same leading axes and D*H columns, of which this direction
-writes [y_offset, y_offset + H). weights and grads are (w_ih, w_hh, b_ih,
-b_hh) with None biases when the layer has none; grads accumulate. dx is
+dtype; y has the same leading axes and D*R columns (R = proj_size or H), of
+which this direction writes [y_offset, y_offset + R). weights and grads are
+(w_ih, w_hh, b_ih, b_hh, w_hr) with None for a parameter the layer does not
+have (biases, the LSTM projection w_hr); grads accumulate. dx is
 written, or added to when accumulate_dx. ``saved`` is what backward needs,
 None after an inference forward.
 """
@@ -37,26 +38,26 @@ class CBackend:
 
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
                 reverse, training):
-        T, B = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
-        I, H = x.shape[2], h0.shape[1]
+        T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         h_n = np.empty_like(h0)
-        c_n = np.empty_like(h0) if cell == "lstm" else None
-        cache = np.empty(_kernels.cache_size(cell, T, B, I, H), x.dtype) if training else None
-        work = self._workspace(x.dtype, _kernels.forward_work_size(cell, T, B, I, H, training))
+        c_n = np.empty_like(c0) if cell == "lstm" else None
+        cache = np.empty(_kernels.cache_size(cell, T, B, I, H, P), x.dtype) if training else None
+        work = self._workspace(x.dtype,
+                               _kernels.forward_work_size(cell, T, B, I, H, training, P))
         _kernels.forward(cell, x, h0, c0, *weights, lengths, y, y_offset, h_n, c_n, cache,
                          work, batch_first, reverse)
         saved = (cell, cache, x, weights, lengths, batch_first, reverse) if training else None
         return h_n, c_n, saved
 
     def backward(self, saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads):
-        cell, cache, x, (w_ih, w_hh, _, _), lengths, batch_first, reverse = saved
-        T, B = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
-        I, H = x.shape[2], w_hh.shape[1]
-        dh0 = np.empty((B, H), x.dtype)
+        cell, cache, x, weights, lengths, batch_first, reverse = saved
+        w_ih, w_hh, _, _, w_hr = weights
+        T, B, I, H, P = _sizes(cell, x, weights, batch_first)
+        dh0 = np.empty((B, P or H), x.dtype)
         dc0 = np.empty((B, H), x.dtype) if cell == "lstm" else None
-        work = self._workspace(x.dtype, _kernels.backward_work_size(cell, T, B, I, H))
+        work = self._workspace(x.dtype, _kernels.backward_work_size(cell, T, B, I, H, P))
         _kernels.backward(cell, dx, accumulate_dx, dh0, dc0, *grads, dy, y_offset, dh_n, dc_n,
-                          cache, x, w_ih, w_hh, lengths, work, batch_first, reverse)
+                          cache, x, w_ih, w_hh, w_hr, lengths, work, batch_first, reverse)
         return dh0, dc0
 
 
@@ -68,11 +69,12 @@ class NumpyBackend:
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
                 reverse, training):
         xt = x.transpose(1, 0, 2) if batch_first else x
-        out, h_n, c_n, cache = reference.layer_forward(cell, xt, h0, c0, *weights,
-                                                       lengths=lengths, reverse=reverse)
-        H = h0.shape[1]
+        w_ih, w_hh, b_ih, b_hh, w_hr = weights
+        out, h_n, c_n, cache = reference.layer_forward(cell, xt, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                                       lengths=lengths, reverse=reverse, w_hr=w_hr)
+        R = h0.shape[1]
         yt = y.transpose(1, 0, 2) if batch_first else y
-        yt[:, :, y_offset:y_offset + H] = out
+        yt[:, :, y_offset:y_offset + R] = out
         saved = (cell, cache, batch_first) if training else None
         return h_n, c_n, saved
 
@@ -81,18 +83,26 @@ class NumpyBackend:
         dyt = None
         if dy is not None:
             dyt = dy.transpose(1, 0, 2) if batch_first else dy
-            H = grads[1].shape[1]  # dw_hh is (G*H, H)
-            dyt = dyt[:, :, y_offset:y_offset + H]
+            R = grads[1].shape[1]  # dw_hh is (G*H, R)
+            dyt = dyt[:, :, y_offset:y_offset + R]
         dxt, dh0, dc0, step_grads = reference.layer_backward(cell, cache, dyt, dh_n, dc_n)
         dxt = dxt.transpose(1, 0, 2) if batch_first else dxt
         if accumulate_dx:
             dx += dxt
         else:
             dx[...] = dxt
-        for total, name in zip(grads, ("w_ih", "w_hh", "b_ih", "b_hh")):
+        for total, name in zip(grads, ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")):
             if total is not None:
                 total += step_grads[name]
         return dh0, dc0
+
+
+def _sizes(cell, x, weights, batch_first):
+    """T, B, I, H, P of a layer-direction call (P = 0 without projection)."""
+    T, B = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
+    w_ih, w_hr = weights[0], weights[4]
+    H = w_ih.shape[0] // _kernels.num_gates(cell)
+    return T, B, x.shape[2], H, (0 if w_hr is None else w_hr.shape[0])
 
 
 BACKENDS = {"c": CBackend, "numpy": NumpyBackend}

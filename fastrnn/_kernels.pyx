@@ -43,18 +43,21 @@ def blas_enabled():
 set_blas(True)
 
 
-cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, bint batch_first,
+cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, int P, bint batch_first,
                           bint reverse, int ldy) except *:
     if cell not in CELLS:
         raise ValueError(f"unknown cell kind {cell!r}; expected one of {sorted(CELLS)}")
     cdef fastrnn_layer L
     L.cell = CELLS[cell]
-    L.T, L.B, L.I, L.H = T, B, I, H
+    L.T, L.B, L.I, L.H, L.P = T, B, I, H, P
     L.batch_first, L.reverse, L.ldy = batch_first, reverse, ldy
-    if min(T, B, I, H) < 1:
-        raise ValueError(f"sizes must be >= 1, got T={T} B={B} I={I} H={H}")
+    if min(T, B, I, H) < 1 or P < 0:
+        raise ValueError(f"sizes must be >= 1, got T={T} B={B} I={I} H={H} P={P}")
+    if P and cell != "lstm":
+        raise ValueError(f"a projection (P={P}) is for LSTM only, got cell {cell!r}")
     # Python integers: the product must not wrap around before the test
-    if <object>T * <object>B * max(I, ldy, <object>fastrnn_num_gates(L.cell) * H) > _INT_MAX:
+    widest = max(I, ldy, <object>fastrnn_num_gates(L.cell) * H)
+    if <object>T * <object>B * widest > _INT_MAX:
         raise ValueError("arrays too large for the 32-bit BLAS interface")
     return L
 
@@ -63,19 +66,19 @@ def num_gates(str cell):
     return fastrnn_num_gates(CELLS[cell])
 
 
-def cache_size(str cell, int T, int B, int I, int H):
+def cache_size(str cell, int T, int B, int I, int H, int P=0):
     """Elements of the training cache of one layer-direction."""
-    cdef fastrnn_layer L = _layer(cell, T, B, I, H, False, False, H)
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
     return fastrnn_cache_size(&L)
 
 
-def forward_work_size(str cell, int T, int B, int I, int H, bint training):
-    cdef fastrnn_layer L = _layer(cell, T, B, I, H, False, False, H)
+def forward_work_size(str cell, int T, int B, int I, int H, bint training, int P=0):
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
     return fastrnn_forward_work_size(&L, training)
 
 
-def backward_work_size(str cell, int T, int B, int I, int H):
-    cdef fastrnn_layer L = _layer(cell, T, B, I, H, False, False, H)
+def backward_work_size(str cell, int T, int B, int I, int H, int P=0):
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
     return fastrnn_backward_work_size(&L)
 
 
@@ -110,45 +113,57 @@ def _lengths_and_order(lengths, int T, int B):
     return lengths, order
 
 
-def _sizes(x, bint batch_first):
+def _dims(str cell, x, w_ih, w_hh, w_hr, bint batch_first):
+    """(T, B, I, H, P, R, G, dtype) from x and the weights' shapes (checked later)."""
     if not isinstance(x, np.ndarray) or x.ndim != 3:
         raise ValueError("x: expected a 3-D numpy.ndarray")
-    if batch_first:
-        return x.shape[1], x.shape[0], x.shape[2]
-    return x.shape[0], x.shape[1], x.shape[2]
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
+    T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell kind {cell!r}; expected one of {sorted(CELLS)}")
+    G = fastrnn_num_gates(CELLS[cell])
+    for name, w in (("w_ih", w_ih), ("w_hh", w_hh)):
+        if not isinstance(w, np.ndarray) or w.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D numpy.ndarray")
+    # H from w_hh (G*H, R), whose columns are H without a projection, else from
+    # w_hr (P, H); every shape is then checked against these
+    H, P = w_hh.shape[1], 0
+    if w_hr is not None:
+        if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2:
+            raise ValueError("w_hr: expected a 2-D numpy.ndarray")
+        P, H = w_hr.shape
+    return T, B, x.shape[2], H, P, (P or H), G, x.dtype
 
 
-def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, int y_offset,
+def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y_offset,
             h_n, c_n, cache, work, bint batch_first, bint reverse):
     """Run one layer-direction forward; training when cache is not None.
 
     x (T, B, I) or (B, T, I); y the same rows with ldy columns, this direction
-    writes columns [y_offset, y_offset + H); h0, h_n (B, H); c0, c_n (B, H)
-    for LSTM; cache (cache_size,) or None; work (>= forward_work_size,).
+    writes columns [y_offset, y_offset + R), R = P (projection) or H; h0, h_n
+    (B, R); c0, c_n (B, H) for LSTM; w_hr (P, H) or None; cache
+    (cache_size,) or None; work (>= forward_work_size,).
     """
-    T, B, I = _sizes(x, batch_first)
-    dt = x.dtype
-    if dt != np.float32 and dt != np.float64:
-        raise TypeError(f"x: expected float32 or float64, got {dt}")
-    G = fastrnn_num_gates(CELLS.get(cell, -1))
-    H = w_hh.shape[1] if isinstance(w_hh, np.ndarray) and w_hh.ndim == 2 else -1
+    T, B, I, H, P, R, G, dt = _dims(cell, x, w_ih, w_hh, w_hr, batch_first)
     if not isinstance(y, np.ndarray) or y.ndim != 3:
         raise ValueError("y: expected a 3-D numpy.ndarray")
     ldy = y.shape[2]
-    cdef fastrnn_layer L = _layer(cell, T, B, I, H, batch_first, reverse, ldy)
-    if y_offset < 0 or y_offset + H > ldy:
-        raise ValueError(f"y_offset: {y_offset} + H={H} exceeds y's {ldy} columns")
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, batch_first, reverse, ldy)
+    if y_offset < 0 or y_offset + R > ldy:
+        raise ValueError(f"y_offset: {y_offset} + {R} exceeds y's {ldy} columns")
     lstm = cell == "lstm"
     xf = _check("x", x, dt, None)
     yf = _check("y", y, dt, x.shape[:2] + (ldy,), out=True)
     wi = _check("w_ih", w_ih, dt, (G * H, I))
-    wh = _check("w_hh", w_hh, dt, (G * H, H))
+    wh = _check("w_hh", w_hh, dt, (G * H, R))
+    wr = _opt("w_hr", w_hr, dt, (P, H))
     bi = _opt("b_ih", b_ih, dt, (G * H,))
     bh = _opt("b_hh", b_hh, dt, (G * H,))
     if (bi is None) != (bh is None):
         raise ValueError("b_ih and b_hh: give both or neither")
-    h0f = _check("h0", h0, dt, (B, H))
-    hnf = _check("h_n", h_n, dt, (B, H), out=True)
+    h0f = _check("h0", h0, dt, (B, R))
+    hnf = _check("h_n", h_n, dt, (B, R), out=True)
     c0f = _check("c0", c0, dt, (B, H)) if lstm else None
     cnf = _check("c_n", c_n, dt, (B, H), out=True) if lstm else None
     training = cache is not None
@@ -158,35 +173,32 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, y, int y_offse
         raise ValueError("work: too small")
     lf, of = _lengths_and_order(lengths, T, B)
     if dt == np.float32:
-        _forward[float](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, lf, of)
+        _forward[float](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, wr,
+                        lf, of)
     else:
-        _forward[double](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, lf, of)
+        _forward[double](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, wr,
+                         lf, of)
 
 
-def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
-             dy, int y_offset, dh_n, dc_n, cache, x, w_ih, w_hh, lengths, work,
+def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr,
+             dy, int y_offset, dh_n, dc_n, cache, x, w_ih, w_hh, w_hr, lengths, work,
              bint batch_first, bint reverse):
     """Backward of the forward that filled cache (same x, weights, lengths, flags).
 
-    dx like x (written, or added to when accumulate_dx); dh0, dc0 (B, H)
-    written; dw_*, db_* accumulated (biases may be None); dy like y or None,
-    this direction reads columns [y_offset, y_offset + H); dh_n, dc_n (B, H)
-    or None.
+    dx like x (written, or added to when accumulate_dx); dh0 (B, R), dc0 (B, H)
+    written; dw_*, db_* accumulated (biases may be None, dw_hr None without
+    projection); dy like y or None, this direction reads columns
+    [y_offset, y_offset + R); dh_n (B, R), dc_n (B, H) or None.
     """
-    T, B, I = _sizes(x, batch_first)
-    dt = x.dtype
-    if dt != np.float32 and dt != np.float64:
-        raise TypeError(f"x: expected float32 or float64, got {dt}")
-    G = fastrnn_num_gates(CELLS.get(cell, -1))
-    H = w_hh.shape[1] if isinstance(w_hh, np.ndarray) and w_hh.ndim == 2 else -1
-    ldy = H
+    T, B, I, H, P, R, G, dt = _dims(cell, x, w_ih, w_hh, w_hr, batch_first)
+    ldy = R
     if dy is not None:
         if not isinstance(dy, np.ndarray) or dy.ndim != 3:
             raise ValueError("dy: expected a 3-D numpy.ndarray")
         ldy = dy.shape[2]
-    cdef fastrnn_layer L = _layer(cell, T, B, I, H, batch_first, reverse, ldy)
-    if dy is not None and (y_offset < 0 or y_offset + H > ldy):
-        raise ValueError(f"y_offset: {y_offset} + H={H} exceeds dy's {ldy} columns")
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, batch_first, reverse, ldy)
+    if dy is not None and (y_offset < 0 or y_offset + R > ldy):
+        raise ValueError(f"y_offset: {y_offset} + {R} exceeds dy's {ldy} columns")
     if cache is None:
         raise ValueError("cache: backward needs the cache of a training forward")
     lstm = cell == "lstm"
@@ -194,15 +206,17 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
     dxf = _check("dx", dx, dt, x.shape, out=True)
     dyf = _opt("dy", dy, dt, x.shape[:2] + (ldy,))
     wi = _check("w_ih", w_ih, dt, (G * H, I))
-    wh = _check("w_hh", w_hh, dt, (G * H, H))
+    wh = _check("w_hh", w_hh, dt, (G * H, R))
+    wr = _opt("w_hr", w_hr, dt, (P, H))
     dwi = _check("dw_ih", dw_ih, dt, (G * H, I), out=True)
-    dwh = _check("dw_hh", dw_hh, dt, (G * H, H), out=True)
+    dwh = _check("dw_hh", dw_hh, dt, (G * H, R), out=True)
+    dwr = _check("dw_hr", dw_hr, dt, (P, H), out=True) if P else None
     dbi = _opt("db_ih", db_ih, dt, (G * H,), out=True)
     dbh = _opt("db_hh", db_hh, dt, (G * H,), out=True)
     if (dbi is None) != (dbh is None):
         raise ValueError("db_ih and db_hh: give both or neither")
-    dh0f = _check("dh0", dh0, dt, (B, H), out=True)
-    dhnf = _opt("dh_n", dh_n, dt, (B, H))
+    dh0f = _check("dh0", dh0, dt, (B, R), out=True)
+    dhnf = _opt("dh_n", dh_n, dt, (B, R))
     dc0f = _check("dc0", dc0, dt, (B, H), out=True) if lstm else None
     dcnf = _opt("dc_n", dc_n, dt, (B, H)) if lstm else None
     cf = _check("cache", cache, dt, (fastrnn_cache_size(&L),))
@@ -211,11 +225,11 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
         raise ValueError("work: too small")
     lf, of = _lengths_and_order(lengths, T, B)
     if dt == np.float32:
-        _backward[float](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, wf,
-                         dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, lf, of)
+        _backward[float](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, wf,
+                         dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, lf, of)
     else:
-        _backward[double](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, wf,
-                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, lf, of)
+        _backward[double](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, wf,
+                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, lf, of)
 
 
 # The one place where the dtype picks the C function.
@@ -237,8 +251,6 @@ cdef inline const int *_iptr(const int[::1] a) noexcept nogil:
 
 
 cdef _raise_status(int status):
-    if status == FASTRNN_ERR_NO_CACHE:
-        raise ValueError("backward needs the cache of a training forward")
     if status != FASTRNN_OK:
         raise ValueError(f"fastrnn kernel rejected its arguments (status {status})")
 
@@ -247,28 +259,31 @@ cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n
               floating[::1] c_n, floating[::1] cache, floating[::1] work,
               const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
               const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] b_ih,
-              const floating[::1] b_hh, const int[::1] lengths, const int[::1] order):
+              const floating[::1] b_hh, const floating[::1] w_hr, const int[::1] lengths,
+              const int[::1] order):
     cdef int status
     with nogil:
         if floating is float:
             status = fastrnn_forward_f32(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
                                          _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
                                          _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
-                                         _iptr(lengths), _iptr(order), L)
+                                         _cptr(w_hr), _iptr(lengths), _iptr(order), L)
         else:
             status = fastrnn_forward_f64(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
                                          _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
                                          _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
-                                         _iptr(lengths), _iptr(order), L)
+                                         _cptr(w_hr), _iptr(lengths), _iptr(order), L)
     _raise_status(status)
 
 
 cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[::1] dh0,
                floating[::1] dc0, floating[::1] dw_ih, floating[::1] dw_hh,
-               floating[::1] db_ih, floating[::1] db_hh, floating[::1] work,
+               floating[::1] db_ih, floating[::1] db_hh, floating[::1] dw_hr,
+               floating[::1] work,
                const floating[::1] dy, int y_offset, const floating[::1] dh_n,
                const floating[::1] dc_n, const floating[::1] cache, const floating[::1] x,
-               const floating[::1] w_ih, const floating[::1] w_hh, const int[::1] lengths, const int[::1] order):
+               const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] w_hr,
+               const int[::1] lengths, const int[::1] order):
     cdef int status
     cdef const floating *dyp = NULL
     if dy is not None:
@@ -276,14 +291,16 @@ cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[
     with nogil:
         if floating is float:
             status = fastrnn_backward_f32(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
-                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(work),
+                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(dw_hr),
+                                          _ptr(work),
                                           accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
                                           _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
-                                          _iptr(lengths), _iptr(order), L)
+                                          _cptr(w_hr), _iptr(lengths), _iptr(order), L)
         else:
             status = fastrnn_backward_f64(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
-                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(work),
+                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(dw_hr),
+                                          _ptr(work),
                                           accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
                                           _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
-                                          _iptr(lengths), _iptr(order), L)
+                                          _cptr(w_hr), _iptr(lengths), _iptr(order), L)
     _raise_status(status)

@@ -29,11 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from fastrnn._backend import BACKENDS
+from fastrnn.reference import NUM_GATES as _GATES
 
 ArrayLike = Any
 State = Optional[np.ndarray]
 
-_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 
@@ -105,9 +105,15 @@ class _RNNBase:
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, dtype=np.float32, seed: Optional[int] = None,
-                 backend: str = "c", direction: Optional[str] = None) -> None:
+                 backend: str = "c", direction: Optional[str] = None,
+                 proj_size: int = 0) -> None:
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral) \
+                or not 0 <= proj_size < self.hidden_size:
+            raise ValueError(f"proj_size: expected an integer in [0, hidden_size="
+                             f"{self.hidden_size}), got {proj_size!r}")
+        self.proj_size = int(proj_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
         if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
@@ -132,21 +138,28 @@ class _RNNBase:
         self._lock = threading.Lock()
         self._saved: Optional[dict] = None
 
-        G, H = _GATES[cell], self.hidden_size
+        G, H, R = _GATES[cell], self.hidden_size, self._width
         bound = 1.0 / np.sqrt(H)
         self._params: Dict[str, np.ndarray] = {}
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.num_directions * H
+            layer_input = self.input_size if layer == 0 else self.num_directions * R
             for suffix, _ in self._directions():
-                shapes = {"weight_ih": (G * H, layer_input), "weight_hh": (G * H, H)}
+                shapes = {"weight_ih": (G * H, layer_input), "weight_hh": (G * H, R)}
                 if self.bias:
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
+                if self.proj_size:
+                    shapes.update(weight_hr=(R, H))
                 for stem, shape in shapes.items():
                     self._params[f"{stem}_l{layer}{suffix}"] = self._rng.uniform(
                         -bound, bound, shape).astype(self.dtype)
         self.grads: Dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     # -- configuration
+
+    @property
+    def _width(self) -> int:
+        """Width of h: proj_size when the LSTM projects, else hidden_size."""
+        return self.proj_size or self.hidden_size
 
     @property
     def num_directions(self) -> int:
@@ -235,7 +248,8 @@ class _RNNBase:
     def _weights(self, layer: int, suffix: str, store: Dict[str, np.ndarray]):
         key = f"l{layer}{suffix}"
         return (store[f"weight_ih_{key}"], store[f"weight_hh_{key}"],
-                store.get(f"bias_ih_{key}"), store.get(f"bias_hh_{key}"))
+                store.get(f"bias_ih_{key}"), store.get(f"bias_hh_{key}"),
+                store.get(f"weight_hr_{key}"))
 
     # -- forward
 
@@ -262,8 +276,10 @@ class _RNNBase:
         x = np.ascontiguousarray(x)
         return x, unbatched, np.may_share_memory(x, callers)
 
-    def _state(self, name: str, value: ArrayLike, B: int, unbatched: bool) -> np.ndarray:
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+    def _state(self, name: str, value: ArrayLike, B: int, unbatched: bool,
+               width: Optional[int] = None) -> np.ndarray:
+        """A state (D*num_layers, B, width) (width: h's by default; c's is H)."""
+        shape = (self.num_layers * self.num_directions, B, width or self._width)
         if value is None:
             return np.zeros(shape, self.dtype)
         arr = _as_array(name, value, self.dtype)
@@ -273,7 +289,9 @@ class _RNNBase:
                                  f"unbatched input, got {arr.shape}")
             return np.ascontiguousarray(arr[:, None, :])
         if arr.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape} (D*num_layers, B, H), got {arr.shape}")
+            raise ValueError(f"{name}: expected shape {shape} (D*num_layers, B, "
+                             f"{'H' if shape[2] == self.hidden_size else 'proj_size'}), "
+                             f"got {arr.shape}")
         return arr
 
     def _forward(self, x, h0, c0, lengths, training):
@@ -286,22 +304,23 @@ class _RNNBase:
             lengths = np.reshape(lengths, (1,))
         lengths = _lengths(lengths, B, T)
         h0 = self._state("h0", h0, B, unbatched)
-        c0 = self._state("c0", c0, B, unbatched) if self._cell == "lstm" else None
+        c0 = (self._state("c0", c0, B, unbatched, self.hidden_size)
+              if self._cell == "lstm" else None)
         training = self.training if training is None else bool(training)
 
-        D, H = self.num_directions, self.hidden_size
+        D, R = self.num_directions, self._width
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
         saved = {"layers": [], "unbatched": unbatched, "B": B, "lengths": lengths}
         # backward must see this forward's x even if the caller changes theirs
         layer_in = x.copy() if training and shares else x
         for layer in range(self.num_layers):
-            y = np.empty(x.shape[:2] + (D * H,), self.dtype)
+            y = np.empty(x.shape[:2] + (D * R,), self.dtype)
             dirs = []
             for d, (suffix, reverse) in enumerate(self._directions()):
                 k = layer * D + d
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
-                    self._weights(layer, suffix, self._params), lengths, y, d * H,
+                    self._weights(layer, suffix, self._params), lengths, y, d * R,
                     self.batch_first, reverse, training)
                 h_n[k] = hn
                 if c_n is not None:
@@ -331,16 +350,16 @@ class _RNNBase:
             raise ValueError("backward: no training forward to differentiate; call the layer "
                              "with training=True (the default, or after .train()) first")
         unbatched, B = saved["unbatched"], saved["B"]
-        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        D, H, R, L = self.num_directions, self.hidden_size, self._width, self.num_layers
         first_dirs, _, x_shape = saved["layers"][0]
         T = x_shape[1] if self.batch_first else x_shape[0]
-        out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
+        out_shape = (B, T, D * R) if self.batch_first else (T, B, D * R)
 
         dy = None
         if d_output is not None:
             dy = _as_array("d_output", d_output, self.dtype)
             if unbatched:
-                expect = (T, D * H)
+                expect = (T, D * R)
                 if dy.shape != expect:
                     raise ValueError(f"d_output: expected the output's shape {expect}, got {dy.shape}")
                 dy = dy[:, None, :] if not self.batch_first else dy[None]
@@ -348,9 +367,9 @@ class _RNNBase:
                 raise ValueError(f"d_output: expected the output's shape {out_shape}, got {dy.shape}")
             dy = np.ascontiguousarray(dy)
         dh_n = None if d_h_n is None else self._state("d_h_n", d_h_n, B, unbatched)
-        dc_n = None if d_c_n is None else self._state("d_c_n", d_c_n, B, unbatched)
+        dc_n = None if d_c_n is None else self._state("d_c_n", d_c_n, B, unbatched, H)
 
-        dh0 = np.zeros((L * D, B, H), self.dtype)
+        dh0 = np.zeros((L * D, B, R), self.dtype)
         dc0 = np.zeros((L * D, B, H), self.dtype) if self._cell == "lstm" else None
         for layer in reversed(range(L)):
             dirs, _, in_shape = saved["layers"][layer]
@@ -358,7 +377,7 @@ class _RNNBase:
             for d, (suffix, _) in enumerate(self._directions()):
                 k = layer * D + d
                 g0, gc0 = self._backend.backward(
-                    dirs[d], dy, d * H, None if dh_n is None else dh_n[k],
+                    dirs[d], dy, d * R, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], dx, d > 0,
                     self._weights(layer, suffix, self.grads))
                 dh0[k] = g0
@@ -432,15 +451,13 @@ class LSTM(_RNNBase):
                  bidirectional: bool = False, proj_size: int = 0, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
                  direction: Optional[str] = None) -> None:
-        if proj_size != 0:
-            raise NotImplementedError("proj_size is not supported yet")
-        self.proj_size = 0
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, dtype, seed, backend, direction)
+                         dropout, bidirectional, dtype, seed, backend, direction, proj_size)
 
     def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
                  lengths: ArrayLike = None, training: Optional[bool] = None):
-        """output (T, B, D*H), (h_n, c_n) each (D*num_layers, B, H)."""
+        """output (T, B, D*R), (h_n (D*num_layers, B, R), c_n (D*num_layers, B, H)),
+        with R = proj_size when projecting, else H."""
         h0, c0 = _pair("state", state)
         with self._lock:
             output, h_n, c_n = self._forward(x, h0, c0, lengths, training)
@@ -491,6 +508,8 @@ class Bidirectional:
                       seed=int(layer._rng.integers(2**31)))
         if isinstance(layer, GRU):
             kwargs["reset_after"] = layer.reset_after
+        if isinstance(layer, LSTM):
+            kwargs["proj_size"] = layer.proj_size
         if type(layer) is RNN:
             kwargs["nonlinearity"] = layer.nonlinearity
         self.layer = type(layer)(layer.input_size, layer.hidden_size, **kwargs)
@@ -516,8 +535,8 @@ class Bidirectional:
         output, state = self.layer(x, state, lengths=lengths, training=training)
         if self.merge_mode == "concat":
             return output, state
-        H = self.layer.hidden_size
-        fwd, bwd = output[..., :H], output[..., H:]
+        R = self.layer._width
+        fwd, bwd = output[..., :R], output[..., R:]
         self._halves = (fwd, bwd) if self.merge_mode == "mul" else None
         self._merged_shape = fwd.shape
         if self.merge_mode == "sum":

@@ -102,25 +102,33 @@ def rnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
 
 
 def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh: Array,
-                      b_ih: Optional[Array], b_hh: Optional[Array]) -> tuple[Array, Array, Cache]:
-    H = h_prev.shape[1]
+                      b_ih: Optional[Array], b_hh: Optional[Array], w_hr: Optional[Array] = None
+                      ) -> tuple[Array, Array, Cache]:
+    """h_prev (B, R) with R = P when projecting (w_hr (P, H)), else H; c_prev (B, H)."""
+    H = c_prev.shape[1]
     a = x @ w_ih.T + _bias(b_ih) + h_prev @ w_hh.T + _bias(b_hh)   # (B, 4H)
     i = sigmoid(a[:, :H])
     f = sigmoid(a[:, H:2 * H])
     g = np.tanh(a[:, 2 * H:3 * H])
     o = sigmoid(a[:, 3 * H:])
     c = f * c_prev + i * g
-    h = o * np.tanh(c)
-    return h, c, {"x": x, "h_prev": h_prev, "c_prev": c_prev,
+    m = o * np.tanh(c)
+    h = m if w_hr is None else m @ w_hr.T                          # the projection
+    return h, c, {"x": x, "h_prev": h_prev, "c_prev": c_prev, "m": m, "w_hr": w_hr,
                   "gates": np.concatenate([i, f, g, o], axis=1), **_params(w_ih, w_hh, b_ih, b_hh)}
 
 
 def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array, Array, Grads]:
     i, f, g, o = np.split(cache["gates"], 4, axis=1)
     c_prev = cache["c_prev"]
+    dw_hr = None
+    if cache["w_hr"] is not None:
+        # backprop through h = m @ w_hr.T
+        dw_hr = dh.T @ cache["m"]
+        dh = dh @ cache["w_hr"]
     # recompute tanh(c) from c = f * c_prev + i * g, as the C kernel does
     tc = np.tanh(f * c_prev + i * g)
-    # backprop through h = o * tanh(c)
+    # backprop through m = o * tanh(c)
     do = dh * tc
     dc = dc + dh * o * (1 - tc * tc)
     # backprop through c = f * c_prev + i * g
@@ -134,7 +142,9 @@ def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array
     # backprop through a = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh
     dx = da @ cache["w_ih"]
     dh_prev = da @ cache["w_hh"]
-    return dx, dh_prev, dc_prev, _grads(cache, da, da, da.T @ cache["h_prev"])
+    grads = _grads(cache, da, da, da.T @ cache["h_prev"])
+    grads["w_hr"] = dw_hr
+    return dx, dh_prev, dc_prev, grads
 
 
 def gru_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Optional[Array],
@@ -216,11 +226,14 @@ def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Arra
 
 
 def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_ih: Array,
-                 w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array]
-                 ) -> tuple[Array, Optional[Array], Cache]:
-    """One step of any cell kind: h (B, H), c (B, H) or None, step cache."""
+                 w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
+                 w_hr: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
+    """One step of any cell kind: h (B, R), c (B, H) or None, step cache.
+    w_hr, the LSTM projection (P, H), makes R = P; otherwise R = H."""
     if cell == "lstm":
-        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh)
+        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if w_hr is not None:
+        raise ValueError(f"w_hr: a projection is for LSTM only, got cell {cell!r}")
     if cell in ("rnn_tanh", "rnn_relu"):
         h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:])
     elif cell == "gru":
@@ -252,26 +265,30 @@ def cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cache
 
 def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                   b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array] = None,
-                  reverse: bool = False) -> tuple[Array, Array, Optional[Array], Cache]:
+                  reverse: bool = False, w_hr: Optional[Array] = None
+                  ) -> tuple[Array, Array, Optional[Array], Cache]:
     """One layer, one direction, time-major.
 
-    x (T, B, I); h0, c0 (B, H), c0 None unless cell == "lstm"; lengths None or
-    ints (B,) with 0 <= lengths[b] <= T. Returns y (T, B, H), h_n (B, H),
-    c_n (B, H) or None, and the cache for layer_backward."""
+    x (T, B, I); h0 (B, R), c0 (B, H), c0 None unless cell == "lstm", with
+    R = P for an LSTM projection w_hr (P, H), else H; lengths None or ints
+    (B,) with 0 <= lengths[b] <= T. Returns y (T, B, R), h_n (B, R), c_n (B, H)
+    or None, and the cache for layer_backward."""
     T, B, _ = x.shape
-    H = w_hh.shape[1]
+    H, R = w_ih.shape[0] // NUM_GATES[cell], w_hh.shape[1]
     dtype = np.result_type(x, h0, w_ih, w_hh)
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
     cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
-                    **_params(w_ih, w_hh, b_ih, b_hh)}
-    for k in SAVED[cell]:
-        cache[k] = np.empty((T, B, NUM_GATES[cell] * H if k == "gates" else H), dtype)
-    y = np.zeros((T, B, H), dtype)
+                    "w_hr": w_hr, **_params(w_ih, w_hh, b_ih, b_hh)}
+    saved = SAVED[cell] + (("m",) if w_hr is not None else ())
+    widths = {"gates": NUM_GATES[cell] * H, "h_prev": R}
+    for k in saved:
+        cache[k] = np.empty((T, B, widths.get(k, H)), dtype)
+    y = np.zeros((T, B, R), dtype)
     h, c = h0, c0
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         active = (t < lengths)[:, None]            # (B, 1)
-        h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh)
-        for k in SAVED[cell]:
+        h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+        for k in saved:
             cache[k][t] = step[k]
         y[t] = np.where(active, h_t, 0)
         # inactive rows keep their state
@@ -283,23 +300,24 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
 def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[Array] = None,
                    dc_n: Optional[Array] = None
                    ) -> tuple[Array, Array, Optional[Array], Grads]:
-    """Backward of layer_forward. dy (T, B, H), dh_n and dc_n (B, H), each None for zeros.
-    Returns dx (T, B, I), dh0 (B, H), dc0 (B, H) or None, and the parameter gradients
-    {"w_ih", "w_hh", "b_ih", "b_hh"} (a bias gradient is None when the bias was)."""
+    """Backward of layer_forward. dy (T, B, R), dh_n (B, R) and dc_n (B, H), each None
+    for zeros. Returns dx (T, B, I), dh0 (B, R), dc0 (B, H) or None, and the parameter
+    gradients {"w_ih", "w_hh", "b_ih", "b_hh", "w_hr"} (None for an absent parameter)."""
     x, lengths = cache["x"], cache["lengths"]
     T = x.shape[0]
     dx = np.zeros_like(x)
     grads = {k: None if cache[k] is None else np.zeros_like(cache[k])
-             for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+             for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")}
     # dh, dc: the gradient of the state carried out of the current step
     dh = np.zeros(cache["h_prev"].shape[1:], cache["h_prev"].dtype) if dh_n is None else dh_n
     dc = None
     if cell == "lstm":
-        dc = np.zeros_like(dh) if dc_n is None else dc_n
+        dc = np.zeros(cache["c_prev"].shape[1:], x.dtype) if dc_n is None else dc_n
+    saved = SAVED[cell] + (("m",) if cache["w_hr"] is not None else ())
     steps = range(T - 1, -1, -1) if cache["reverse"] else range(T)
     for t in reversed(steps):
         active = (t < lengths)[:, None]            # (B, 1)
-        step = {"x": x[t], **{k: cache[k][t] for k in SAVED[cell]},
+        step = {"x": x[t], "w_hr": cache["w_hr"], **{k: cache[k][t] for k in saved},
                 **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"])}
         if cell in ("rnn_tanh", "rnn_relu"):
             step["nonlinearity"] = cell[4:]

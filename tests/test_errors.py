@@ -447,9 +447,18 @@ def test_dropout_outside_unit_interval(cls, dropout):
         cls(I, H, num_layers=2, dropout=dropout)
 
 
-def test_lstm_proj_size_is_refused():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        fastrnn.LSTM(I, H, proj_size=2)
+@pytest.mark.parametrize("proj_size", [H, H + 1, -1, 1.5, True])
+def test_lstm_proj_size_out_of_range(proj_size):
+    with pytest.raises(ValueError, match="proj_size"):
+        fastrnn.LSTM(I, H, proj_size=proj_size)
+
+
+def test_projected_lstm_state_shapes_are_checked():
+    lstm = fastrnn.LSTM(I, H, proj_size=2)
+    with pytest.raises(ValueError, match=name("h0")):
+        lstm(xs(T, B, I), (np.zeros((1, B, H)), np.zeros((1, B, H))))
+    with pytest.raises(ValueError, match=name("c0")):
+        lstm(xs(T, B, I), (np.zeros((1, B, 2)), np.zeros((1, B, 2))))
 
 
 # ================================================ 2. inputs that must just work
@@ -716,7 +725,7 @@ def kernel_forward_args(cell, dtype=np.float64, batch_first=False):
         return rng.standard_normal(shape).astype(dtype)
 
     return dict(cell=cell, x=r(*xshape), h0=r(KB, KH), c0=r(KB, KH), w_ih=r(G * KH, KI),
-                w_hh=r(G * KH, KH), b_ih=r(G * KH), b_hh=r(G * KH),
+                w_hh=r(G * KH, KH), b_ih=r(G * KH), b_hh=r(G * KH), w_hr=None,
                 lengths=np.array([2, KT, 1], np.intc), y=np.zeros(xshape[:2] + (2 * KH,), dtype),
                 y_offset=KH, h_n=np.zeros((KB, KH), dtype), c_n=np.zeros((KB, KH), dtype),
                 cache=np.zeros(_kernels.cache_size(cell, KT, KB, KI, KH), dtype),
@@ -735,12 +744,22 @@ def kernel_backward_args(cell, dtype=np.float64):
 
     return dict(cell=cell, dx=np.zeros_like(f["x"]), accumulate_dx=False, dh0=z(KB, KH),
                 dc0=z(KB, KH), dw_ih=z(G * KH, KI), dw_hh=z(G * KH, KH), db_ih=z(G * KH),
-                db_hh=z(G * KH), dy=np.ones_like(f["y"]), y_offset=KH,
+                db_hh=z(G * KH), dw_hr=None, dy=np.ones_like(f["y"]), y_offset=KH,
                 dh_n=np.ones((KB, KH), dtype), dc_n=np.ones((KB, KH), dtype),
-                cache=f["cache"], x=f["x"], w_ih=f["w_ih"], w_hh=f["w_hh"],
+                cache=f["cache"], x=f["x"], w_ih=f["w_ih"], w_hh=f["w_hh"], w_hr=None,
                 lengths=f["lengths"],
                 work=z(_kernels.backward_work_size(cell, KT, KB, KI, KH)),
                 batch_first=False, reverse=True)
+
+
+@pytest.mark.parametrize("w_hr", [np.zeros((2, KH)), np.zeros((2, KH + 1)), np.zeros(KH)],
+                         ids=["P-not-R", "wrong-H", "1-D"])
+def test_kernel_projection_mismatch(w_hr):
+    """A projection whose size disagrees with w_hh, h0 or y is refused before C runs."""
+    for cell in ("lstm", "gru"):
+        f = kernel_forward_args(cell)
+        with pytest.raises(ValueError):
+            _kernels.forward(**dict(f, w_hr=w_hr))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -769,6 +788,9 @@ def test_kernel_valid_arguments_match_the_reference(cell, dtype):
     if cell == "lstm":
         np.testing.assert_allclose(b["dc0"], dc0, **tol)
     for k, v in grads.items():
+        if v is None:   # a parameter the call does not have (the projection)
+            assert b[f"d{k}"] is None, k
+            continue
         np.testing.assert_allclose(b[f"d{k}"], v, err_msg=k, **tol)
 
 
@@ -824,8 +846,8 @@ FORWARD_CASES = [
     ("h0-None", _set(h0=lambda a: None), TypeError, "h0"),
     ("w_ih-wrong-shape", _set(w_ih=lambda a: a["w_ih"][:, :1].copy()), ValueError, "w_ih"),
     ("w_ih-fortran", _set(w_ih=lambda a: _fortran(a["w_ih"])), ValueError, "w_ih"),
-    ("w_hh-1d", _set(w_hh=lambda a: a["w_hh"].ravel()), ValueError, "H=-1"),
-    ("w_hh-list", _set(w_hh=lambda a: a["w_hh"].tolist()), ValueError, "H=-1"),
+    ("w_hh-1d", _set(w_hh=lambda a: a["w_hh"].ravel()), ValueError, "w_hh"),
+    ("w_hh-list", _set(w_hh=lambda a: a["w_hh"].tolist()), ValueError, "w_hh"),
     ("w_hh-too-wide", _set(w_hh=lambda a: _z(a, a["w_hh"].shape[0], KH + 1)), ValueError,
      "h0|w_hh|y_offset"),
     ("w_hh-too-tall", _set(w_hh=lambda a: _z(a, a["w_hh"].shape[0] + 1, KH)), ValueError,
@@ -960,7 +982,7 @@ BACKWARD_CASES = [
     ("w_ih-wrong-shape", _set(w_ih=lambda a: _z(a, 4 * KH, KI + 1)), ValueError, "w_ih"),
     ("w_hh-wrong-shape", _set(w_hh=lambda a: _z(a, 4 * KH, KH + 1)), ValueError,
      "w_hh|dh0|y_offset"),
-    ("w_hh-None", _set(w_hh=lambda a: None), ValueError, "H=-1"),
+    ("w_hh-None", _set(w_hh=lambda a: None), ValueError, "w_hh"),
     ("work-too-small", _set(work=lambda a: a["work"][:-1].copy()), ValueError, "work"),
     ("work-forward-size", _set(work=lambda a: _z(a, _kernels.forward_work_size(
         "lstm", KT, KB, KI, KH, True))), ValueError, "work"),
