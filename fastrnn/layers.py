@@ -22,6 +22,7 @@ lock (it owns its workspace and the state kept for backward).
 """
 from __future__ import annotations
 
+import copy
 import numbers
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -94,7 +95,7 @@ def _lengths(lengths: ArrayLike, B: int, T: int) -> Optional[np.ndarray]:
                          f"got min {arr.min()} max {arr.max()}")
     if np.all(arr == T):
         return None
-    return np.ascontiguousarray(arr, dtype=np.intc)
+    return np.array(arr, dtype=np.intc)   # a copy: backward must see these lengths
 
 
 # ------------------------------------------------------------------ stack
@@ -201,7 +202,31 @@ class _RNNBase:
                 f"direction={self.direction!r}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r})")
 
+    # -- copying and pickling: the lock, the workspace and the state kept for
+    # backward belong to one object and are made anew
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for transient in ("_lock", "_saved", "_backend"):
+            state.pop(transient, None)
+        state["_backend_name"] = self._backend.name
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        backend = state.pop("_backend_name")
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self.backend = backend            # also clears _saved
+
     # -- parameters
+
+    def __setattr__(self, name: str, value) -> None:
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            # layer.weight_hh_l0 = w copies into the parameter the kernels read
+            self.load_state_dict({**params, name: value})
+        else:
+            object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> np.ndarray:
         params = self.__dict__.get("_params", {})
@@ -310,9 +335,16 @@ class _RNNBase:
 
         D, R = self.num_directions, self._width
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
-        saved = {"layers": [], "unbatched": unbatched, "B": B, "lengths": lengths}
-        # backward must see this forward's x even if the caller changes theirs
-        layer_in = x.copy() if training and shares else x
+        saved = {"layers": [], "unbatched": unbatched, "B": B}
+        layer_in = x
+        if training and lengths is not None:
+            # padding takes part in the weight-gradient GEMMs (with zero
+            # gradients): zero it, so that NaN or inf there cannot leak in
+            steps = np.arange(T)[:, None] < lengths[None, :]          # (T, B)
+            layer_in = np.where((steps.T if self.batch_first else steps)[..., None], x, 0)
+            layer_in = layer_in.astype(self.dtype, copy=False)
+        elif training and shares:
+            layer_in = x.copy()   # backward must see this forward's x, whatever the caller does
         for layer in range(self.num_layers):
             y = np.empty(x.shape[:2] + (D * R,), self.dtype)
             dirs = []
@@ -351,7 +383,7 @@ class _RNNBase:
                              "with training=True (the default, or after .train()) first")
         unbatched, B = saved["unbatched"], saved["B"]
         D, H, R, L = self.num_directions, self.hidden_size, self._width, self.num_layers
-        first_dirs, _, x_shape = saved["layers"][0]
+        x_shape = saved["layers"][0][2]
         T = x_shape[1] if self.batch_first else x_shape[0]
         out_shape = (B, T, D * R) if self.batch_first else (T, B, D * R)
 
@@ -505,7 +537,9 @@ class Bidirectional:
         kwargs = dict(bias=layer.bias,
                       batch_first=layer.batch_first, dropout=layer.dropout,
                       bidirectional=True, dtype=layer.dtype, backend=layer.backend,
-                      seed=int(layer._rng.integers(2**31)))
+                      # a copy of the wrapped layer's generator: wrapping must
+                      # not change that layer's later dropout masks
+                      seed=int(copy.deepcopy(layer._rng).integers(2**31)))
         if isinstance(layer, GRU):
             kwargs["reset_after"] = layer.reset_after
         if isinstance(layer, LSTM):
@@ -525,8 +559,8 @@ class Bidirectional:
         return getattr(self.layer, name)
 
     def __setattr__(self, name: str, value) -> None:
-        if name == "backend":
-            self.layer.backend = value
+        if name in ("backend", "training"):
+            setattr(self.layer, name, value)
         else:
             object.__setattr__(self, name, value)
 
@@ -641,16 +675,8 @@ class _CellBase:
         return a[0, 0] if self._unbatched else a[0]
 
 
-class RNNCell(_CellBase):
-    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), one step."""
-
-    _stack_type = RNN
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", dtype=np.float32, seed: Optional[int] = None,
-                 backend: str = "c") -> None:
-        super().__init__(input_size, hidden_size, bias, dtype, seed, backend,
-                         nonlinearity=nonlinearity)
+class _HiddenStateCell(_CellBase):
+    """The call and backward of cells whose only state is h (RNNCell, GRUCell)."""
 
     def __call__(self, x: ArrayLike, h: ArrayLike = None,
                  training: Optional[bool] = None) -> np.ndarray:
@@ -667,7 +693,19 @@ class RNNCell(_CellBase):
         return self._squeeze(dx), self._squeeze(dh)
 
 
-class GRUCell(RNNCell):
+class RNNCell(_HiddenStateCell):
+    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), one step."""
+
+    _stack_type = RNN
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", dtype=np.float32, seed: Optional[int] = None,
+                 backend: str = "c") -> None:
+        super().__init__(input_size, hidden_size, bias, dtype, seed, backend,
+                         nonlinearity=nonlinearity)
+
+
+class GRUCell(_HiddenStateCell):
     """One GRU step (reset_after=True is PyTorch's GRUCell)."""
 
     _stack_type = GRU
@@ -675,8 +713,8 @@ class GRUCell(RNNCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  reset_after: bool = True, dtype=np.float32, seed: Optional[int] = None,
                  backend: str = "c") -> None:
-        _CellBase.__init__(self, input_size, hidden_size, bias, dtype, seed, backend,
-                           reset_after=reset_after)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, backend,
+                         reset_after=reset_after)
 
 
 class LSTMCell(_CellBase):
