@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import numbers
 import threading
+import weakref
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -107,7 +108,7 @@ class _RNNBase:
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, dtype=np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None,
-                 proj_size: int = 0) -> None:
+                 proj_size: int = 0, stateful: bool = False) -> None:
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
         if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral) \
@@ -134,6 +135,8 @@ class _RNNBase:
         self.bidirectional = direction == "bidirectional"
         self.dtype = _dtype(dtype)
         self.training = True
+        self.stateful = bool(stateful)
+        self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
         self.backend = backend
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
@@ -192,6 +195,19 @@ class _RNNBase:
     def eval(self):
         """Inference mode: forward keeps nothing and is faster."""
         return self.train(False)
+
+    @property
+    def tape(self) -> Optional["Tape"]:
+        """What the last training forward kept for backward, as an object of its own
+        (None after an inference forward). ``backward(..., tape=t)`` differentiates
+        that forward, so truncated BPTT over several calls keeps one tape per call
+        and runs backward in reverse, passing each call's dh0 as the d_h_n of the
+        call before. A tape holds the forward's cache until dropped."""
+        return None if self._saved is None else Tape(self, self._saved)
+
+    def reset_state(self) -> None:
+        """Forget the state a stateful layer carries into its next call."""
+        self._kept_state = None
 
     def __repr__(self) -> str:
         extra = {"rnn_relu": ", nonlinearity='relu'",
@@ -328,8 +344,16 @@ class _RNNBase:
                                  f"got shape {np.shape(lengths)}")
             lengths = np.reshape(lengths, (1,))
         lengths = _lengths(lengths, B, T)
-        h0 = self._state("h0", h0, B, unbatched)
-        c0 = (self._state("c0", c0, B, unbatched, self.hidden_size)
+        if self.stateful and h0 is None and c0 is None and self._kept_state is not None:
+            h0, c0 = self._kept_state
+            if h0.shape[1] != B:
+                raise ValueError(f"x: this stateful layer keeps the state of a batch of "
+                                 f"{h0.shape[1]}, got a batch of {B}; call reset_state() first")
+            unbatched_state = False
+        else:
+            unbatched_state = unbatched
+        h0 = self._state("h0", h0, B, unbatched_state)
+        c0 = (self._state("c0", c0, B, unbatched_state, self.hidden_size)
               if self._cell == "lstm" else None)
         training = self.training if training is None else bool(training)
 
@@ -368,6 +392,8 @@ class _RNNBase:
             layer_in = y
         output = layer_in
         self._saved = saved if training else None
+        if self.stateful:
+            self._kept_state = (h_n.copy(), None if c_n is None else c_n.copy())
         if unbatched:
             output = output[:, 0] if not self.batch_first else output[0]
             h_n = h_n[:, 0]
@@ -376,8 +402,13 @@ class _RNNBase:
 
     # -- backward
 
-    def _backward(self, d_output, d_h_n, d_c_n):
-        saved = self._saved
+    def _backward(self, d_output, d_h_n, d_c_n, tape: Optional["Tape"] = None):
+        if tape is None:
+            saved = self._saved
+        elif not isinstance(tape, Tape) or tape._owner() is not self:
+            raise ValueError("tape: expected a Tape taken from this layer's .tape")
+        else:
+            saved = tape._saved
         if saved is None:
             raise ValueError("backward: no training forward to differentiate; call the layer "
                              "with training=True (the default, or after .train()) first")
@@ -438,11 +469,12 @@ class _HiddenStateStack(_RNNBase):
             output, h_n, _ = self._forward(x, h0, None, lengths, training)
         return output, h_n
 
-    def backward(self, d_output: ArrayLike, d_h_n: ArrayLike = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-        """dx, dh0; parameter gradients accumulate into .grads."""
+    def backward(self, d_output: ArrayLike, d_h_n: ArrayLike = None,
+                 tape: Optional["Tape"] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """dx, dh0 of the last training forward (or of ``tape``); parameter
+        gradients accumulate into .grads."""
         with self._lock:
-            dx, dh0, _ = self._backward(d_output, d_h_n, None)
+            dx, dh0, _ = self._backward(d_output, d_h_n, None, tape)
         return dx, dh0
 
 
@@ -453,12 +485,13 @@ class RNN(_HiddenStateStack):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None) -> None:
+                 direction: Optional[str] = None, stateful: bool = False) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, dtype, seed, backend, direction)
+                         batch_first, dropout, bidirectional, dtype, seed, backend, direction,
+                         stateful=stateful)
 
 
 class GRU(_HiddenStateStack):
@@ -468,11 +501,11 @@ class GRU(_HiddenStateStack):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, reset_after: bool = True, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None) -> None:
+                 direction: Optional[str] = None, stateful: bool = False) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, backend, direction)
+                         bidirectional, dtype, seed, backend, direction, stateful=stateful)
 
 
 class LSTM(_RNNBase):
@@ -482,9 +515,10 @@ class LSTM(_RNNBase):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, proj_size: int = 0, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None) -> None:
+                 direction: Optional[str] = None, stateful: bool = False) -> None:
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, dtype, seed, backend, direction, proj_size)
+                         dropout, bidirectional, dtype, seed, backend, direction, proj_size,
+                         stateful)
 
     def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
                  lengths: ArrayLike = None, training: Optional[bool] = None):
@@ -495,12 +529,28 @@ class LSTM(_RNNBase):
             output, h_n, c_n = self._forward(x, h0, c0, lengths, training)
         return output, (h_n, c_n)
 
-    def backward(self, d_output: ArrayLike, d_state: Optional[Tuple[ArrayLike, ArrayLike]] = None):
-        """dx, (dh0, dc0); parameter gradients accumulate into .grads."""
+    def backward(self, d_output: ArrayLike, d_state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+                 tape: Optional["Tape"] = None):
+        """dx, (dh0, dc0) of the last training forward (or of ``tape``); parameter
+        gradients accumulate into .grads."""
         d_h_n, d_c_n = _pair("d_state", d_state)
         with self._lock:
-            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n)
+            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n, tape)
         return dx, (dh0, dc0)
+
+
+class Tape:
+    """The record of one training forward of one layer (see ``layer.tape``)."""
+
+    __slots__ = ("_owner", "_saved")
+
+    def __init__(self, owner: _RNNBase, saved: dict) -> None:
+        self._owner = weakref.ref(owner)
+        self._saved = saved
+
+    def __repr__(self) -> str:
+        owner = self._owner()
+        return f"<fastrnn.Tape of {type(owner).__name__ if owner else 'a deleted layer'}>"
 
 
 def _pair(name: str, value) -> Tuple[Any, Any]:
@@ -622,7 +672,7 @@ class _CellBase:
         if name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             return layer._params[f"{name}_l0"]
         if name in ("dtype", "bias", "training", "backend", "train", "eval", "zero_grad",
-                    "parameters"):
+                    "parameters", "tape"):
             return getattr(layer, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -661,8 +711,8 @@ class _CellBase:
             raise ValueError(f"{name}: expected shape {expect}, got {arr.shape}")
         return arr.reshape(1, B, self.hidden_size)
 
-    def _grad_state(self, name: str, value: ArrayLike) -> Optional[np.ndarray]:
-        saved = self._layer._saved
+    def _grad_state(self, name: str, value: ArrayLike, tape=None) -> Optional[np.ndarray]:
+        saved = self._layer._saved if tape is None else getattr(tape, "_saved", None)
         if saved is None:
             raise ValueError("backward: no training forward to differentiate; call the cell "
                              "with training=True (the default, or after .train()) first")
@@ -686,10 +736,10 @@ class _HiddenStateCell(_CellBase):
         _, h_n = self._layer(x, h, training=training)
         return self._squeeze(h_n)
 
-    def backward(self, d_h: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
-        """dx, dh of the last call given the gradient of its output;
-        parameter gradients accumulate into .grads."""
-        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h))
+    def backward(self, d_h: ArrayLike, tape=None) -> Tuple[np.ndarray, np.ndarray]:
+        """dx, dh of the last training call (or of ``tape``) given the gradient of
+        its output; parameter gradients accumulate into .grads."""
+        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape)
         return self._squeeze(dx), self._squeeze(dh)
 
 
@@ -731,10 +781,11 @@ class LSTMCell(_CellBase):
         _, (h_n, c_n) = self._layer(x, state3, training=training)
         return self._squeeze(h_n), self._squeeze(c_n)
 
-    def backward(self, d_state: Tuple[ArrayLike, ArrayLike]):
-        """dx, (dh, dc) of the last call given the gradients of its (h', c');
-        parameter gradients accumulate into .grads."""
+    def backward(self, d_state: Tuple[ArrayLike, ArrayLike], tape=None):
+        """dx, (dh, dc) of the last training call (or of ``tape``) given the
+        gradients of its (h', c'); parameter gradients accumulate into .grads."""
         d_h, d_c = _pair("d_state", d_state)
         dx, (dh, dc) = self._layer.backward(
-            None, (self._grad_state("d_h", d_h), self._grad_state("d_c", d_c)))
+            None, (self._grad_state("d_h", d_h, tape), self._grad_state("d_c", d_c, tape)),
+            tape=tape)
         return self._squeeze(dx), (self._squeeze(dh), self._squeeze(dc))
