@@ -168,3 +168,175 @@ static void FN(gru_rb_backward_r_row)(real *restrict dpre, real *restrict dh, co
         dh[j] += drh[j] * r;
     }
 }
+
+/* ===================================================== General cells
+ * ONNX's options: any activation (L->act), clip, LSTM peepholes and coupled
+ * input/forget gates. The cache keeps pre-activations v (their derivatives
+ * need them) and backward recomputes the activations from v. The default
+ * cells above stay free of these branches. */
+
+/* RNN: h = a0(v), v = gates + rec */
+static void FN(rnn_general_forward_row)(real *restrict gates, real *restrict h,
+                                        const real *restrict rec, int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real v = gates[j] + rec[j];
+        gates[j] = v;
+        h[j] = FN(gact)(L, 0, v);
+    }
+}
+
+static void FN(rnn_general_backward_row)(real *restrict dpre, real *restrict dh,
+                                         const real *restrict gates, int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        dpre[j] = dh[j] * FN(dgact)(L, 0, gates[j]);   /* backprop through h = a0(v) */
+        dh[j] = (real)0;
+    }
+}
+
+/* LSTM: i = f(vi), f = f(vf) or 1 - i, g = g(vg), c = f*c_prev + i*g,
+ * o = f(vo), h = o * h(c); peepholes add p_i*c_prev, p_f*c_prev, p_o*c to
+ * vi, vf, vo. gates (4H) out: vi, vf, vg, vo. */
+static void FN(lstm_general_forward_row)(real *restrict gates, real *restrict h,
+                                         real *restrict c, const real *restrict rec,
+                                         const real *restrict peep, int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real cp = c[j];
+        real vi = gates[j] + rec[j] + (peep ? peep[j] * cp : (real)0);
+        real vf = gates[H + j] + rec[H + j] + (peep ? peep[H + j] * cp : (real)0);
+        real vg = gates[2 * H + j] + rec[2 * H + j];
+        real i = FN(gact)(L, 0, vi);
+        real f = L->input_forget ? (real)1 - i : FN(gact)(L, 0, vf);
+        real cn = f * cp + i * FN(gact)(L, 1, vg);
+        real vo = gates[3 * H + j] + rec[3 * H + j] + (peep ? peep[2 * H + j] * cn : (real)0);
+        c[j] = cn;
+        h[j] = FN(gact)(L, 0, vo) * FN(gact)(L, 2, cn);
+        gates[j] = vi; gates[H + j] = vf; gates[2 * H + j] = vg; gates[3 * H + j] = vo;
+    }
+}
+
+/* dpeep (3H) accumulates the peephole gradients (NULL without peepholes) */
+static void FN(lstm_general_backward_row)(real *restrict dpre, real *restrict dh,
+                                          real *restrict dc, const real *restrict gates,
+                                          const real *restrict c_prev, const real *restrict peep,
+                                          real *restrict dpeep, int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real vi = gates[j], vf = gates[H + j], vg = gates[2 * H + j], vo = gates[3 * H + j];
+        real cp = c_prev[j];
+        /* recompute the step from its pre-activations */
+        real i = FN(gact)(L, 0, vi);
+        real f = L->input_forget ? (real)1 - i : FN(gact)(L, 0, vf);
+        real g = FN(gact)(L, 1, vg);
+        real cn = f * cp + i * g;
+        real o = FN(gact)(L, 0, vo);
+        /* backprop through h = o * h(c), o = f(vo) with vo seeing p_o * c */
+        real dvo = dh[j] * FN(gact)(L, 2, cn) * FN(dgact)(L, 0, vo);
+        real dct = dc[j] + dh[j] * o * FN(dgact)(L, 2, cn) + (peep ? dvo * peep[2 * H + j] : (real)0);
+        /* backprop through c = f*c_prev + i*g (f = 1 - i when coupled) */
+        real di = dct * g, df = dct * cp;
+        if (L->input_forget) {
+            di -= df;
+            df = (real)0;
+        }
+        real dvi = di * FN(dgact)(L, 0, vi);
+        real dvf = L->input_forget ? (real)0 : df * FN(dgact)(L, 0, vf);
+        dpre[j] = dvi;
+        dpre[H + j] = dvf;
+        dpre[2 * H + j] = dct * i * FN(dgact)(L, 1, vg);
+        dpre[3 * H + j] = dvo;
+        dc[j] = dct * f + (peep ? dvi * peep[j] + dvf * peep[H + j] : (real)0);
+        if (dpeep) {
+            dpeep[j] += dvi * cp;
+            dpeep[H + j] += dvf * cp;
+            dpeep[2 * H + j] += dvo * cn;
+        }
+        dh[j] = (real)0;
+    }
+}
+
+/* GRU, reset after: vr, vz, vn = xn + r*rec_n; h = (1-z)*n + z*h_prev */
+static void FN(gru_general_forward_row)(real *restrict gates, real *restrict h,
+                                        const real *restrict rec, int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real vr = gates[j] + rec[j], vz = gates[H + j] + rec[H + j];
+        real r = FN(gact)(L, 0, vr), z = FN(gact)(L, 0, vz);
+        real vn = gates[2 * H + j] + r * rec[2 * H + j];
+        h[j] = ((real)1 - z) * FN(gact)(L, 1, vn) + z * h[j];
+        gates[j] = vr; gates[H + j] = vz; gates[2 * H + j] = vn;
+    }
+}
+
+static void FN(gru_general_backward_row)(real *restrict dpre, real *restrict dpre_rec,
+                                         real *restrict dh, const real *restrict gates,
+                                         const real *restrict h_prev, const real *restrict rec_n,
+                                         int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real vr = gates[j], vz = gates[H + j], vn = gates[2 * H + j];
+        real r = FN(gact)(L, 0, vr), z = FN(gact)(L, 0, vz), n = FN(gact)(L, 1, vn);
+        /* backprop through h = (1-z)*n + z*h_prev, then the activations */
+        real dvn = dh[j] * ((real)1 - z) * FN(dgact)(L, 1, vn);
+        dpre[j] = dpre_rec[j] = dvn * rec_n[j] * FN(dgact)(L, 0, vr);
+        dpre[H + j] = dpre_rec[H + j] = dh[j] * (h_prev[j] - n) * FN(dgact)(L, 0, vz);
+        dpre[2 * H + j] = dvn;
+        dpre_rec[2 * H + j] = dvn * r;
+        dh[j] = dh[j] * z;
+    }
+}
+
+/* GRU, reset before, pass 1: vr, vz kept; rh = r * h_prev */
+static void FN(gru_rb_general_forward_gates_row)(real *restrict gates, real *restrict rh,
+                                                 const real *restrict h, const real *restrict rec,
+                                                 int H, const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real vr = gates[j] + rec[j];
+        gates[j] = vr;
+        gates[H + j] += rec[H + j];
+        rh[j] = FN(gact)(L, 0, vr) * h[j];
+    }
+}
+
+/* pass 2: vn = xn + rec_n, rec_n = (r*h) W_hn^T + b_hn; h = (1-z)*n + z*h */
+static void FN(gru_rb_general_forward_output_row)(real *restrict gates, real *restrict h,
+                                                  const real *restrict rec_n, int H,
+                                                  const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real z = FN(gact)(L, 0, gates[H + j]);
+        real vn = gates[2 * H + j] + rec_n[j];
+        h[j] = ((real)1 - z) * FN(gact)(L, 1, vn) + z * h[j];
+        gates[2 * H + j] = vn;
+    }
+}
+
+static void FN(gru_rb_general_backward_zn_row)(real *restrict dpre, real *restrict dh,
+                                               const real *restrict gates,
+                                               const real *restrict h_prev, int H,
+                                               const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real vz = gates[H + j], vn = gates[2 * H + j];
+        real z = FN(gact)(L, 0, vz), n = FN(gact)(L, 1, vn);
+        dpre[H + j] = dh[j] * (h_prev[j] - n) * FN(dgact)(L, 0, vz);
+        dpre[2 * H + j] = dh[j] * ((real)1 - z) * FN(dgact)(L, 1, vn);
+        dh[j] = dh[j] * z;
+    }
+}
+
+static void FN(gru_rb_general_backward_r_row)(real *restrict dpre, real *restrict dh,
+                                              const real *restrict gates,
+                                              const real *restrict h_prev,
+                                              const real *restrict drh, int H,
+                                              const fastrnn_layer *L)
+{
+    for (int j = 0; j < H; j++) {
+        real vr = gates[j];
+        dpre[j] = drh[j] * h_prev[j] * FN(dgact)(L, 0, vr);   /* backprop through rh = r*h_prev */
+        dh[j] += drh[j] * FN(gact)(L, 0, vr);
+    }
+}

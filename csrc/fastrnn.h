@@ -48,6 +48,26 @@ typedef enum {
     FASTRNN_GRU_RESET_BEFORE = 4  /* n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn) */
 } fastrnn_cell;
 
+/* Activations of the general cells (ONNX's list; alpha and beta as ONNX's). */
+typedef enum {
+    FASTRNN_ACT_SIGMOID = 0,
+    FASTRNN_ACT_TANH = 1,
+    FASTRNN_ACT_RELU = 2,
+    FASTRNN_ACT_AFFINE = 3,            /* alpha*x + beta */
+    FASTRNN_ACT_LEAKY_RELU = 4,        /* x >= 0 ? x : alpha*x */
+    FASTRNN_ACT_THRESHOLDED_RELU = 5,  /* x > alpha ? x : 0 */
+    FASTRNN_ACT_SCALED_TANH = 6,       /* alpha*tanh(beta*x) */
+    FASTRNN_ACT_HARD_SIGMOID = 7,      /* min(max(alpha*x + beta, 0), 1) */
+    FASTRNN_ACT_ELU = 8,               /* x >= 0 ? x : alpha*(e^x - 1) */
+    FASTRNN_ACT_SOFTSIGN = 9,          /* x / (1 + |x|) */
+    FASTRNN_ACT_SOFTPLUS = 10          /* log(1 + e^x) */
+} fastrnn_activation;
+
+typedef struct {
+    int kind;                  /* fastrnn_activation */
+    double alpha, beta;
+} fastrnn_act;
+
 /* The sizes and flags of one layer-direction call. */
 typedef struct {
     int cell;          /* fastrnn_cell */
@@ -56,16 +76,24 @@ typedef struct {
     int batch_first;   /* x, y, cache rows are b*T + t instead of t*B + b */
     int reverse;       /* run t = T-1 .. 0 */
     int ldy;           /* row stride of y and dy (D*R for D directions), >= R */
+    /* The general cells (ONNX's options), used only when general is 1; the
+     * default cells above are PyTorch's and take the fast path. */
+    int general;
+    fastrnn_act act[3];  /* RNN: act[0]; LSTM: f (gates), g (cell input), h (output);
+                          * GRU: f (gates), g (candidate) */
+    double clip;         /* > 0: every activation's input is clipped to [-clip, clip] */
+    int input_forget;    /* LSTM: couple the gates, f = 1 - i */
 } fastrnn_layer;
 
 /* Gates per cell kind (1, 4 or 3); 0 for an unknown kind. */
 int fastrnn_num_gates(int cell);
 
 /* Element counts of the caller-provided buffers. The training cache holds,
- * in memory order: gates (T*B, G*H) post-activation, hs (T*B, R) the state
+ * in memory order: gates (T*B, G*H) post-activation (pre-activation for the
+ * general cells, whose derivatives need their input), hs (T*B, R) the state
  * entering each step, then for LSTM cs (T*B, H) the cell state entering each
  * step, for GRU (T*B, H) the recurrent n-term (reset after) or r*h (reset
- * before), then with a projection ms (T*B, H) = o * tanh(c) before W_hr.
+ * before), then with a projection ms (T*B, H) = o * h(c) before W_hr.
  * Inference keeps no cache; its workspace is independent of T. */
 size_t fastrnn_cache_size(const fastrnn_layer *L);
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training);
@@ -99,6 +127,8 @@ int fastrnn_gemm_is_blas(void);
  *   h0     (B, R); c0 (B, H) for LSTM
  *   w_ih (G*H, I), w_hh (G*H, R), b_ih (G*H), b_hh (G*H): biases may be NULL
  *   w_hr   (P, H) with a projection, else NULL
+ *   peep   (3H) LSTM peepholes p_i, p_f, p_o (general cells only), else NULL:
+ *          i and f see p * c_{t-1}, o sees p * c_t
  *   lengths (B) with 0 <= lengths[b] <= T, or NULL (all T)
  *   order   (B) permutation sorting lengths descending (NULL with lengths NULL)
  * Assumed, not checked: buffers of the sizes above, order consistent with
@@ -107,37 +137,41 @@ int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *w
                         const float *x, const float *h0, const float *c0,
                         const float *w_ih, const float *w_hh,
                         const float *b_ih, const float *b_hh, const float *w_hr,
+                        const float *peep,
                         const int *lengths, const int *order, const fastrnn_layer *L);
 int fastrnn_forward_f64(double *y, double *h_n, double *c_n, double *cache, double *work,
                         const double *x, const double *h0, const double *c0,
                         const double *w_ih, const double *w_hh,
                         const double *b_ih, const double *b_hh, const double *w_hr,
+                        const double *peep,
                         const int *lengths, const int *order, const fastrnn_layer *L);
 
 /* Backward (BPTT) of the forward call that filled `cache`.
  *   dx     (T*B, I): written, or added to when accumulate_dx (the second
  *          direction of a bidirectional layer shares its input)
  *   dh0    (B, R) written; dc0 (B, H) written for LSTM
- *   dw_ih, dw_hh, db_ih, db_hh, dw_hr: parameter gradients, accumulated (+=);
- *          biases may be NULL when the layer has none, dw_hr without projection
+ *   dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep: parameter gradients, accumulated
+ *          (+=); NULL for a parameter the layer does not have
  *   work   fastrnn_backward_work_size elements
  *   dy     (T*B, ldy) gradient of y (columns [0, R)), or NULL for zeros
  *   dh_n (B, R), dc_n (B, H) gradients of the final state, or NULL for zeros
- *   cache, x, w_ih, w_hh, w_hr, lengths, order: as given to the forward
+ *   cache, x, w_ih, w_hh, w_hr, peep, lengths, order: as given to the forward
  * Assumed, not checked: as for the forward. */
 int fastrnn_backward_f32(float *dx, float *dh0, float *dc0,
                          float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dw_hr,
-                         float *work, int accumulate_dx,
+                         float *dpeep, float *work, int accumulate_dx,
                          const float *dy, const float *dh_n, const float *dc_n,
                          const float *cache, const float *x,
                          const float *w_ih, const float *w_hh, const float *w_hr,
+                         const float *peep,
                          const int *lengths, const int *order, const fastrnn_layer *L);
 int fastrnn_backward_f64(double *dx, double *dh0, double *dc0,
                          double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dw_hr,
-                         double *work, int accumulate_dx,
+                         double *dpeep, double *work, int accumulate_dx,
                          const double *dy, const double *dh_n, const double *dc_n,
                          const double *cache, const double *x,
                          const double *w_ih, const double *w_hh, const double *w_hr,
+                         const double *peep,
                          const int *lengths, const int *order, const fastrnn_layer *L);
 
 #ifdef __cplusplus

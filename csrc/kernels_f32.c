@@ -7,6 +7,7 @@
 #define FN(name) name##_f32
 #define EXP fastrnn_expf   /* vectorizable; see fastmath_f32.h */
 #define TANH fastrnn_tanhf
+#define LOG1P log1pf
 #define BLAS_GEMM_TYPE fastrnn_sgemm_fn
 #define BLAS_GEMM fastrnn_blas_sgemm
 

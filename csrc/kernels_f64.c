@@ -6,6 +6,7 @@
 #define FN(name) name##_f64
 #define EXP exp
 #define TANH tanh
+#define LOG1P log1p
 #define BLAS_GEMM_TYPE fastrnn_dgemm_fn
 #define BLAS_GEMM fastrnn_blas_dgemm
 

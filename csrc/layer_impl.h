@@ -55,10 +55,11 @@ typedef struct {
 /* One step at time t for the n active slots: recurrent GEMM + fused pass. */
 static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
                              const real *w_hh, const real *b_hh, const real *w_hr,
-                             const int *order, int t, int n, const fastrnn_layer *L)
+                             const real *peep, const int *order, int t, int n,
+                             const fastrnn_layer *L)
 {
     int B = L->B, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
-    int cell = L->cell, training = S->hs != NULL;
+    int cell = L->cell, training = S->hs != NULL, general = L->general;
     int rec_w = cell == FASTRNN_GRU_RESET_BEFORE ? 2 * H : GH;  /* r, z only */
     real beta = b_hh ? (real)1 : (real)0;
 
@@ -82,27 +83,37 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         switch (cell) {
         case FASTRNN_RNN_TANH:
         case FASTRNN_RNN_RELU:
-            FN(rnn_forward_row)(gates, hi, ri, H, cell == FASTRNN_RNN_RELU);
+            if (general)
+                FN(rnn_general_forward_row)(gates, hi, ri, H, L);
+            else
+                FN(rnn_forward_row)(gates, hi, ri, H, cell == FASTRNN_RNN_RELU);
             break;
-        case FASTRNN_LSTM:
-            if (S->m) {
-                real *mi = S->m + (size_t)i * H;
-                FN(lstm_forward_row)(gates, mi, ci, ri, H);
-                if (training)
-                    for (int j = 0; j < H; j++)
-                        S->ms[row * H + j] = mi[j];
-            } else {
-                FN(lstm_forward_row)(gates, hi, ci, ri, H);
-            }
+        case FASTRNN_LSTM: {
+            /* with a projection the row writes m = o * h(c), projected below */
+            real *out = S->m ? S->m + (size_t)i * H : hi;
+            if (general)
+                FN(lstm_general_forward_row)(gates, out, ci, ri, peep, H, L);
+            else
+                FN(lstm_forward_row)(gates, out, ci, ri, H);
+            if (S->m && training)
+                for (int j = 0; j < H; j++)
+                    S->ms[row * H + j] = out[j];
             break;
+        }
         case FASTRNN_GRU:
             if (training)
                 for (int j = 0; j < H; j++)
                     S->extra[row * H + j] = ri[2 * H + j];
-            FN(gru_forward_row)(gates, hi, ri, H);
+            if (general)
+                FN(gru_general_forward_row)(gates, hi, ri, H, L);
+            else
+                FN(gru_forward_row)(gates, hi, ri, H);
             break;
         case FASTRNN_GRU_RESET_BEFORE:
-            FN(gru_rb_forward_gates_row)(gates, S->rh + (size_t)i * H, hi, ri, H);
+            if (general)
+                FN(gru_rb_general_forward_gates_row)(gates, S->rh + (size_t)i * H, hi, ri, H, L);
+            else
+                FN(gru_rb_forward_gates_row)(gates, S->rh + (size_t)i * H, hi, ri, H);
             if (training)
                 for (int j = 0; j < H; j++)
                     S->extra[row * H + j] = S->rh[(size_t)i * H + j];
@@ -118,8 +129,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         for (int i = 0; i < n; i++) {
             int b = slot_row(order, i);
             real *gates = P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
-            FN(gru_rb_forward_output_row)(gates, S->h + (size_t)i * H,
-                                          S->rec + (size_t)i * GH + 2 * H, H);
+            real *hi = S->h + (size_t)i * H, *rec_n = S->rec + (size_t)i * GH + 2 * H;
+            if (general)
+                FN(gru_rb_general_forward_output_row)(gates, hi, rec_n, H, L);
+            else
+                FN(gru_rb_forward_output_row)(gates, hi, rec_n, H);
         }
     }
     if (S->m) {
@@ -153,10 +167,12 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
                         const real *x, const real *h0, const real *c0,
                         const real *w_ih, const real *w_hh,
                         const real *b_ih, const real *b_hh, const real *w_hr,
+                        const real *peep,
                         const int *lengths, const int *order, const fastrnn_layer *L)
 {
     int G = fastrnn_num_gates(L->cell);
-    if (!layer_ok(L, G) || (lengths && !order) || (L->P && !w_hr))
+    if (!layer_ok(L, G) || (lengths && !order) || (L->P && !w_hr)
+        || (peep && (L->cell != FASTRNN_LSTM || !L->general)))
         return FASTRNN_ERR_ARGUMENT;
     int T = L->T, B = L->B, H = L->H, R = state_width(L), GH = G * H;
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
@@ -216,7 +232,7 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(lengths, order, B, t);
-            FN(forward_step)(y, &S, &P, w_hh, b_hh, w_hr, order, t, n, L);
+            FN(forward_step)(y, &S, &P, w_hh, b_hh, w_hr, peep, order, t, n, L);
         }
     }
 
@@ -235,19 +251,21 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
 
 int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
                          real *dw_ih, real *dw_hh, real *db_ih, real *db_hh, real *dw_hr,
-                         real *work, int accumulate_dx,
+                         real *dpeep, real *work, int accumulate_dx,
                          const real *dy, const real *dh_n, const real *dc_n,
                          const real *cache, const real *x,
                          const real *w_ih, const real *w_hh, const real *w_hr,
+                         const real *peep,
                          const int *lengths, const int *order, const fastrnn_layer *L)
 {
     int G = fastrnn_num_gates(L->cell);
-    if (!layer_ok(L, G) || (lengths && !order) || (L->P && (!w_hr || !dw_hr)))
+    if (!layer_ok(L, G) || (lengths && !order) || (L->P && (!w_hr || !dw_hr))
+        || (peep && (L->cell != FASTRNN_LSTM || !L->general)))
         return FASTRNN_ERR_ARGUMENT;
     if (cache == NULL)
         return FASTRNN_ERR_NO_CACHE;
     int T = L->T, B = L->B, I = L->I, H = L->H, R = state_width(L), GH = G * H;
-    int cell = L->cell, lstm = cell == FASTRNN_LSTM;
+    int cell = L->cell, lstm = cell == FASTRNN_LSTM, general = L->general;
     size_t rows = (size_t)T * B;
 
     /* cache: gates (rows,GH) | hs (rows,R) | extra (rows,H) | ms (rows,H) P */
@@ -310,19 +328,35 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
             switch (cell) {
             case FASTRNN_RNN_TANH:
             case FASTRNN_RNN_RELU:
-                FN(rnn_backward_row)(dri, dhi, gates, H, cell == FASTRNN_RNN_RELU);
+                if (general)
+                    FN(rnn_general_backward_row)(dri, dhi, gates, H, L);
+                else
+                    FN(rnn_backward_row)(dri, dhi, gates, H, cell == FASTRNN_RNN_RELU);
                 break;
-            case FASTRNN_LSTM:
-                FN(lstm_backward_row)(dri, dm ? dm + (size_t)i * H : dhi, dc + (size_t)i * H,
-                                      gates, extra + row * H, H);
+            case FASTRNN_LSTM: {
+                real *dout = dm ? dm + (size_t)i * H : dhi, *dci = dc + (size_t)i * H;
+                if (general)
+                    FN(lstm_general_backward_row)(dri, dout, dci, gates, extra + row * H, peep,
+                                                  dpeep, H, L);
+                else
+                    FN(lstm_backward_row)(dri, dout, dci, gates, extra + row * H, H);
                 break;
+            }
             case FASTRNN_GRU:
-                FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev, extra + row * H, H);
+                if (general)
+                    FN(gru_general_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
+                                                 extra + row * H, H, L);
+                else
+                    FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
+                                         extra + row * H, H);
                 for (int j = 0; j < H; j++)
                     dPn_rec[row * H + j] = dri[2 * H + j];
                 break;
             case FASTRNN_GRU_RESET_BEFORE:
-                FN(gru_rb_backward_zn_row)(dri, dhi, gates, h_prev, H);
+                if (general)
+                    FN(gru_rb_general_backward_zn_row)(dri, dhi, gates, h_prev, H, L);
+                else
+                    FN(gru_rb_backward_zn_row)(dri, dhi, gates, h_prev, H);
                 break;
             }
         }
@@ -333,9 +367,13 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
                      (real)0, drh, H);
             for (int i = 0; i < n; i++) {
                 size_t row = mem_row(L, t, slot_row(order, i));
-                FN(gru_rb_backward_r_row)(drec + (size_t)i * GH, dh + (size_t)i * H,
-                                          gates_all + row * GH, hs + row * H,
-                                          drh + (size_t)i * H, H);
+                real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
+                const real *gates = gates_all + row * GH, *h_prev = hs + row * H;
+                if (general)
+                    FN(gru_rb_general_backward_r_row)(dri, dhi, gates, h_prev,
+                                                      drh + (size_t)i * H, H, L);
+                else
+                    FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, drh + (size_t)i * H, H);
             }
             /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
             FN(gemm)(0, 0, n, H, 2 * H, (real)1, drec, GH, w_hh, H, (real)1, dh, H);

@@ -3,14 +3,16 @@
 A backend runs one direction of one layer per call (never one time step):
 
     forward(cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
-            reverse, training) -> (h_n, c_n, saved)
+            reverse, training, options) -> (h_n, c_n, saved)
     backward(saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads) -> (dh0, dc0)
 
 x is (T, B, I), or (B, T, I) when batch_first, C-contiguous in the layer's
 dtype; y has the same leading axes and D*R columns (R = proj_size or H), of
 which this direction writes [y_offset, y_offset + R). weights and grads are
-(w_ih, w_hh, b_ih, b_hh, w_hr) with None for a parameter the layer does not
-have (biases, the LSTM projection w_hr); grads accumulate. dx is
+(w_ih, w_hh, b_ih, b_hh, w_hr, peep) with None for a parameter the layer does
+not have (biases, the LSTM projection w_hr, the LSTM peepholes); grads
+accumulate. options is None for PyTorch's cells, or (activations, clip,
+input_forget) for the general cells, activations as ((name, alpha, beta), ...). dx is
 written, or added to when accumulate_dx. ``saved`` is what backward needs,
 None after an inference forward.
 """
@@ -37,27 +39,29 @@ class CBackend:
         return work
 
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
-                reverse, training):
+                reverse, training, options=None):
         T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0) if cell == "lstm" else None
         cache = np.empty(_kernels.cache_size(cell, T, B, I, H, P), x.dtype) if training else None
         work = self._workspace(x.dtype,
                                _kernels.forward_work_size(cell, T, B, I, H, training, P))
-        _kernels.forward(cell, x, h0, c0, *weights, lengths, y, y_offset, h_n, c_n, cache,
-                         work, batch_first, reverse)
-        saved = (cell, cache, x, weights, lengths, batch_first, reverse) if training else None
+        _kernels.forward(cell, x, h0, c0, *weights[:5], lengths, y, y_offset, h_n, c_n, cache,
+                         work, batch_first, reverse, peep=weights[5], options=options)
+        saved = (cell, cache, x, weights, lengths, batch_first, reverse, options) if training \
+            else None
         return h_n, c_n, saved
 
     def backward(self, saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads):
-        cell, cache, x, weights, lengths, batch_first, reverse = saved
-        w_ih, w_hh, _, _, w_hr = weights
+        cell, cache, x, weights, lengths, batch_first, reverse, options = saved
+        w_ih, w_hh, _, _, w_hr, peep = weights
         T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         dh0 = np.empty((B, P or H), x.dtype)
         dc0 = np.empty((B, H), x.dtype) if cell == "lstm" else None
         work = self._workspace(x.dtype, _kernels.backward_work_size(cell, T, B, I, H, P))
-        _kernels.backward(cell, dx, accumulate_dx, dh0, dc0, *grads, dy, y_offset, dh_n, dc_n,
-                          cache, x, w_ih, w_hh, w_hr, lengths, work, batch_first, reverse)
+        _kernels.backward(cell, dx, accumulate_dx, dh0, dc0, *grads[:5], dy, y_offset, dh_n, dc_n,
+                          cache, x, w_ih, w_hh, w_hr, lengths, work, batch_first, reverse,
+                          dpeep=grads[5], peep=peep, options=options)
         return dh0, dc0
 
 
@@ -67,11 +71,13 @@ class NumpyBackend:
     name = "numpy"
 
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
-                reverse, training):
+                reverse, training, options=None):
         xt = x.transpose(1, 0, 2) if batch_first else x
-        w_ih, w_hh, b_ih, b_hh, w_hr = weights
+        w_ih, w_hh, b_ih, b_hh, w_hr, peep = weights
+        opts = None if options is None else reference.Options(*options)
         out, h_n, c_n, cache = reference.layer_forward(cell, xt, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                                       lengths=lengths, reverse=reverse, w_hr=w_hr)
+                                                       lengths=lengths, reverse=reverse, w_hr=w_hr,
+                                                       opts=opts, peep=peep)
         R = h0.shape[1]
         yt = y.transpose(1, 0, 2) if batch_first else y
         yt[:, :, y_offset:y_offset + R] = out
@@ -91,7 +97,7 @@ class NumpyBackend:
             dx += dxt
         else:
             dx[...] = dxt
-        for total, name in zip(grads, ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")):
+        for total, name in zip(grads, ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep")):
             if total is not None:
                 total += step_grads[name]
         return dh0, dc0

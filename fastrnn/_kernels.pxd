@@ -13,6 +13,10 @@ cdef extern from "fastrnn.h" nogil:
         FASTRNN_GRU
         FASTRNN_GRU_RESET_BEFORE
 
+    ctypedef struct fastrnn_act:
+        int kind
+        double alpha, beta
+
     ctypedef struct fastrnn_layer:
         int cell
         int T, B, I, H
@@ -20,6 +24,10 @@ cdef extern from "fastrnn.h" nogil:
         int batch_first
         int reverse
         int ldy
+        int general
+        fastrnn_act act[3]
+        double clip
+        int input_forget
 
     int fastrnn_num_gates(int cell)
     size_t fastrnn_cache_size(const fastrnn_layer *L)
@@ -43,25 +51,28 @@ cdef extern from "fastrnn.h" nogil:
                             const float *x, const float *h0, const float *c0,
                             const float *w_ih, const float *w_hh,
                             const float *b_ih, const float *b_hh, const float *w_hr,
+                            const float *peep,
                             const int *lengths, const int *order, const fastrnn_layer *L)
     int fastrnn_forward_f64(double *y, double *h_n, double *c_n, double *cache, double *work,
                             const double *x, const double *h0, const double *c0,
                             const double *w_ih, const double *w_hh,
                             const double *b_ih, const double *b_hh, const double *w_hr,
+                            const double *peep,
                             const int *lengths, const int *order, const fastrnn_layer *L)
 
     int fastrnn_backward_f32(float *dx, float *dh0, float *dc0,
                              float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dw_hr,
-                             float *work, int accumulate_dx,
+                             float *dpeep, float *work, int accumulate_dx,
                              const float *dy, const float *dh_n, const float *dc_n,
                              const float *cache, const float *x,
                              const float *w_ih, const float *w_hh, const float *w_hr,
+                             const float *peep,
                              const int *lengths, const int *order, const fastrnn_layer *L)
     int fastrnn_backward_f64(double *dx, double *dh0, double *dc0,
                              double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
-                             double *dw_hr,
-                             double *work, int accumulate_dx,
+                             double *dw_hr, double *dpeep, double *work, int accumulate_dx,
                              const double *dy, const double *dh_n, const double *dc_n,
                              const double *cache, const double *x,
                              const double *w_ih, const double *w_hh, const double *w_hr,
+                             const double *peep,
                              const int *lengths, const int *order, const fastrnn_layer *L)

@@ -10,6 +10,8 @@ import numpy as np
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from libc.string cimport memset
+
 from fastrnn._kernels cimport *
 
 ctypedef fused floating:
@@ -22,6 +24,12 @@ CELLS = {
     "lstm": FASTRNN_LSTM,
     "gru": FASTRNN_GRU,
     "gru_reset_before": FASTRNN_GRU_RESET_BEFORE,
+}
+
+# ONNX's activations, by fastrnn's (snake_case) names
+ACTIVATIONS = {
+    "sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leaky_relu": 4, "thresholded_relu": 5,
+    "scaled_tanh": 6, "hard_sigmoid": 7, "elu": 8, "softsign": 9, "softplus": 10,
 }
 
 _INT_MAX = 2**31 - 1
@@ -48,6 +56,7 @@ cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, int P, bint batc
     if cell not in CELLS:
         raise ValueError(f"unknown cell kind {cell!r}; expected one of {sorted(CELLS)}")
     cdef fastrnn_layer L
+    memset(&L, 0, sizeof(L))
     L.cell = CELLS[cell]
     L.T, L.B, L.I, L.H, L.P = T, B, I, H, P
     L.batch_first, L.reverse, L.ldy = batch_first, reverse, ldy
@@ -60,6 +69,28 @@ cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, int P, bint batc
     if <object>T * <object>B * widest > _INT_MAX:
         raise ValueError("arrays too large for the 32-bit BLAS interface")
     return L
+
+
+cdef _set_options(fastrnn_layer *L, options):
+    """The general cells: options = (activations, clip, input_forget) with
+    activations a sequence of (name, alpha, beta); None keeps the default cells."""
+    if options is None:
+        return
+    activations, clip, input_forget = options
+    if len(activations) > 3:
+        raise ValueError(f"options: at most 3 activations, got {len(activations)}")
+    L.general = 1
+    for k, (name, alpha, beta) in enumerate(activations):
+        if name not in ACTIVATIONS:
+            raise ValueError(f"options: unknown activation {name!r}; expected one of "
+                             f"{sorted(ACTIVATIONS)}")
+        L.act[k].kind = ACTIVATIONS[name]
+        L.act[k].alpha = alpha
+        L.act[k].beta = beta
+    L.clip = 0.0 if clip is None else clip
+    if L.clip < 0 or L.clip != L.clip:
+        raise ValueError(f"options: clip must be a positive number, got {clip}")
+    L.input_forget = bool(input_forget)
 
 
 def num_gates(str cell):
@@ -136,20 +167,31 @@ def _dims(str cell, x, w_ih, w_hh, w_hr, bint batch_first):
     return T, B, x.shape[2], H, P, (P or H), G, x.dtype
 
 
+def _peepholes(str cell, peep, dtype, int H, int general):
+    """Checked LSTM peepholes (3H) of the general cells, or None."""
+    if peep is None:
+        return None
+    if cell != "lstm" or not general:
+        raise ValueError("peep: peepholes are for LSTM with options (the general cells)")
+    return _check("peep", peep, dtype, (3 * H,))
+
+
 def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y_offset,
-            h_n, c_n, cache, work, bint batch_first, bint reverse):
+            h_n, c_n, cache, work, bint batch_first, bint reverse, peep=None, options=None):
     """Run one layer-direction forward; training when cache is not None.
 
     x (T, B, I) or (B, T, I); y the same rows with ldy columns, this direction
     writes columns [y_offset, y_offset + R), R = P (projection) or H; h0, h_n
     (B, R); c0, c_n (B, H) for LSTM; w_hr (P, H) or None; cache
-    (cache_size,) or None; work (>= forward_work_size,).
+    (cache_size,) or None; work (>= forward_work_size,); peep (3H) LSTM
+    peepholes or None; options for the general cells (see _set_options).
     """
     T, B, I, H, P, R, G, dt = _dims(cell, x, w_ih, w_hh, w_hr, batch_first)
     if not isinstance(y, np.ndarray) or y.ndim != 3:
         raise ValueError("y: expected a 3-D numpy.ndarray")
     ldy = y.shape[2]
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, batch_first, reverse, ldy)
+    _set_options(&L, options)
     if y_offset < 0 or y_offset + R > ldy:
         raise ValueError(f"y_offset: {y_offset} + {R} exceeds y's {ldy} columns")
     lstm = cell == "lstm"
@@ -158,6 +200,7 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     wi = _check("w_ih", w_ih, dt, (G * H, I))
     wh = _check("w_hh", w_hh, dt, (G * H, R))
     wr = _opt("w_hr", w_hr, dt, (P, H))
+    pp = _peepholes(cell, peep, dt, H, L.general)
     bi = _opt("b_ih", b_ih, dt, (G * H,))
     bh = _opt("b_hh", b_hh, dt, (G * H,))
     if (bi is None) != (bh is None):
@@ -174,15 +217,15 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     lf, of = _lengths_and_order(lengths, T, B)
     if dt == np.float32:
         _forward[float](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, wr,
-                        lf, of)
+                        pp, lf, of)
     else:
         _forward[double](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, wr,
-                         lf, of)
+                         pp, lf, of)
 
 
 def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr,
              dy, int y_offset, dh_n, dc_n, cache, x, w_ih, w_hh, w_hr, lengths, work,
-             bint batch_first, bint reverse):
+             bint batch_first, bint reverse, dpeep=None, peep=None, options=None):
     """Backward of the forward that filled cache (same x, weights, lengths, flags).
 
     dx like x (written, or added to when accumulate_dx); dh0 (B, R), dc0 (B, H)
@@ -197,6 +240,7 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
             raise ValueError("dy: expected a 3-D numpy.ndarray")
         ldy = dy.shape[2]
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, batch_first, reverse, ldy)
+    _set_options(&L, options)
     if dy is not None and (y_offset < 0 or y_offset + R > ldy):
         raise ValueError(f"y_offset: {y_offset} + {R} exceeds dy's {ldy} columns")
     if cache is None:
@@ -211,6 +255,8 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
     dwi = _check("dw_ih", dw_ih, dt, (G * H, I), out=True)
     dwh = _check("dw_hh", dw_hh, dt, (G * H, R), out=True)
     dwr = _check("dw_hr", dw_hr, dt, (P, H), out=True) if P else None
+    pp = _peepholes(cell, peep, dt, H, L.general)
+    dpp = _check("dpeep", dpeep, dt, (3 * H,), out=True) if pp is not None else None
     dbi = _opt("db_ih", db_ih, dt, (G * H,), out=True)
     dbh = _opt("db_hh", db_hh, dt, (G * H,), out=True)
     if (dbi is None) != (dbh is None):
@@ -225,11 +271,11 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
         raise ValueError("work: too small")
     lf, of = _lengths_and_order(lengths, T, B)
     if dt == np.float32:
-        _backward[float](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, wf,
-                         dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, lf, of)
+        _backward[float](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
+                         dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, pp, lf, of)
     else:
-        _backward[double](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, wf,
-                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, lf, of)
+        _backward[double](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
+                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, pp, lf, of)
 
 
 # The one place where the dtype picks the C function.
@@ -259,31 +305,31 @@ cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n
               floating[::1] c_n, floating[::1] cache, floating[::1] work,
               const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
               const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] b_ih,
-              const floating[::1] b_hh, const floating[::1] w_hr, const int[::1] lengths,
-              const int[::1] order):
+              const floating[::1] b_hh, const floating[::1] w_hr, const floating[::1] peep,
+              const int[::1] lengths, const int[::1] order):
     cdef int status
     with nogil:
         if floating is float:
             status = fastrnn_forward_f32(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
                                          _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
                                          _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
-                                         _cptr(w_hr), _iptr(lengths), _iptr(order), L)
+                                         _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
         else:
             status = fastrnn_forward_f64(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
                                          _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
                                          _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
-                                         _cptr(w_hr), _iptr(lengths), _iptr(order), L)
+                                         _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
     _raise_status(status)
 
 
 cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[::1] dh0,
                floating[::1] dc0, floating[::1] dw_ih, floating[::1] dw_hh,
                floating[::1] db_ih, floating[::1] db_hh, floating[::1] dw_hr,
-               floating[::1] work,
+               floating[::1] dpeep, floating[::1] work,
                const floating[::1] dy, int y_offset, const floating[::1] dh_n,
                const floating[::1] dc_n, const floating[::1] cache, const floating[::1] x,
                const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] w_hr,
-               const int[::1] lengths, const int[::1] order):
+               const floating[::1] peep, const int[::1] lengths, const int[::1] order):
     cdef int status
     cdef const floating *dyp = NULL
     if dy is not None:
@@ -292,15 +338,15 @@ cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[
         if floating is float:
             status = fastrnn_backward_f32(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
                                           _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(dw_hr),
-                                          _ptr(work),
+                                          _ptr(dpeep), _ptr(work),
                                           accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
                                           _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
-                                          _cptr(w_hr), _iptr(lengths), _iptr(order), L)
+                                          _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
         else:
             status = fastrnn_backward_f64(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
                                           _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(dw_hr),
-                                          _ptr(work),
+                                          _ptr(dpeep), _ptr(work),
                                           accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
                                           _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
-                                          _cptr(w_hr), _iptr(lengths), _iptr(order), L)
+                                          _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
     _raise_status(status)

@@ -37,6 +37,48 @@ ArrayLike = Any
 State = Optional[np.ndarray]
 
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+# ONNX's activations for the general cells, with ONNX's default alpha and beta
+# (those of the ONNX operators of the same name; Affine and ScaledTanh, which
+# have none, default to the identity and to tanh)
+ACTIVATION_DEFAULTS = {
+    "sigmoid": (0.0, 0.0), "tanh": (0.0, 0.0), "relu": (0.0, 0.0), "affine": (1.0, 0.0),
+    "leaky_relu": (0.01, 0.0), "thresholded_relu": (1.0, 0.0), "scaled_tanh": (1.0, 1.0),
+    "hard_sigmoid": (0.2, 0.5), "elu": (1.0, 0.0), "softsign": (0.0, 0.0),
+    "softplus": (0.0, 0.0),
+}
+# each cell's activations in ONNX's order and their PyTorch values
+_DEFAULT_ACTIVATIONS = {"rnn_tanh": ("tanh",), "rnn_relu": ("relu",),
+                        "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"),
+                        "gru_reset_before": ("sigmoid", "tanh")}
+
+
+def _snake(name: str) -> str:
+    """ONNX's CamelCase activation names (LeakyRelu) as fastrnn's (leaky_relu)."""
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+
+
+def _activations(cell: str, activations) -> Tuple[Tuple[str, float, float], ...]:
+    """A checked activation list: each entry a name, (name, alpha) or (name, alpha, beta)."""
+    defaults = _DEFAULT_ACTIVATIONS[cell]
+    if activations is None:
+        activations = defaults
+    if isinstance(activations, str):
+        activations = [activations]
+    activations = list(activations)
+    if len(activations) != len(defaults):
+        raise ValueError(f"activations: expected {len(defaults)} for this cell "
+                         f"({', '.join(defaults)} by default), got {len(activations)}")
+    checked = []
+    for spec in activations:
+        name, *params = (spec,) if isinstance(spec, str) else tuple(spec)
+        key = _snake(name) if isinstance(name, str) else name
+        if key not in ACTIVATION_DEFAULTS or len(params) > 2:
+            raise ValueError(f"activations: expected names among {sorted(ACTIVATION_DEFAULTS)} "
+                             f"optionally with (alpha, beta), got {spec!r}")
+        alpha, beta = (list(params) + list(ACTIVATION_DEFAULTS[key][len(params):]))[:2]
+        checked.append((key, float(alpha), float(beta)))
+    return tuple(checked)
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 
@@ -108,7 +150,9 @@ class _RNNBase:
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, dtype=np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None,
-                 proj_size: int = 0, stateful: bool = False) -> None:
+                 proj_size: int = 0, stateful: bool = False, activations=None,
+                 clip: Optional[float] = None, peepholes: bool = False,
+                 input_forget: bool = False) -> None:
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
         if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral) \
@@ -136,6 +180,18 @@ class _RNNBase:
         self.dtype = _dtype(dtype)
         self.training = True
         self.stateful = bool(stateful)
+        self.activations = _activations(cell, activations)
+        if clip is not None and (not isinstance(clip, numbers.Real) or not clip > 0):
+            raise ValueError(f"clip: expected a positive number or None, got {clip!r}")
+        self.clip = None if clip is None else float(clip)
+        self.peepholes, self.input_forget = bool(peepholes), bool(input_forget)
+        if (self.peepholes or self.input_forget) and cell != "lstm":
+            raise ValueError("peepholes and input_forget: LSTM options")
+        default = tuple((name, *ACTIVATION_DEFAULTS[name]) for name in _DEFAULT_ACTIVATIONS[cell])
+        general = (self.activations != default or self.clip is not None or self.peepholes
+                   or self.input_forget)
+        # the kernels' general cells (ONNX's options), None for PyTorch's
+        self._options = (self.activations, self.clip, self.input_forget) if general else None
         self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
         self.backend = backend
         self._rng = np.random.default_rng(seed)
@@ -153,6 +209,8 @@ class _RNNBase:
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
                 if self.proj_size:
                     shapes.update(weight_hr=(R, H))
+                if self.peepholes:
+                    shapes.update(weight_peephole=(3 * H,))   # p_i, p_f, p_o
                 for stem, shape in shapes.items():
                     self._params[f"{stem}_l{layer}{suffix}"] = self._rng.uniform(
                         -bound, bound, shape).astype(self.dtype)
@@ -290,7 +348,7 @@ class _RNNBase:
         key = f"l{layer}{suffix}"
         return (store[f"weight_ih_{key}"], store[f"weight_hh_{key}"],
                 store.get(f"bias_ih_{key}"), store.get(f"bias_hh_{key}"),
-                store.get(f"weight_hr_{key}"))
+                store.get(f"weight_hr_{key}"), store.get(f"weight_peephole_{key}"))
 
     # -- forward
 
@@ -377,7 +435,7 @@ class _RNNBase:
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
                     self._weights(layer, suffix, self._params), lengths, y, d * R,
-                    self.batch_first, reverse, training)
+                    self.batch_first, reverse, training, self._options)
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -485,13 +543,14 @@ class RNN(_HiddenStateStack):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None, stateful: bool = False) -> None:
+                 direction: Optional[str] = None, stateful: bool = False, activations=None,
+                 clip: Optional[float] = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed, backend, direction,
-                         stateful=stateful)
+                         stateful=stateful, activations=activations, clip=clip)
 
 
 class GRU(_HiddenStateStack):
@@ -501,11 +560,13 @@ class GRU(_HiddenStateStack):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, reset_after: bool = True, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None, stateful: bool = False) -> None:
+                 direction: Optional[str] = None, stateful: bool = False, activations=None,
+                 clip: Optional[float] = None) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, backend, direction, stateful=stateful)
+                         bidirectional, dtype, seed, backend, direction, stateful=stateful,
+                         activations=activations, clip=clip)
 
 
 class LSTM(_RNNBase):
@@ -515,10 +576,12 @@ class LSTM(_RNNBase):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, proj_size: int = 0, dtype=np.float32,
                  seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None, stateful: bool = False) -> None:
+                 direction: Optional[str] = None, stateful: bool = False, activations=None,
+                 clip: Optional[float] = None, peepholes: bool = False,
+                 input_forget: bool = False) -> None:
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, dtype, seed, backend, direction, proj_size,
-                         stateful)
+                         stateful, activations, clip, peepholes, input_forget)
 
     def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
                  lengths: ArrayLike = None, training: Optional[bool] = None):

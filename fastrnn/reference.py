@@ -261,24 +261,199 @@ def cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cache
     return dx, dh_prev, None, grads
 
 
+# ------------------------------------------- general cells: ONNX's options
+# Any of ONNX's activations (with alpha, beta), clip (every activation's input
+# clipped to [-clip, clip]), LSTM peepholes (p_i * c_prev, p_f * c_prev,
+# p_o * c added to the i, f, o pre-activations) and coupled input and forget
+# gates (f = 1 - i). Their step caches keep the pre-activations ("gates" holds
+# v, not a(v)) because these derivatives need the activation's input.
+
+ACTIVATIONS = {   # name: (a(v), da/dv(v)), alpha and beta as ONNX's
+    "sigmoid": (lambda v, al, be: sigmoid(v),
+                lambda v, al, be: sigmoid(v) * (1 - sigmoid(v))),
+    "tanh": (lambda v, al, be: np.tanh(v), lambda v, al, be: 1 - np.tanh(v) ** 2),
+    "relu": (lambda v, al, be: np.maximum(v, 0), lambda v, al, be: (v > 0) * 1.0),
+    "affine": (lambda v, al, be: al * v + be, lambda v, al, be: np.full_like(v, al)),
+    "leaky_relu": (lambda v, al, be: np.where(v >= 0, v, al * v),
+                   lambda v, al, be: np.where(v >= 0, 1.0, al)),
+    "thresholded_relu": (lambda v, al, be: np.where(v > al, v, 0),
+                         lambda v, al, be: (v > al) * 1.0),
+    "scaled_tanh": (lambda v, al, be: al * np.tanh(be * v),
+                    lambda v, al, be: al * be * (1 - np.tanh(be * v) ** 2)),
+    "hard_sigmoid": (lambda v, al, be: np.clip(al * v + be, 0, 1),
+                     lambda v, al, be: ((al * v + be > 0) & (al * v + be < 1)) * al),
+    "elu": (lambda v, al, be: np.where(v >= 0, v, al * np.expm1(np.minimum(v, 0))),
+            lambda v, al, be: np.where(v >= 0, 1.0, al * np.exp(np.minimum(v, 0)))),
+    "softsign": (lambda v, al, be: v / (1 + np.abs(v)),
+                 lambda v, al, be: 1 / (1 + np.abs(v)) ** 2),
+    "softplus": (lambda v, al, be: np.logaddexp(0, v), lambda v, al, be: sigmoid(v)),
+}
+
+
+class Options:
+    """activations: ((name, alpha, beta), ...) in ONNX's order (RNN f; LSTM f, g, h;
+    GRU f, g); clip: None or a positive threshold; input_forget: LSTM f = 1 - i."""
+
+    def __init__(self, activations, clip: Optional[float] = None, input_forget: bool = False):
+        self.activations = tuple(tuple(a) for a in activations)
+        self.clip = clip
+        self.input_forget = bool(input_forget)
+
+    def act(self, k: int, v: Array) -> Array:
+        name, alpha, beta = self.activations[k]
+        if self.clip is not None:
+            v = np.clip(v, -self.clip, self.clip)
+        return ACTIVATIONS[name][0](v, alpha, beta).astype(v.dtype, copy=False)
+
+    def dact(self, k: int, v: Array) -> Array:
+        """d act(clip(v)) / dv: zero where the clip is active."""
+        name, alpha, beta = self.activations[k]
+        d = ACTIVATIONS[name][1](v, alpha, beta)
+        if self.clip is not None:
+            d = d * (np.abs(v) <= self.clip)
+        return d.astype(v.dtype, copy=False)
+
+
+def general_cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array],
+                         w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
+                         opts: Options, peep: Optional[Array] = None,
+                         w_hr: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
+    """One step of a general cell: h, c (LSTM) or None, step cache."""
+    H = w_ih.shape[0] // NUM_GATES[cell]
+    gi = x @ w_ih.T + _bias(b_ih)                  # input side of every gate
+    cache: Cache = {"x": x, "h_prev": h_prev, "c_prev": c_prev, "opts": opts, "peep": peep,
+                    "w_hr": w_hr, **_params(w_ih, w_hh, b_ih, b_hh)}
+    c = None
+    if cell in ("rnn_tanh", "rnn_relu"):
+        v = gi + h_prev @ w_hh.T + _bias(b_hh)
+        h = opts.act(0, v)
+    elif cell == "lstm":
+        v = gi + h_prev @ w_hh.T + _bias(b_hh)     # (B, 4H): vi, vf, vg, vo
+        if peep is not None:                       # peepholes on c_prev for i and f
+            v[:, :H] += peep[:H] * c_prev
+            v[:, H:2 * H] += peep[H:2 * H] * c_prev
+        i = opts.act(0, v[:, :H])
+        f = 1 - i if opts.input_forget else opts.act(0, v[:, H:2 * H])
+        c = f * c_prev + i * opts.act(1, v[:, 2 * H:3 * H])
+        if peep is not None:                       # and on the new c for o
+            v[:, 3 * H:] += peep[2 * H:] * c
+        m = opts.act(0, v[:, 3 * H:]) * opts.act(2, c)
+        cache["m"] = m
+        h = m if w_hr is None else m @ w_hr.T
+    elif cell == "gru":
+        gh = h_prev @ w_hh.T + _bias(b_hh)
+        v = gi + gh
+        r = opts.act(0, v[:, :H])
+        cache["hn"] = gh[:, 2 * H:]
+        v[:, 2 * H:] = gi[:, 2 * H:] + r * gh[:, 2 * H:]
+        z = opts.act(0, v[:, H:2 * H])
+        h = (1 - z) * opts.act(1, v[:, 2 * H:]) + z * h_prev
+    else:   # gru_reset_before
+        v = gi.copy()
+        v[:, :2 * H] += h_prev @ w_hh[:2 * H].T + _bias(b_hh, 0, 2 * H)
+        rh = opts.act(0, v[:, :H]) * h_prev
+        cache["rh"] = rh
+        v[:, 2 * H:] += rh @ w_hh[2 * H:].T + _bias(b_hh, 2 * H)
+        z = opts.act(0, v[:, H:2 * H])
+        h = (1 - z) * opts.act(1, v[:, 2 * H:]) + z * h_prev
+    cache["gates"] = v
+    return h, c, cache
+
+
+def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cache
+                          ) -> tuple[Array, Array, Optional[Array], Grads]:
+    """Backward of general_cell_forward: dx, dh_prev, dc_prev or None, grads."""
+    opts, v, h_prev = cache["opts"], cache["gates"], cache["h_prev"]
+    w_hh = cache["w_hh"]
+    H = v.shape[1] // NUM_GATES[cell]
+    dc_prev, extra = None, {}
+    if cell in ("rnn_tanh", "rnn_relu"):
+        # backprop through h = a0(v)
+        dv = dh * opts.dact(0, v)
+        dgh, dh_prev = dv, dv @ w_hh
+        dw_hh = dv.T @ h_prev
+    elif cell == "lstm":
+        peep, c_prev = cache["peep"], cache["c_prev"]
+        if cache["w_hr"] is not None:
+            # backprop through h = m @ w_hr.T
+            extra["w_hr"] = dh.T @ cache["m"]
+            dh = dh @ cache["w_hr"]
+        vi, vf, vg, vo = np.split(v, 4, axis=1)
+        i = opts.act(0, vi)
+        f = 1 - i if opts.input_forget else opts.act(0, vf)
+        g = opts.act(1, vg)
+        c = f * c_prev + i * g
+        # backprop through m = o * a2(c), o = a0(vo), vo seeing p_o * c
+        dvo = dh * opts.act(2, c) * opts.dact(0, vo)
+        dc = dc + dh * opts.act(0, vo) * opts.dact(2, c)
+        if peep is not None:
+            dc = dc + dvo * peep[2 * H:]
+        # backprop through c = f * c_prev + i * g (f = 1 - i when coupled)
+        di, df = dc * g, dc * c_prev
+        if opts.input_forget:
+            di, df = di - df, 0 * df
+        dvi = di * opts.dact(0, vi)
+        dvf = df * opts.dact(0, vf)
+        dvg = dc * i * opts.dact(1, vg)
+        dc_prev = dc * f
+        if peep is not None:
+            # backprop through the peepholes
+            dc_prev = dc_prev + dvi * peep[:H] + dvf * peep[H:2 * H]
+            extra["peep"] = np.concatenate([(dvi * c_prev).sum(0), (dvf * c_prev).sum(0),
+                                            (dvo * c).sum(0)])
+        dv = np.concatenate([dvi, dvf, dvg, dvo], axis=1)
+        dgh, dh_prev = dv, dv @ w_hh
+        dw_hh = dv.T @ h_prev
+    else:
+        vr, vz, vn = np.split(v, 3, axis=1)
+        z, n = opts.act(0, vz), opts.act(1, vn)
+        # backprop through h = (1 - z) * n + z * h_prev and the activations of z, n
+        dvz = dh * (h_prev - n) * opts.dact(0, vz)
+        dvn = dh * (1 - z) * opts.dact(1, vn)
+        dh_prev = dh * z
+        if cell == "gru":
+            r = opts.act(0, vr)
+            # backprop through vn = xn + r * hn
+            dvr = dvn * cache["hn"] * opts.dact(0, vr)
+            dgh = np.concatenate([dvr, dvz, dvn * r], axis=1)
+            dh_prev = dh_prev + dgh @ w_hh
+            dw_hh = dgh.T @ h_prev
+        else:
+            # backprop through vn = xn + (r * h_prev) @ w_hn.T
+            drh = dvn @ w_hh[2 * H:]
+            dvr = drh * h_prev * opts.dact(0, vr)
+            dh_prev = dh_prev + drh * opts.act(0, vr)
+            dgh = np.concatenate([dvr, dvz, dvn], axis=1)
+            dh_prev = dh_prev + dgh[:, :2 * H] @ w_hh[:2 * H]
+            dw_hh = np.concatenate([dgh[:, :2 * H].T @ h_prev, dvn.T @ cache["rh"]])
+        dv = np.concatenate([dvr, dvz, dvn], axis=1)
+    dx = dv @ cache["w_ih"]
+    grads = _grads(cache, dv, dgh, dw_hh)
+    grads["w_hr"] = extra.get("w_hr")
+    grads["peep"] = extra.get("peep")
+    return dx, dh_prev, dc_prev, grads
+
+
 # ---------------------------------------------------- layer: time loop, direction, lengths
 
 def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                   b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array] = None,
-                  reverse: bool = False, w_hr: Optional[Array] = None
+                  reverse: bool = False, w_hr: Optional[Array] = None,
+                  opts: Optional[Options] = None, peep: Optional[Array] = None
                   ) -> tuple[Array, Array, Optional[Array], Cache]:
     """One layer, one direction, time-major.
 
     x (T, B, I); h0 (B, R), c0 (B, H), c0 None unless cell == "lstm", with
     R = P for an LSTM projection w_hr (P, H), else H; lengths None or ints
-    (B,) with 0 <= lengths[b] <= T. Returns y (T, B, R), h_n (B, R), c_n (B, H)
-    or None, and the cache for layer_backward."""
+    (B,) with 0 <= lengths[b] <= T; opts (and LSTM peepholes peep (3H)) select
+    the general cells. Returns y (T, B, R), h_n (B, R), c_n (B, H) or None, and
+    the cache for layer_backward."""
     T, B, _ = x.shape
     H, R = w_ih.shape[0] // NUM_GATES[cell], w_hh.shape[1]
     dtype = np.result_type(x, h0, w_ih, w_hh)
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
     cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
-                    "w_hr": w_hr, **_params(w_ih, w_hh, b_ih, b_hh)}
+                    "w_hr": w_hr, "opts": opts, "peep": peep, **_params(w_ih, w_hh, b_ih, b_hh)}
     saved = SAVED[cell] + (("m",) if w_hr is not None else ())
     widths = {"gates": NUM_GATES[cell] * H, "h_prev": R}
     for k in saved:
@@ -287,7 +462,11 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
     h, c = h0, c0
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         active = (t < lengths)[:, None]            # (B, 1)
-        h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+        if opts is None:
+            h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+        else:
+            h_t, c_t, step = general_cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh,
+                                                  opts, peep, w_hr)
         for k in saved:
             cache[k][t] = step[k]
         y[t] = np.where(active, h_t, 0)
@@ -302,12 +481,13 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
                    ) -> tuple[Array, Array, Optional[Array], Grads]:
     """Backward of layer_forward. dy (T, B, R), dh_n (B, R) and dc_n (B, H), each None
     for zeros. Returns dx (T, B, I), dh0 (B, R), dc0 (B, H) or None, and the parameter
-    gradients {"w_ih", "w_hh", "b_ih", "b_hh", "w_hr"} (None for an absent parameter)."""
+    gradients {"w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep"} (None for an absent
+    parameter)."""
     x, lengths = cache["x"], cache["lengths"]
     T = x.shape[0]
     dx = np.zeros_like(x)
     grads = {k: None if cache[k] is None else np.zeros_like(cache[k])
-             for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")}
+             for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep")}
     # dh, dc: the gradient of the state carried out of the current step
     dh = np.zeros(cache["h_prev"].shape[1:], cache["h_prev"].dtype) if dh_n is None else dh_n
     dc = None
@@ -317,14 +497,19 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
     steps = range(T - 1, -1, -1) if cache["reverse"] else range(T)
     for t in reversed(steps):
         active = (t < lengths)[:, None]            # (B, 1)
-        step = {"x": x[t], "w_hr": cache["w_hr"], **{k: cache[k][t] for k in saved},
+        step = {"x": x[t], "w_hr": cache["w_hr"], "opts": cache["opts"], "peep": cache["peep"],
+                **{k: cache[k][t] for k in saved},
                 **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"])}
         if cell in ("rnn_tanh", "rnn_relu"):
             step["nonlinearity"] = cell[4:]
         # an active step's output is both y[t] and the carried state
         dh_t = np.where(active, dh + (0 if dy is None else dy[t]), 0)
         dc_t = None if dc is None else np.where(active, dc, 0)
-        dx[t], dh_prev, dc_prev, step_grads = cell_backward(cell, dh_t, dc_t, step)
+        if cache["opts"] is None:
+            dx[t], dh_prev, dc_prev, step_grads = cell_backward(cell, dh_t, dc_t, step)
+        else:
+            step.setdefault("c_prev", None)
+            dx[t], dh_prev, dc_prev, step_grads = general_cell_backward(cell, dh_t, dc_t, step)
         # an inactive step passed the state through, and so passes its gradient back
         dh = dh_prev + np.where(active, 0, dh)
         dc = None if dc is None else dc_prev + np.where(active, 0, dc)

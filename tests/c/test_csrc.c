@@ -50,7 +50,7 @@ static void test_activations(void)
 static void test_layer_round_trip(int cell)
 {
     fastrnn_layer L = {.cell = cell, .T = 6, .B = 3, .I = 4, .H = 5, .P = 0,
-                       .batch_first = 0, .reverse = 1, .ldy = 5};
+                       .batch_first = 0, .reverse = 1, .ldy = 5, .general = 0};
     int GH = fastrnn_num_gates(cell) * L.H;
     size_t rows = (size_t)L.T * L.B;
     size_t nwork = fastrnn_forward_work_size(&L, 1);
@@ -70,27 +70,29 @@ static void test_layer_round_trip(int cell)
     for (int i = 0; i < GH * L.H; i++) w_hh[i] = 0.2f * (float)sin(0.7 * i);
 
     int status = fastrnn_forward_f32(y, hn, cn, cache, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
-                                     NULL, lengths, order, &L);
+                                     NULL, NULL, lengths, order, &L);
     check(status == FASTRNN_OK, "forward status", status);
     /* row b = 0 has length 2: its outputs at t >= 2 are zero */
     check(y[(size_t)(3 * L.B + 0) * L.H] == 0.0f, "output zero past the length", 0);
-    status = fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, NULL, work, 0, y,
-                                  NULL, NULL, cache, x, w_ih, w_hh, NULL, lengths, order, &L);
+    status = fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, NULL, NULL, work, 0, y,
+                                  NULL, NULL, cache, x, w_ih, w_hh, NULL, NULL, lengths, order, &L);
     check(status == FASTRNN_OK, "backward status", status);
     double norm = 0;
     for (int i = 0; i < GH * L.I; i++) norm += fabs(dw_ih[i]);
     check(isfinite(norm) && norm > 0, "weight gradient finite and non-zero", norm);
-    check(fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, NULL, work, 0, y, NULL,
-                               NULL, NULL, x, w_ih, w_hh, NULL, lengths, order, &L)
+    check(fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, NULL, NULL, work, 0, y,
+                               NULL, NULL, NULL, x, w_ih, w_hh, NULL, NULL, lengths, order, &L)
           == FASTRNN_ERR_NO_CACHE,
           "backward without cache refused", 0);
     L.cell = 99;
     check(fastrnn_forward_f32(y, hn, cn, NULL, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
-                              NULL, NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT, "unknown cell refused", 0);
+                              NULL, NULL, NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT,
+          "unknown cell refused", 0);
     L.cell = FASTRNN_GRU;
     L.P = 2;   /* a projection is for LSTM only */
     check(fastrnn_forward_f32(y, hn, cn, NULL, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
-                              w_hh, NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT, "GRU projection refused", 0);
+                              w_hh, NULL, NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT,
+          "GRU projection refused", 0);
     free(x); free(y); free(hn); free(cn); free(h0); free(c0); free(w_ih); free(w_hh);
     free(cache); free(work); free(dx); free(dh0); free(dc0); free(dw_ih); free(dw_hh);
 }
