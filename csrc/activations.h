@@ -71,7 +71,9 @@ static real FN(act_grad)(const fastrnn_act *a, real v)
     }
 }
 
-/* a(clip(v)) and its derivative w.r.t. v (zero where the clip is active) */
+/* a(clip(v)) and its derivative w.r.t. v (zero where the clip is active).
+ * LSTM's output activation h(c) is not clipped: ONNX Runtime clips the gate
+ * inputs only, and is the reference here. */
 static inline real FN(gact)(const fastrnn_layer *L, int k, real v)
 {
     return FN(act_apply)(&L->act[k], FN(clipped)(v, (real)L->clip));

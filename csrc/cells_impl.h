@@ -212,7 +212,7 @@ static void FN(lstm_general_forward_row)(real *restrict gates, real *restrict h,
         real cn = f * cp + i * FN(gact)(L, 1, vg);
         real vo = gates[3 * H + j] + rec[3 * H + j] + (peep ? peep[2 * H + j] * cn : (real)0);
         c[j] = cn;
-        h[j] = FN(gact)(L, 0, vo) * FN(gact)(L, 2, cn);
+        h[j] = FN(gact)(L, 0, vo) * FN(act_apply)(&L->act[2], cn);   /* h(c) is not clipped */
         gates[j] = vi; gates[H + j] = vf; gates[2 * H + j] = vg; gates[3 * H + j] = vo;
     }
 }
@@ -233,8 +233,9 @@ static void FN(lstm_general_backward_row)(real *restrict dpre, real *restrict dh
         real cn = f * cp + i * g;
         real o = FN(gact)(L, 0, vo);
         /* backprop through h = o * h(c), o = f(vo) with vo seeing p_o * c */
-        real dvo = dh[j] * FN(gact)(L, 2, cn) * FN(dgact)(L, 0, vo);
-        real dct = dc[j] + dh[j] * o * FN(dgact)(L, 2, cn) + (peep ? dvo * peep[2 * H + j] : (real)0);
+        real dvo = dh[j] * FN(act_apply)(&L->act[2], cn) * FN(dgact)(L, 0, vo);
+        real dct = dc[j] + dh[j] * o * FN(act_grad)(&L->act[2], cn)
+                   + (peep ? dvo * peep[2 * H + j] : (real)0);
         /* backprop through c = f*c_prev + i*g (f = 1 - i when coupled) */
         real di = dct * g, df = dct * cp;
         if (L->input_forget) {

@@ -9,8 +9,14 @@
 The layers follow PyTorch's torch.nn conventions; backend="c" runs the
 compiled kernels, backend="numpy" the readable reference (fastrnn.reference).
 """
-from fastrnn.layers import GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell
+from fastrnn.convert import (export_onnx, from_keras, from_onnx, from_torch, load_onnx,
+                             to_keras, to_onnx)
+from fastrnn.layers import (ACTIVATION_DEFAULTS, GRU, LSTM, RNN, Bidirectional, GRUCell,
+                            LSTMCell, RNNCell, Tape)
+from fastrnn.serialize import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
+           "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",
+           "from_onnx", "export_onnx", "load_onnx", "save", "load"]

@@ -270,11 +270,25 @@ class _RNNBase:
     def __repr__(self) -> str:
         extra = {"rnn_relu": ", nonlinearity='relu'",
                  "gru_reset_before": ", reset_after=False"}.get(self._cell, "")
+        if self.proj_size:
+            extra += f", proj_size={self.proj_size}"
+        if self._options is not None:
+            extra += f", activations={list(self.activations)}"
+            for name in ("clip", "peepholes", "input_forget"):
+                if getattr(self, name):
+                    extra += f", {name}={getattr(self, name)!r}"
+        if self.stateful:
+            extra += ", stateful=True"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"direction={self.direction!r}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r})")
+
+    def save(self, path) -> None:
+        """Write the configuration and the weights to one .npz (fastrnn.load reads it)."""
+        from fastrnn.serialize import save
+        save(self, path)
 
     # -- copying and pickling: the lock, the workspace and the state kept for
     # backward belong to one object and are made anew
@@ -647,16 +661,17 @@ class Bidirectional:
         if merge_mode not in _MERGE_MODES:
             raise ValueError(f"merge_mode: expected one of {list(_MERGE_MODES)}, got {merge_mode!r}")
         self.merge_mode = merge_mode
-        kwargs = dict(bias=layer.bias,
-                      batch_first=layer.batch_first, dropout=layer.dropout,
+        kwargs = dict(bias=layer.bias, batch_first=layer.batch_first, dropout=layer.dropout,
                       bidirectional=True, dtype=layer.dtype, backend=layer.backend,
+                      stateful=layer.stateful, activations=layer.activations, clip=layer.clip,
                       # a copy of the wrapped layer's generator: wrapping must
                       # not change that layer's later dropout masks
                       seed=int(copy.deepcopy(layer._rng).integers(2**31)))
         if isinstance(layer, GRU):
             kwargs["reset_after"] = layer.reset_after
         if isinstance(layer, LSTM):
-            kwargs["proj_size"] = layer.proj_size
+            kwargs.update(proj_size=layer.proj_size, peepholes=layer.peepholes,
+                          input_forget=layer.input_forget)
         if type(layer) is RNN:
             kwargs["nonlinearity"] = layer.nonlinearity
         self.layer = type(layer)(layer.input_size, layer.hidden_size, **kwargs)
@@ -712,6 +727,11 @@ class Bidirectional:
     def __repr__(self) -> str:
         return f"Bidirectional({self.layer!r}, merge_mode={self.merge_mode!r})"
 
+    def save(self, path) -> None:
+        """Write the configuration and the weights to one .npz (fastrnn.load reads it)."""
+        from fastrnn.serialize import save
+        save(self, path)
+
 
 # ------------------------------------------------------------------- cells
 
@@ -735,7 +755,7 @@ class _CellBase:
         if name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             return layer._params[f"{name}_l0"]
         if name in ("dtype", "bias", "training", "backend", "train", "eval", "zero_grad",
-                    "parameters", "tape"):
+                    "parameters", "tape", "nonlinearity", "reset_after"):
             return getattr(layer, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -755,6 +775,18 @@ class _CellBase:
     def load_state_dict(self, state_dict: Dict[str, ArrayLike]) -> None:
         """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh)."""
         self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
+
+    def save(self, path) -> None:
+        """Write the configuration and the weights to one .npz (fastrnn.load reads it)."""
+        from fastrnn.serialize import save
+        save(self, path)
+
+    def __repr__(self) -> str:
+        layer = self._layer
+        extra = {"rnn_relu": ", nonlinearity='relu'",
+                 "gru_reset_before": ", reset_after=False"}.get(layer._cell, "")
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"bias={layer.bias}, dtype={layer.dtype.name}, backend={layer.backend!r})")
 
     def _step_input(self, x: ArrayLike) -> np.ndarray:
         """x (B, I) or unbatched (I,) as a one-step batch (1, B, I)."""

@@ -299,17 +299,18 @@ class Options:
         self.clip = clip
         self.input_forget = bool(input_forget)
 
-    def act(self, k: int, v: Array) -> Array:
+    def act(self, k: int, v: Array, clip: bool = True) -> Array:
+        """activation k of clip(v) (of v itself with clip=False)."""
         name, alpha, beta = self.activations[k]
-        if self.clip is not None:
+        if clip and self.clip is not None:
             v = np.clip(v, -self.clip, self.clip)
         return ACTIVATIONS[name][0](v, alpha, beta).astype(v.dtype, copy=False)
 
-    def dact(self, k: int, v: Array) -> Array:
+    def dact(self, k: int, v: Array, clip: bool = True) -> Array:
         """d act(clip(v)) / dv: zero where the clip is active."""
         name, alpha, beta = self.activations[k]
         d = ACTIVATIONS[name][1](v, alpha, beta)
-        if self.clip is not None:
+        if clip and self.clip is not None:
             d = d * (np.abs(v) <= self.clip)
         return d.astype(v.dtype, copy=False)
 
@@ -337,7 +338,8 @@ def general_cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Ar
         c = f * c_prev + i * opts.act(1, v[:, 2 * H:3 * H])
         if peep is not None:                       # and on the new c for o
             v[:, 3 * H:] += peep[2 * H:] * c
-        m = opts.act(0, v[:, 3 * H:]) * opts.act(2, c)
+        # the output activation of c is not clipped (ONNX Runtime clips gate inputs)
+        m = opts.act(0, v[:, 3 * H:]) * opts.act(2, c, clip=False)
         cache["m"] = m
         h = m if w_hr is None else m @ w_hr.T
     elif cell == "gru":
@@ -384,8 +386,8 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
         g = opts.act(1, vg)
         c = f * c_prev + i * g
         # backprop through m = o * a2(c), o = a0(vo), vo seeing p_o * c
-        dvo = dh * opts.act(2, c) * opts.dact(0, vo)
-        dc = dc + dh * opts.act(0, vo) * opts.dact(2, c)
+        dvo = dh * opts.act(2, c, clip=False) * opts.dact(0, vo)
+        dc = dc + dh * opts.act(0, vo) * opts.dact(2, c, clip=False)
         if peep is not None:
             dc = dc + dvo * peep[2 * H:]
         # backprop through c = f * c_prev + i * g (f = 1 - i when coupled)

@@ -1,0 +1,780 @@
+"""Lossless weight conversion between fastrnn and PyTorch, Keras and ONNX.
+
+No framework is imported at ``import fastrnn`` time: torch and onnx are
+imported inside the functions that need them, and the Keras functions work on
+plain NumPy arrays (Keras itself is never imported here).
+
+    from_torch(module)                 torch.nn.RNN/LSTM/GRU/RNNCell/LSTMCell/GRUCell -> fastrnn
+    to_keras(layer)                    fastrnn -> the arrays of Keras' get_weights()
+    from_keras(kind, weights, ...)     Keras' get_weights() arrays -> fastrnn
+    to_onnx(layer)                     fastrnn -> (op_type, {"W","R","B"}, attributes)
+    from_onnx(op_type, W, R, B, ...)   ONNX RNN/GRU/LSTM inputs and attributes -> fastrnn
+    export_onnx(layer, path)           fastrnn -> an onnx.ModelProto (one node per layer)
+    load_onnx(path_or_model)           an ONNX model's first (or named) RNN/GRU/LSTM node -> fastrnn
+
+Gate orders (G blocks of H rows in PyTorch's (G*H, in) weights; columns in Keras):
+
+    fastrnn / PyTorch   LSTM i, f, g, o     GRU r, z, n
+    Keras               LSTM i, f, c, o     GRU z, r, h
+    ONNX                LSTM i, o, f, c     GRU z, r, h
+
+Layouts: Keras' kernel is W_ih^T (I, G*H) and its recurrent_kernel W_hh^T
+(H, G*H); ONNX stacks directions first: W (D, G*H, I), R (D, G*H, H) and
+B (D, 2*G*H) = [input biases, recurrent biases] per direction.
+
+Biases: PyTorch and ONNX keep two bias vectors (lossless). Keras keeps one,
+except for GRU(reset_after=True) whose bias is (2, 3H) = [input, recurrent]
+(lossless). Otherwise fastrnn -> Keras writes b_ih + b_hh (the same function;
+the split is not recoverable) and Keras -> fastrnn puts Keras' bias in b_ih
+and zeros in b_hh, so Keras -> fastrnn -> Keras returns the same arrays.
+
+What converts: Keras layers are single-layer and have no projection, so
+num_layers > 1 and proj_size raise ValueError naming the argument; ONNX nodes
+are single-layer too (export_onnx chains one node per layer) and have no
+projection. ONNX's cell options (activations with alpha/beta, clip, LSTM
+peepholes P and input_forget) convert both ways (_onnx_options); the Keras
+conversions handle the default activations only (_check_default_cells).
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fastrnn.layers import (ACTIVATION_DEFAULTS, GRU, LSTM, RNN, Bidirectional, GRUCell,
+                            LSTMCell, RNNCell, _CellBase, _RNNBase, _snake)
+
+__all__ = ["from_torch", "to_keras", "from_keras", "to_onnx", "from_onnx",
+           "export_onnx", "load_onnx"]
+
+# Block permutations: target block j is source block PERM[j].
+_LSTM_TO_ONNX = (0, 3, 1, 2)      # fastrnn i,f,g,o -> ONNX i,o,f,c
+_LSTM_FROM_ONNX = (0, 2, 3, 1)    # ONNX i,o,f,c -> fastrnn i,f,g,o
+_GRU_SWAP = (1, 0, 2)             # r,z,n <-> z,r,h (its own inverse)
+
+_ONNX_OPS = {RNN: "RNN", LSTM: "LSTM", GRU: "GRU"}
+# fastrnn's activations spelled as ONNX names, per direction
+# ONNX Runtime hands out activation_alpha (and _beta) in order, one value to
+# each activation that takes one (checked against onnxruntime 1.31)
+_TAKES_ALPHA = ("affine", "leaky_relu", "thresholded_relu", "scaled_tanh", "hard_sigmoid", "elu")
+_TAKES_BETA = ("affine", "scaled_tanh", "hard_sigmoid")
+_KERAS_KINDS = {"simplernn": "rnn", "rnn": "rnn", "lstm": "lstm", "gru": "gru"}
+
+
+def _blocks(a: np.ndarray, perm: Sequence[int], axis: int = 0) -> np.ndarray:
+    """a with its len(perm) equal blocks along axis put in the order perm."""
+    parts = np.split(a, len(perm), axis=axis)
+    return np.concatenate([parts[p] for p in perm], axis=axis)
+
+
+def _kind(layer: _RNNBase) -> str:
+    """"rnn", "lstm" or "gru"."""
+    return {RNN: "rnn", LSTM: "lstm", GRU: "gru"}[_layer_class(layer)]
+
+
+def _layer_class(layer: _RNNBase) -> type:
+    for cls in (LSTM, GRU, RNN):
+        if isinstance(layer, cls):
+            return cls
+    raise TypeError(f"layer: expected an RNN, LSTM or GRU, got {type(layer).__name__}")
+
+
+def _unwrap(layer, what: str, cells: bool = False) -> Tuple[_RNNBase, str]:
+    """The RNN/LSTM/GRU stack behind a layer, Bidirectional wrapper or (if allowed)
+    cell, and the merge mode ("concat" unless a wrapper says otherwise)."""
+    if isinstance(layer, Bidirectional):
+        return layer.layer, layer.merge_mode
+    if isinstance(layer, _RNNBase):
+        return layer, "concat"
+    if isinstance(layer, _CellBase):
+        if cells:
+            return layer._layer, "concat"
+        raise TypeError(f"{what}: cells are not supported; convert the equivalent "
+                        f"single-layer {type(layer._layer).__name__} (same weights, "
+                        f"names with the _l0 suffix)")
+    raise TypeError(f"layer: expected a fastrnn RNN, LSTM, GRU or Bidirectional, "
+                    f"got {type(layer).__name__}")
+
+
+def _suffixes(stack: _RNNBase) -> Tuple[str, ...]:
+    """Parameter-name suffixes of the directions, in state order."""
+    return ("", "_reverse") if stack.bidirectional else ("",)
+
+
+def _check_default_cells(stack: _RNNBase, target: str) -> None:
+    """ValueError unless the layer runs PyTorch's cells (default activations, no
+    clip, peepholes or input_forget), the only ones the Keras conversions write."""
+    kind = _kind(stack)
+    default = {"rnn": (getattr(stack, "nonlinearity", "tanh"),),
+               "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}[kind]
+    acts = getattr(stack, "activations", None)
+    if acts is not None:
+        names = tuple(str(a if isinstance(a, str) else a[0]).lower() for a in acts)
+        if names != default:
+            raise ValueError(f"activations: converting activations {names} to {target} is "
+                             f"not supported yet (only {default})")
+    for option in ("clip", "peepholes", "input_forget"):
+        if getattr(stack, option, None):
+            raise ValueError(f"{option}: converting a layer with {option}="
+                             f"{getattr(stack, option)!r} to {target} is not supported yet")
+
+
+def _single_layer(stack: _RNNBase, target: str) -> None:
+    if stack.num_layers != 1:
+        raise ValueError(f"num_layers: only single layers convert to {target}, got "
+                         f"num_layers={stack.num_layers}")
+    if getattr(stack, "proj_size", 0):
+        raise ValueError(f"proj_size: {target} has no LSTM projection, got "
+                         f"proj_size={stack.proj_size}")
+
+
+# ------------------------------------------------------------------- PyTorch
+
+def from_torch(module, *, dtype=None, backend: str = "c"):
+    """The fastrnn twin of a torch.nn.RNN/LSTM/GRU or RNNCell/LSTMCell/GRUCell.
+
+    Every option carries over (num_layers, nonlinearity, bias, batch_first,
+    dropout, bidirectional, proj_size) with the weights, exactly. dtype defaults
+    to the module's: float64 stays float64, anything else becomes float32
+    (float16/bfloat16 upcast exactly). The layer's training mode is the
+    module's, so dropout between layers applies when the module would apply it.
+    """
+    import torch
+
+    nn = torch.nn
+    kinds = ((nn.LSTM, LSTM), (nn.GRU, GRU), (nn.RNN, RNN),
+             (nn.LSTMCell, LSTMCell), (nn.GRUCell, GRUCell), (nn.RNNCell, RNNCell))
+    target = next((f for t, f in kinds if isinstance(module, t)), None)
+    if target is None:
+        raise TypeError(f"module: expected a torch.nn RNN, LSTM, GRU, RNNCell, LSTMCell or "
+                        f"GRUCell, got {type(module).__name__}")
+    tensors = module.state_dict()
+    if dtype is None:
+        float64 = any(v.dtype == torch.float64 for v in tensors.values())
+        dtype = np.float64 if float64 else np.float32
+    # through float64 on the CPU: exact for every torch float dtype
+    weights = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in tensors.items()}
+
+    if issubclass(target, _CellBase):
+        kwargs: Dict[str, Any] = {}
+        if target is RNNCell:
+            kwargs["nonlinearity"] = module.nonlinearity
+        layer = target(module.input_size, module.hidden_size, bias=bool(module.bias),
+                       dtype=dtype, backend=backend, **kwargs)
+    else:
+        kwargs = dict(num_layers=module.num_layers, bias=bool(module.bias),
+                      batch_first=bool(module.batch_first), dropout=float(module.dropout),
+                      bidirectional=bool(module.bidirectional), dtype=dtype, backend=backend)
+        if target is RNN:
+            kwargs["nonlinearity"] = module.nonlinearity
+        if target is LSTM:
+            kwargs["proj_size"] = int(module.proj_size)
+        layer = target(module.input_size, module.hidden_size, **kwargs)
+    layer.load_state_dict(weights)
+    layer.train(bool(module.training))
+    return layer
+
+
+# --------------------------------------------------------------------- Keras
+
+def _keras_direction(stack: _RNNBase, suffix: str) -> List[np.ndarray]:
+    """get_weights() of the Keras layer for one direction of a single-layer stack."""
+    sd = stack.state_dict()
+    w_ih, w_hh = sd[f"weight_ih_l0{suffix}"], sd[f"weight_hh_l0{suffix}"]
+    b_ih, b_hh = sd.get(f"bias_ih_l0{suffix}"), sd.get(f"bias_hh_l0{suffix}")
+    gru = _kind(stack) == "gru"
+    if gru:   # r,z,n -> z,r,h
+        w_ih, w_hh = _blocks(w_ih, _GRU_SWAP), _blocks(w_hh, _GRU_SWAP)
+        if b_ih is not None:
+            b_ih, b_hh = _blocks(b_ih, _GRU_SWAP), _blocks(b_hh, _GRU_SWAP)
+    arrays = [w_ih.T.copy(), w_hh.T.copy()]
+    if b_ih is not None:
+        if gru and stack.reset_after:
+            arrays.append(np.stack([b_ih, b_hh]))    # (2, 3H): lossless
+        else:
+            arrays.append(b_ih + b_hh)               # Keras has one bias
+    return arrays
+
+
+def to_keras(layer) -> List[np.ndarray]:
+    """The list of arrays Keras' get_weights() returns for the equivalent layer.
+
+    RNN -> SimpleRNN (activation = nonlinearity), LSTM -> LSTM, GRU -> GRU with
+    the same reset_after; cells -> SimpleRNNCell/LSTMCell/GRUCell. Arrays:
+    [kernel (I, G*H), recurrent_kernel (H, G*H), bias], the bias absent when the
+    layer has none (Keras use_bias=False). A bidirectional layer or a
+    fastrnn.Bidirectional gives the keras Bidirectional wrapper's list: the
+    forward layer's arrays then the backward layer's. A direction="reverse"
+    layer gives the arrays of a Keras layer with go_backwards=True (see
+    from_keras for how their outputs differ). The bias is b_ih + b_hh except for
+    GRU(reset_after=True), whose Keras bias (2, 3H) keeps both.
+    """
+    stack, _ = _unwrap(layer, "to_keras", cells=True)
+    _single_layer(stack, "Keras")
+    _check_default_cells(stack, "Keras")
+    arrays = []
+    for suffix in _suffixes(stack):
+        arrays += _keras_direction(stack, suffix)
+    return arrays
+
+
+def _check_keras_options(kind: str, activation: str, recurrent_activation: str) -> str:
+    """The fastrnn nonlinearity for the Keras activations, or ValueError."""
+    if kind == "rnn":
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation: fastrnn's SimpleRNN supports 'tanh' or 'relu', "
+                             f"got {activation!r}")
+        return activation
+    if activation != "tanh":
+        raise ValueError(f"activation: fastrnn's {kind.upper()} supports only 'tanh' "
+                         f"(Keras' default), got {activation!r}")
+    if recurrent_activation != "sigmoid":
+        raise ValueError(f"recurrent_activation: fastrnn's {kind.upper()} supports only "
+                         f"'sigmoid' (Keras 3's default), got {recurrent_activation!r}")
+    return "tanh"
+
+
+def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
+               activation: str = "tanh", recurrent_activation: str = "sigmoid",
+               go_backwards: bool = False, bidirectional: bool = False,
+               merge_mode: str = "concat", batch_first: bool = True,
+               dtype=np.float32, backend: str = "c"):
+    """A single-layer fastrnn layer from the arrays of a Keras layer's get_weights().
+
+    kind: "SimpleRNN" (or "RNN"), "LSTM" or "GRU" (any case). weights:
+    [kernel (I, G*H), recurrent_kernel (H, G*H)(, bias)]; without a bias the
+    layer gets bias=False. For bidirectional=True, the keras Bidirectional
+    wrapper's list (forward layer's arrays then backward's); merge_mode other
+    than "concat" returns a fastrnn.Bidirectional with that merge mode. The
+    other keyword arguments are the Keras layer's: reset_after (GRU; True is
+    Keras' default, lossless with its (2, 3H) bias), activation ("tanh", or
+    "relu" for SimpleRNN), recurrent_activation ("sigmoid"), go_backwards.
+
+    batch_first defaults to True because Keras inputs are (B, T, I).
+
+    go_backwards=True gives direction="reverse", with one difference: Keras'
+    go_backwards layer returns its output sequence in processing order, i.e.
+    reversed in time (its output[:, 0] belongs to the last input step), while
+    fastrnn's reverse direction keeps outputs aligned with the input's steps
+    (output[:, t] belongs to x[:, t]). So keras_output == fastrnn_output[:, ::-1];
+    the final states are the same. (Keras' Bidirectional flips its backward
+    layer's output back, which is exactly fastrnn's bidirectional output.)
+
+    The Keras bias goes into bias_ih and zeros into bias_hh, except for
+    GRU(reset_after=True) whose two rows are bias_ih and bias_hh.
+    """
+    if not isinstance(kind, str) or kind.lower() not in _KERAS_KINDS:
+        raise ValueError(f"kind: expected 'SimpleRNN', 'LSTM' or 'GRU', got {kind!r}")
+    kind = _KERAS_KINDS[kind.lower()]
+    nonlinearity = _check_keras_options(kind, activation, recurrent_activation)
+    if go_backwards and bidirectional:
+        raise ValueError("go_backwards: a bidirectional layer's directions are fixed; "
+                         "got go_backwards=True with bidirectional=True")
+    if merge_mode != "concat" and not bidirectional:
+        raise ValueError(f"merge_mode: only for bidirectional=True, got {merge_mode!r}")
+    weights = list(weights)
+    D = 2 if bidirectional else 1
+    if len(weights) not in (2 * D, 3 * D):
+        raise ValueError(f"weights: expected {2 * D} or {3 * D} arrays (kernel, "
+                         f"recurrent_kernel[, bias]{' per direction' if D == 2 else ''}), "
+                         f"got {len(weights)}")
+    n = len(weights) // D
+    bias = n == 3
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+
+    arrays = [np.asarray(w) for w in weights]
+    kernel, recurrent = arrays[0], arrays[1]
+    if kernel.ndim != 2 or recurrent.ndim != 2 or recurrent.shape[1] % G \
+            or recurrent.shape[1] != G * recurrent.shape[0]:
+        raise ValueError(f"weights: expected kernel (I, {G}*H) and recurrent_kernel "
+                         f"(H, {G}*H), got shapes {kernel.shape} and {recurrent.shape}")
+    I, H = kernel.shape[0], recurrent.shape[0]
+    gru_two_biases = kind == "gru" and reset_after
+    bias_shape = (2, G * H) if gru_two_biases else (G * H,)
+    expect = [(I, G * H), (H, G * H)] + ([bias_shape] if bias else [])
+
+    direction = "bidirectional" if bidirectional else ("reverse" if go_backwards else "forward")
+    kwargs: Dict[str, Any] = dict(bias=bias, batch_first=batch_first, direction=direction,
+                                  dtype=dtype, backend=backend)
+    if kind == "rnn":
+        layer = RNN(I, H, nonlinearity=nonlinearity, **kwargs)
+    elif kind == "lstm":
+        layer = LSTM(I, H, **kwargs)
+    else:
+        layer = GRU(I, H, reset_after=reset_after, **kwargs)
+
+    sd = {}
+    for d, suffix in enumerate(_suffixes(layer)):
+        part = arrays[d * n:(d + 1) * n]
+        for j, (a, shape) in enumerate(zip(part, expect)):
+            if a.shape != shape:
+                name = ("kernel", "recurrent_kernel", "bias")[j]
+                raise ValueError(f"weights: {name} of direction {d} expected shape {shape}, "
+                                 f"got {a.shape}")
+        w_ih, w_hh = part[0].T, part[1].T
+        if bias:
+            b_ih, b_hh = (part[2][0], part[2][1]) if gru_two_biases else \
+                (part[2], np.zeros_like(part[2]))
+        if kind == "gru":   # z,r,h -> r,z,n
+            w_ih, w_hh = _blocks(w_ih, _GRU_SWAP), _blocks(w_hh, _GRU_SWAP)
+            if bias:
+                b_ih, b_hh = _blocks(b_ih, _GRU_SWAP), _blocks(b_hh, _GRU_SWAP)
+        sd[f"weight_ih_l0{suffix}"], sd[f"weight_hh_l0{suffix}"] = w_ih, w_hh
+        if bias:
+            sd[f"bias_ih_l0{suffix}"], sd[f"bias_hh_l0{suffix}"] = b_ih, b_hh
+    layer.load_state_dict(sd)
+    if merge_mode != "concat":
+        wrapper = Bidirectional(_forward_twin(layer), merge_mode=merge_mode)
+        wrapper.layer.load_state_dict(sd)
+        return wrapper
+    return layer
+
+
+def _forward_twin(layer: _RNNBase) -> _RNNBase:
+    """A forward single-layer layer with layer's configuration (for Bidirectional)."""
+    kwargs: Dict[str, Any] = dict(bias=layer.bias, batch_first=layer.batch_first,
+                                  dtype=layer.dtype, backend=layer.backend)
+    if isinstance(layer, GRU):
+        kwargs["reset_after"] = layer.reset_after
+    if isinstance(layer, LSTM):
+        kwargs["proj_size"] = layer.proj_size
+    if type(layer) is RNN:
+        kwargs["nonlinearity"] = layer.nonlinearity
+    return type(layer)(layer.input_size, layer.hidden_size, **kwargs)
+
+
+# ---------------------------------------------------------------------- ONNX
+
+def _onnx_arrays(stack: _RNNBase, k: int) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
+    """ONNX op_type, inputs W/R(/B) and attributes of layer k of a stack."""
+    op = _ONNX_OPS[_layer_class(stack)]
+    perm = {"LSTM": _LSTM_TO_ONNX, "GRU": _GRU_SWAP, "RNN": (0,)}[op]
+    sd = stack.state_dict()
+    W, R, B, P = [], [], [], []
+    for suffix in _suffixes(stack):
+        w_ih, w_hh = sd[f"weight_ih_l{k}{suffix}"], sd[f"weight_hh_l{k}{suffix}"]
+        b_ih, b_hh = sd.get(f"bias_ih_l{k}{suffix}"), sd.get(f"bias_hh_l{k}{suffix}")
+        W.append(_blocks(w_ih, perm))
+        R.append(_blocks(w_hh, perm))
+        if b_ih is not None:
+            B.append(np.concatenate([_blocks(b_ih, perm), _blocks(b_hh, perm)]))
+        if f"weight_peephole_l{k}{suffix}" in sd:   # fastrnn p_i, p_f, p_o -> ONNX i, o, f
+            P.append(_blocks(sd[f"weight_peephole_l{k}{suffix}"], (0, 2, 1)))
+    inputs = {"W": np.stack(W), "R": np.stack(R)}
+    if B:
+        inputs["B"] = np.stack(B)
+    if P:
+        inputs["P"] = np.stack(P)
+    attributes: Dict[str, Any] = {"hidden_size": stack.hidden_size,
+                                  "direction": stack.direction}
+    if op == "GRU":
+        attributes["linear_before_reset"] = int(stack.reset_after)
+    attributes["layout"] = int(stack.batch_first)
+    # the same activations in every direction, alpha/beta only where taken
+    D = stack.num_directions
+    attributes["activations"] = [_camel(name) for name, _, _ in stack.activations] * D
+    alphas = [a for name, a, _ in stack.activations if name in _TAKES_ALPHA]
+    betas = [b for name, _, b in stack.activations if name in _TAKES_BETA]
+    if alphas:
+        attributes["activation_alpha"] = alphas * D
+    if betas:
+        attributes["activation_beta"] = betas * D
+    if stack.clip is not None:
+        attributes["clip"] = stack.clip
+    if getattr(stack, "input_forget", False):
+        attributes["input_forget"] = 1
+    return op, inputs, attributes
+
+
+def _camel(name: str) -> str:
+    """fastrnn's activation names as ONNX's (leaky_relu -> LeakyRelu)."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def to_onnx(layer) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
+    """(op_type, inputs, attributes) of the ONNX RNN/GRU/LSTM node equal to a layer.
+
+    inputs: {"W": (D, G*H, I), "R": (D, G*H, H), "B": (D, 2*G*H)} in ONNX's gate
+    order (LSTM i,o,f,c; GRU z,r,h), B = [input biases, recurrent biases]; "B"
+    is absent when the layer has no bias (ONNX's default is zeros). attributes:
+    hidden_size, direction, linear_before_reset (GRU: 1 for reset_after=True),
+    layout (1 when batch_first) and activations (fastrnn's, ONNX-spelled, per
+    direction). Single layers only (export_onnx chains a stack); a
+    fastrnn.Bidirectional gives its inner layer's node (the merge is not part of
+    it; export_onnx adds it).
+    """
+    stack, _ = _unwrap(layer, "to_onnx")
+    _single_layer(stack, "one ONNX node (export_onnx chains a stack)")
+    return _onnx_arrays(stack, 0)
+
+
+def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forget=0,
+                  P=None, activation_alpha=None, activation_beta=None) -> Dict[str, Any]:
+    """The fastrnn layer arguments of an ONNX node's options (activations with
+    their alpha/beta, clip, input_forget, peepholes P). fastrnn runs the same
+    activations in every direction: a node whose directions differ is refused."""
+    kwargs: Dict[str, Any] = {}
+    n = {"RNN": 1, "GRU": 2, "LSTM": 3}[op_type]
+    if activations is not None and len(activations):
+        names = [_snake(a.decode() if isinstance(a, bytes) else str(a)) for a in activations]
+        if len(names) != n * D:
+            raise ValueError(f"activations: expected {n} per direction ({n * D}), got "
+                             f"{len(names)}")
+        unknown = sorted(set(names) - set(ACTIVATION_DEFAULTS))
+        if unknown:
+            raise ValueError(f"activations: {unknown} not supported; fastrnn runs "
+                             f"{sorted(ACTIVATION_DEFAULTS)}")
+        alphas = list(activation_alpha if activation_alpha is not None else [])
+        betas = list(activation_beta if activation_beta is not None else [])
+        specs = []
+        for name in names:   # each activation takes the next alpha/beta it uses
+            alpha, beta = ACTIVATION_DEFAULTS[name]
+            if name in _TAKES_ALPHA and alphas:
+                alpha = float(alphas.pop(0))
+            if name in _TAKES_BETA and betas:
+                beta = float(betas.pop(0))
+            specs.append((name, alpha, beta))
+        if D == 2 and specs[:n] != specs[n:]:
+            raise ValueError(f"activations: the two directions differ ({specs[:n]} and "
+                             f"{specs[n:]}); fastrnn runs the same activations in both")
+        specs = specs[:n]
+        if op_type == "RNN" and specs[0][0] in ("tanh", "relu"):
+            kwargs["nonlinearity"] = specs[0][0]     # PyTorch's cells, the fast path
+        else:
+            kwargs["activations"] = specs
+    if clip is not None:
+        kwargs["clip"] = float(clip)
+    if input_forget:
+        if op_type != "LSTM":
+            raise ValueError(f"input_forget: an LSTM attribute, got it for {op_type}")
+        kwargs["input_forget"] = True
+    if P is not None:
+        if op_type != "LSTM":
+            raise ValueError(f"P: peepholes are an LSTM input, got them for {op_type}")
+        kwargs["peepholes"] = True
+    return kwargs
+
+
+def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
+              direction: str = "forward", linear_before_reset: int = 0, layout: int = 0,
+              activations=None, clip=None, input_forget: int = 0, P=None,
+              activation_alpha=None, activation_beta=None,
+              dtype=np.float32, backend: str = "c"):
+    """A single-layer fastrnn layer equal to an ONNX RNN, GRU or LSTM node.
+
+    W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) or None (no bias: bias=False) in
+    ONNX's gate order; the keywords are the node's attributes with ONNX's
+    defaults. direction "forward", "reverse" or "bidirectional" is fastrnn's
+    direction (D = 2 for bidirectional); layout=1 gives batch_first=True;
+    GRU linear_before_reset=1 gives reset_after=True (note ONNX's default is 0,
+    the original GRU). Options fastrnn does not run yet raise ValueError (see
+    _onnx_options).
+    """
+    if op_type not in ("RNN", "GRU", "LSTM"):
+        raise ValueError(f"op_type: expected 'RNN', 'GRU' or 'LSTM', got {op_type!r}")
+    if isinstance(direction, bytes):
+        direction = direction.decode()
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"direction: expected 'forward', 'reverse' or 'bidirectional', "
+                         f"got {direction!r}")
+    if layout not in (0, 1):
+        raise ValueError(f"layout: expected 0 or 1, got {layout!r}")
+    if linear_before_reset not in (0, 1):
+        raise ValueError(f"linear_before_reset: expected 0 or 1, got {linear_before_reset!r}")
+    if linear_before_reset and op_type != "GRU":
+        raise ValueError(f"linear_before_reset: a GRU attribute, got {linear_before_reset} "
+                         f"for {op_type}")
+    D = 2 if direction == "bidirectional" else 1
+    options = _onnx_options(op_type, D, activations, clip, input_forget, P,
+                            activation_alpha, activation_beta)
+    G = {"RNN": 1, "GRU": 3, "LSTM": 4}[op_type]
+    W, R = np.asarray(W), np.asarray(R)
+    if R.ndim != 3:
+        raise ValueError(f"R: expected shape (D, {G}*H, H), got {R.shape}")
+    H = R.shape[2]
+    if hidden_size is not None and hidden_size != H:
+        raise ValueError(f"hidden_size: {hidden_size} disagrees with R's shape {R.shape} "
+                         f"(H = {H})")
+    if R.shape != (D, G * H, H):
+        raise ValueError(f"R: expected shape ({D}, {G * H}, {H}) for direction={direction!r}, "
+                         f"got {R.shape}")
+    if W.ndim != 3 or W.shape[:2] != (D, G * H):
+        raise ValueError(f"W: expected shape ({D}, {G * H}, I), got {W.shape}")
+    if B is not None:
+        B = np.asarray(B)
+        if B.shape != (D, 2 * G * H):
+            raise ValueError(f"B: expected shape ({D}, {2 * G * H}), got {B.shape}")
+    I = W.shape[2]
+
+    if P is not None:
+        P = np.asarray(P)
+        if P.shape != (D, 3 * H):
+            raise ValueError(f"P: expected shape ({D}, {3 * H}), got {P.shape}")
+    kwargs: Dict[str, Any] = dict(bias=B is not None, batch_first=bool(layout),
+                                  direction=direction, dtype=dtype, backend=backend, **options)
+    if op_type == "RNN":
+        layer = RNN(I, H, **kwargs)
+    elif op_type == "LSTM":
+        layer = LSTM(I, H, **kwargs)
+    else:
+        layer = GRU(I, H, reset_after=bool(linear_before_reset), **kwargs)
+    perm = {"LSTM": _LSTM_FROM_ONNX, "GRU": _GRU_SWAP, "RNN": (0,)}[op_type]
+    sd = {}
+    for d, suffix in enumerate(_suffixes(layer)):
+        sd[f"weight_ih_l0{suffix}"] = _blocks(W[d], perm)
+        sd[f"weight_hh_l0{suffix}"] = _blocks(R[d], perm)
+        if B is not None:
+            sd[f"bias_ih_l0{suffix}"] = _blocks(B[d, :G * H], perm)
+            sd[f"bias_hh_l0{suffix}"] = _blocks(B[d, G * H:], perm)
+        if P is not None:   # ONNX i, o, f -> fastrnn p_i, p_f, p_o
+            sd[f"weight_peephole_l0{suffix}"] = _blocks(P[d], (0, 2, 1))
+    layer.load_state_dict(sd)
+    return layer
+
+
+# ---------------------------------------------------------------- ONNX files
+
+def export_onnx(layer, path=None, *, opset: int = 17, sequence_lens: bool = True,
+                initial_state: bool = True, layout_attribute: bool = False):
+    """An onnx.ModelProto computing the layer (saved to path when given).
+
+    One ONNX RNN/GRU/LSTM node per fastrnn layer; a stack is a chain whose
+    nodes pass (T, B, D*H) to the next (Transpose + Reshape of the node's
+    (T, D, B, H) Y). Graph inputs, in fastrnn's layouts:
+
+        X               (T, B, I), or (B, T, I) when batch_first
+        sequence_lens   (B,) int32: the lengths (values 0..T)   [sequence_lens=True]
+        initial_h       (D*num_layers, B, H)                     [initial_state=True]
+        initial_c       (D*num_layers, B, H), LSTM               [initial_state=True]
+
+    outputs Y (T, B, D*H) (or (B, T, D*H); merged to H columns for a
+    fastrnn.Bidirectional with merge_mode sum/mul/ave), Y_h and Y_c
+    (D*num_layers, B, H), ordered as fastrnn's h_n/c_n. With sequence_lens=False
+    or initial_state=False those inputs are left out (full lengths, zero
+    states). T and B are free dimensions. Inference only (no dropout);
+    proj_size cannot be exported (ONNX's LSTM has no projection).
+
+    Batch-first layers: the nodes run time-major between Transposes, because
+    ONNX Runtime's CPU kernels reject layout=1; layout_attribute=True uses the
+    nodes' layout=1 instead (for runtimes that implement it).
+
+    Lengths of 0: ONNX Runtime returns zeros as such a sequence's final state,
+    fastrnn its initial state; when the graph has both sequence_lens and
+    initial states, a Where per state restores fastrnn's result, so the model
+    computes exactly what the layer does.
+
+    Needs opset >= 14 (the layout attribute). ONNX Runtime's CPU kernels run
+    float32 only; a float64 layer exports float64 tensors.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    stack, merge_mode = _unwrap(layer, "export_onnx")
+    if getattr(stack, "proj_size", 0):
+        raise ValueError(f"proj_size: ONNX's LSTM has no projection, got "
+                         f"proj_size={stack.proj_size}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 14:
+        raise ValueError(f"opset: expected an integer >= 14 (the RNN layout attribute), "
+                         f"got {opset!r}")
+    elem = TensorProto.DOUBLE if stack.dtype == np.float64 else TensorProto.FLOAT
+    op = _ONNX_OPS[_layer_class(stack)]
+    L, D, H, I = stack.num_layers, stack.num_directions, stack.hidden_size, stack.input_size
+    batch_first = stack.batch_first
+    node_layout = int(batch_first and layout_attribute)
+    lead = ["B", "T"] if batch_first else ["T", "B"]
+    lstm = op == "LSTM"
+
+    nodes, inits = [], []
+    inputs = [helper.make_tensor_value_info("X", elem, lead + [I])]
+    if sequence_lens:
+        inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["B"]))
+    states = (["initial_h", "initial_c"] if lstm else ["initial_h"]) if initial_state else []
+    for s in states:
+        inputs.append(helper.make_tensor_value_info(s, elem, [D * L, "B", H]))
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(op_type: str, ins: List[str], outs: List[str], **attrs) -> str:
+        nodes.append(helper.make_node(op_type, ins, outs, name=f"{outs[0]}_{op_type}", **attrs))
+        return outs[0]
+
+    flatten = const("flat_shape", np.array([0, 0, -1], np.int64))
+    empty = None
+    if sequence_lens and states:
+        # (1, B, 1): the rows of length 0, whose final state is the initial one
+        node("Equal", ["sequence_lens", const("zero_length", np.array(0, np.int32))],
+             ["empty_rows"])
+        empty = node("Unsqueeze", ["empty_rows", const("axes_0_2", np.array([0, 2], np.int64))],
+                     ["empty_rows_1b1"])
+
+    x = "X"
+    if batch_first and not node_layout:
+        x = node("Transpose", [x], ["X_tbi"], perm=[1, 0, 2])
+    finals: Dict[str, List[str]] = {"Y_h": [], "Y_c": []}
+    for k in range(L):
+        _, arrays, attrs = _onnx_arrays(stack, k)
+        attrs["layout"] = node_layout
+        ins = [x, const(f"W_l{k}", arrays["W"]), const(f"R_l{k}", arrays["R"]),
+               const(f"B_l{k}", arrays["B"]) if "B" in arrays else "",
+               "sequence_lens" if sequence_lens else ""]
+        layer_states = {}
+        for s in states:   # this layer's (D, B, H) slice, as (B, D, H) for layout 1
+            name = s
+            if L > 1:
+                name = node("Slice", [s, const(f"{s}_l{k}_start", np.array([k * D], np.int64)),
+                                      const(f"{s}_l{k}_end", np.array([(k + 1) * D], np.int64)),
+                                      const(f"{s}_l{k}_axis", np.array([0], np.int64))],
+                            [f"{s}_l{k}"])
+            layer_states[s] = name
+            if node_layout:
+                name = node("Transpose", [name], [f"{name}_bdh"], perm=[1, 0, 2])
+            ins.append(name)
+        if "P" in arrays:   # peepholes: input 7, after the (maybe absent) states
+            ins += [""] * (7 - len(ins)) + [const(f"P_l{k}", arrays["P"])]
+        y, yh, yc = f"Y_l{k}", f"Y_h_l{k}", f"Y_c_l{k}"
+        nodes.append(helper.make_node(op, ins, [y, yh] + ([yc] if lstm else []),
+                                      name=f"{op.lower()}_l{k}", **attrs))
+        for stem, out, s in (("Y_h", yh, "initial_h"), ("Y_c", yc, "initial_c")):
+            if stem == "Y_c" and not lstm:
+                continue
+            if node_layout:   # (B, D, H) -> (D, B, H)
+                out = node("Transpose", [out], [f"{out}_dbh"], perm=[1, 0, 2])
+            if empty is not None:
+                out = node("Where", [empty, layer_states[s], out], [f"{out}_kept"])
+            finals[stem].append(out)
+        last = k == L - 1
+        # Y (T, D, B, H), or (B, T, D, H) for layout 1
+        if last and merge_mode != "concat":
+            # the two directions merged elementwise
+            axis = 2 if node_layout else 1
+            halves = [node("Gather", [y, const(f"direction{d}", np.array(d, np.int64))],
+                           [f"Y_half{d}"], axis=axis) for d in range(2)]
+            merged = "Y" if node_layout or not batch_first else "Y_tbh"
+            if merge_mode == "sum":
+                node("Add", halves, [merged])
+            elif merge_mode == "mul":
+                node("Mul", halves, [merged])
+            else:
+                node("Add", halves, ["Y_sum"])
+                node("Mul", ["Y_sum", const("half", np.array(0.5, stack.dtype))], [merged])
+            if merged != "Y":
+                node("Transpose", [merged], ["Y"], perm=[1, 0, 2])
+            break
+        if not node_layout:   # (T, D, B, H) -> (T, B, D, H)
+            y = node("Transpose", [y], [f"{y}_tbdh"], perm=[0, 2, 1, 3])
+        if last and batch_first and not node_layout:
+            x = node("Reshape", [y, flatten], ["Y_tbo"])
+            node("Transpose", [x], ["Y"], perm=[1, 0, 2])
+        else:   # -> (T, B, D*H), or (B, T, D*H) for layout 1
+            x = node("Reshape", [y, flatten], ["Y" if last else f"X_l{k + 1}"])
+
+    outputs = [helper.make_tensor_value_info(
+        "Y", elem, lead + [H if merge_mode != "concat" else D * H])]
+    for stem in ("Y_h", "Y_c") if lstm else ("Y_h",):
+        parts = finals[stem]
+        if len(parts) == 1:
+            node("Identity", parts, [stem])
+        else:
+            node("Concat", parts, [stem], axis=0)
+        outputs.append(helper.make_tensor_value_info(stem, elem, [D * L, "B", H]))
+
+    graph = helper.make_graph(nodes, f"fastrnn_{op.lower()}", inputs, outputs, inits,
+                              doc_string=repr(layer))
+    opsets = [helper.make_opsetid("", opset)]
+    # the oldest IR version that carries this opset, so that runtimes older than
+    # the installed onnx package still load the model
+    model = helper.make_model(graph, producer_name="fastrnn", opset_imports=opsets,
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, os.fspath(path))
+    return model
+
+
+def load_onnx(path_or_model, node=None, *, batch_first: Optional[bool] = None, dtype=None,
+              backend: str = "c"):
+    """The fastrnn layer of one ONNX RNN/GRU/LSTM node and its initializers.
+
+    path_or_model: a file path, bytes, a file object or an onnx.ModelProto.
+    node: None for the first RNN/GRU/LSTM node of the graph, a node name, or an
+    index among those nodes. W, R and B (and P) must be initializers or
+    Constant nodes. dtype defaults to W's (float64 stays float64, else
+    float32). batch_first defaults to True when the node has layout=1 or its X
+    is a Transpose(perm=[1, 0, 2]) of another tensor (as export_onnx and
+    torch's exporter write batch-first layers), else False.
+
+    A chain exported from a stack gives its first layer only; load each node by
+    index to rebuild the stack (batch_first is then detected for the first
+    node only: pass it for the others).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = path_or_model
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    elif isinstance(model, (str, os.PathLike, io.IOBase)):
+        model = onnx.load(model if isinstance(model, io.IOBase) else os.fspath(model))
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"path_or_model: expected a path, bytes, a file or an "
+                        f"onnx.ModelProto, got {type(path_or_model).__name__}")
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    recurrent = [n for n in graph.node if n.op_type in ("RNN", "GRU", "LSTM")
+                 and n.domain in ("", "ai.onnx")]
+    if not recurrent:
+        raise ValueError("path_or_model: the graph has no RNN, GRU or LSTM node")
+    if node is None:
+        chosen = recurrent[0]
+    elif isinstance(node, str):
+        named = [n for n in recurrent if n.name == node]
+        if not named:
+            raise ValueError(f"node: no RNN/GRU/LSTM node named {node!r}; the graph has "
+                             f"{[n.name for n in recurrent]}")
+        chosen = named[0]
+    elif isinstance(node, int) and not isinstance(node, bool):
+        if not -len(recurrent) <= node < len(recurrent):
+            raise ValueError(f"node: index {node} out of range for {len(recurrent)} "
+                             f"RNN/GRU/LSTM nodes")
+        chosen = recurrent[node]
+    else:
+        raise TypeError(f"node: expected None, a name or an index, got {type(node).__name__}")
+
+    def operand(i: int, name: str, required: bool = False):
+        if len(chosen.input) <= i or not chosen.input[i]:
+            if required:
+                raise ValueError(f"{name}: node {chosen.name!r} has no {name} input")
+            return None
+        if chosen.input[i] not in consts:
+            raise ValueError(f"{name}: input {chosen.input[i]!r} of node {chosen.name!r} is "
+                             f"not an initializer or Constant; fastrnn needs the weights")
+        return consts[chosen.input[i]]
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in chosen.attribute}
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+    known = {"hidden_size", "direction", "linear_before_reset", "layout", "activations",
+             "clip", "input_forget", "activation_alpha", "activation_beta"}
+    unknown = sorted(set(attrs) - known)
+    if unknown:
+        raise ValueError(f"node: attributes {unknown} of node {chosen.name!r} are not "
+                         f"supported yet")
+    if batch_first is None:
+        producer = [n for n in graph.node if chosen.input[0] in n.output]
+        transposed = bool(producer) and producer[0].op_type == "Transpose" and any(
+            a.name == "perm" and list(a.ints) == [1, 0, 2] for a in producer[0].attribute)
+        batch_first = attrs.get("layout", 0) == 1 or transposed
+    W = operand(1, "W", required=True)
+    if dtype is None:
+        dtype = np.float64 if W.dtype == np.float64 else np.float32
+    # layout: the layout of the layer's input, which may differ from the node's
+    attrs["layout"] = int(bool(batch_first))
+    return from_onnx(chosen.op_type, W, operand(2, "R", required=True), operand(3, "B"),
+                     P=operand(7, "P") if chosen.op_type == "LSTM" else None,
+                     dtype=dtype, backend=backend, **attrs)
