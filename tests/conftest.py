@@ -11,6 +11,7 @@ in bench/):
     make_layer(cell, I, H, **kwargs)           RNN/LSTM/GRU from a cell-kind name
     make_inputs(layer, T, B, ...)              x, states, upstream gradients
     naive_gemm                                 the kernels on the naive C GEMM
+    numeric_gradient(f, value)                 central differences of f() w.r.t. value
 
 ``cell`` and ``dtype`` are parametrized fixtures: a test that takes them runs for
 every cell kind and both dtypes.
@@ -202,6 +203,26 @@ def _make_inputs(layer, T: int, B: int, seed: int = 0, unbatched: bool = False,
             "dy": u(lead + (width,)) if d_output else None,
             "dh_n": u(st) if d_state in (True, "h") else None,
             "dc_n": u(st) if d_state in (True, "c") and lstm else None}
+
+
+def _numeric_gradient(f, value: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every entry of value,
+    which is changed in place and restored."""
+    numeric = np.zeros_like(value)
+    for idx in np.ndindex(value.shape):
+        saved = value[idx]
+        value[idx] = saved + eps
+        f_plus = f()
+        value[idx] = saved - eps
+        f_minus = f()
+        value[idx] = saved
+        numeric[idx] = (f_plus - f_minus) / (2 * eps)
+    return numeric
+
+
+@pytest.fixture
+def numeric_gradient():
+    return _numeric_gradient
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_default_options_keep_the_default_path():
                   peepholes=True, clip=4.0)),
     ("lstm", dict(peepholes=True, input_forget=True, proj_size=2)),
 ], ids=["rnn", "gru-rb", "gru", "lstm-peep", "lstm-coupled-proj"])
-def test_finite_differences(kind, kw, backend):
+def test_finite_differences(kind, kw, backend, numeric_gradient):
     layer = layer_of(kind, backend, num_layers=2, bidirectional=True, **kw)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((T, B, I))
@@ -131,15 +131,7 @@ def test_finite_differences(kind, kw, backend):
     targets = [("x", x, dx)] + [(k, getattr(layer, k), layer.grads[k])
                                 for k in layer.grads if "l1" in k or "peephole" in k]
     for name, arr, grad in targets:
-        numeric = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = loss()
-            arr[idx] = old - eps
-            down = loss()
-            arr[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
+        numeric = numeric_gradient(loss, arr, eps)
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7, err_msg=name)
 
 

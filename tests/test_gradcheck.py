@@ -40,7 +40,8 @@ def _forward(layer, x, h0, c0, lengths):
     return out, h_n, None
 
 
-def check_gradients(layer, inputs, lengths, assert_close, before_forward=lambda: None):
+def check_gradients(layer, inputs, lengths, assert_close, numeric_gradient,
+                    before_forward=lambda: None):
     """Analytic gradients of f against central differences on every entry."""
     x, h0, c0 = inputs["x"], inputs["h0"], inputs["c0"]
     R, S, U = inputs["dy"], inputs["dh_n"], inputs["dc_n"]
@@ -68,15 +69,7 @@ def check_gradients(layer, inputs, lengths, assert_close, before_forward=lambda:
         if value is None:                     # an implicit zero state: dh0 still returned
             assert grad is not None and not np.any(np.isnan(grad)), f"{name}: expected an array"
             continue
-        numeric = np.zeros_like(value)
-        for idx in np.ndindex(value.shape):
-            saved = value[idx]
-            value[idx] = saved + EPS
-            f_plus = f()
-            value[idx] = saved - EPS
-            f_minus = f()
-            value[idx] = saved
-            numeric[idx] = (f_plus - f_minus) / (2 * EPS)
+        numeric = numeric_gradient(f, value, EPS)
         assert np.any(numeric != 0) or name.startswith("grads[bias"), \
             f"{name}: f does not depend on it at all; the check would be vacuous"
         assert_close(name, grad, numeric, np.float64, kind="fd")
@@ -85,17 +78,18 @@ def check_gradients(layer, inputs, lengths, assert_close, before_forward=lambda:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_layer_gradients_match_finite_differences(cell, case, backend, make_layer, make_inputs,
-                                                  assert_close):
+                                                  assert_close, numeric_gradient):
     kw = {k: v for k, v in case.items() if k not in ("state", "lengths", "unbatched")}
     layer = make_layer(cell, I, H, dtype=np.float64, seed=31, backend=backend, **kw)
     inputs = make_inputs(layer, T, B, seed=32, unbatched=case.get("unbatched", False),
                          state=case.get("state", True))
-    check_gradients(layer, inputs, case.get("lengths"), assert_close)
+    check_gradients(layer, inputs, case.get("lengths"), assert_close, numeric_gradient)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradients_through_dropout_match_finite_differences(cell, backend, make_layer,
-                                                            make_inputs, assert_close):
+                                                            make_inputs, assert_close,
+                                                            numeric_gradient):
     """The masks are held fixed by replaying the layer's generator before each
     forward (white box: the layer draws its masks from layer._rng)."""
     layer = make_layer(cell, I, H, dtype=np.float64, seed=33, backend=backend, num_layers=3,
@@ -106,16 +100,18 @@ def test_gradients_through_dropout_match_finite_differences(cell, backend, make_
     def replay_masks():
         layer._rng.bit_generator.state = rng_state
 
-    check_gradients(layer, inputs, [3, 1, 2], assert_close, before_forward=replay_masks)
+    check_gradients(layer, inputs, [3, 1, 2], assert_close, numeric_gradient,
+                    before_forward=replay_masks)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave"])
 @pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
 def test_bidirectional_wrapper_gradients_match_finite_differences(
-        cell_kind, merge_mode, backend, make_layer, make_inputs, assert_close):
+        cell_kind, merge_mode, backend, make_layer, make_inputs, assert_close,
+        numeric_gradient):
     layer = make_layer(cell_kind, I, H, dtype=np.float64, seed=35, backend=backend,
                        batch_first=True)
     wrapper = fastrnn.Bidirectional(layer, merge_mode=merge_mode)
     inputs = make_inputs(wrapper, T, B, seed=36)
-    check_gradients(wrapper, inputs, [2, 3, 1], assert_close)
+    check_gradients(wrapper, inputs, [2, 3, 1], assert_close, numeric_gradient)

@@ -56,7 +56,7 @@ def test_c_matches_reference(kw, lengths, dtype, make_inputs, run_layer, assert_
 
 
 @pytest.mark.parametrize("backend", ["c", "numpy"])
-def test_finite_differences(backend):
+def test_finite_differences(backend, numeric_gradient):
     layer = lstm(backend, num_layers=2, bidirectional=True)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((T, B, I))
@@ -76,15 +76,7 @@ def test_finite_differences(backend):
                             ("weight_hr_l1_reverse", layer.weight_hr_l1_reverse,
                              layer.grads["weight_hr_l1_reverse"]),
                             ("weight_hh_l1", layer.weight_hh_l1, layer.grads["weight_hh_l1"])]:
-        numeric = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = loss()
-            arr[idx] = old - eps
-            down = loss()
-            arr[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
+        numeric = numeric_gradient(loss, arr, eps)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
