@@ -101,8 +101,11 @@ def test_no_framework_imported():
     code = ("import sys, fastrnn, fastrnn.convert, fastrnn.serialize; "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'keras', 'tensorflow') "
             "if m in sys.modules))")
+    # the fastrnn this test imported (installed, or built in place), whatever the cwd
+    where = os.path.dirname(os.path.dirname(fastrnn.__file__))
+    env = dict(os.environ, PYTHONPATH=where)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                         check=True, cwd=where, env=env)
     assert out.stdout.strip() == "[]", out.stdout
 
 
