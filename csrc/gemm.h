@@ -45,6 +45,56 @@ static void FN(gemm)(int trans_a, int trans_b, int M, int N, int K, real alpha,
     blas(&tb, &ta, &N, &M, &K, &alpha, Bm, &ldb, A, &lda, &beta, C, &ldc);
 }
 
+/* C (M, N) = A (M, K) @ Bk (K, N) (+ C when accumulate), row-major: the
+ * per-step products with few rows, where a BLAS call costs more than the
+ * arithmetic (and may wake BLAS threads for microseconds of work). Four rows
+ * of Bk per pass over C keep the loads and stores of C to one per 4 FMAs; the
+ * inner loop vectorizes. */
+static void FN(gemm_small)(int M, int N, int K, const real *A, int lda,
+                           const real *Bk, int ldb, int accumulate, real *C, int ldc)
+{
+    for (int i = 0; i < M; i++) {
+        real *restrict c = C + (size_t)i * ldc;
+        const real *a = A + (size_t)i * lda;
+        if (!accumulate)
+            for (int j = 0; j < N; j++)
+                c[j] = (real)0;
+        int k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const real *restrict b0 = Bk + (size_t)k * ldb, *restrict b1 = b0 + ldb;
+            const real *restrict b2 = b1 + ldb, *restrict b3 = b2 + ldb;
+            real a0 = a[k], a1 = a[k + 1], a2 = a[k + 2], a3 = a[k + 3];
+            for (int j = 0; j < N; j++)
+                c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+        }
+        for (; k < K; k++) {
+            const real *restrict b0 = Bk + (size_t)k * ldb;
+            real a0 = a[k];
+            for (int j = 0; j < N; j++)
+                c[j] += a0 * b0[j];
+        }
+    }
+}
+
+/* C[:M] (+)= A[:M] @ Bk, Bk (K, N) row-major: the small kernel for up to
+ * FASTRNN_SMALL_ROWS rows, BLAS above (measured: bench/ and the closing notes) */
+static void FN(step_gemm)(int M, int N, int K, const real *A, int lda, const real *Bk, int ldb,
+                          int accumulate, real *C, int ldc)
+{
+    if (M <= FASTRNN_SMALL_ROWS)
+        FN(gemm_small)(M, N, K, A, lda, Bk, ldb, accumulate, C, ldc);
+    else
+        FN(gemm)(0, 0, M, N, K, (real)1, A, lda, Bk, ldb, accumulate ? (real)1 : (real)0, C, ldc);
+}
+
+/* out (cols, rows) = in (rows, cols)^T, row-major */
+static void FN(transpose)(real *restrict out, const real *restrict in, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            out[(size_t)c * rows + r] = in[(size_t)r * cols + c];
+}
+
 /* rows (n, w) = broadcast bias (w), the C of a GEMM with beta = 1 that adds
  * the bias; nothing when bias is NULL (the GEMM then runs with beta = 0) */
 static void FN(fill_bias)(real *rows, int n, int w, int ld, const real *bias)

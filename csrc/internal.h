@@ -9,6 +9,10 @@
 extern fastrnn_sgemm_fn fastrnn_blas_sgemm;
 extern fastrnn_dgemm_fn fastrnn_blas_dgemm;
 
+/* Per-step products with at most this many rows use the hand-written kernel
+ * (gemm.h), larger ones BLAS. */
+#define FASTRNN_SMALL_ROWS 8
+
 /* Inference projects the input this many rows (time steps x batch) at a
  * time, so its scratch does not grow with T yet each GEMM stays large. */
 #define FASTRNN_INFER_CHUNK_ROWS 256

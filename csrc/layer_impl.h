@@ -50,22 +50,23 @@ typedef struct {
     real *hs;     /* (T*B, R) state entering each step */
     real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU n-term or r*h, else NULL */
     real *ms;     /* (T*B, H) m_t with a projection, else NULL */
+    /* the recurrent weights transposed once per call, for the per-step products */
+    real *w_hh_t; /* (R, G*H) */
+    real *w_hr_t; /* (H, P) with a projection, else NULL */
 } FN(fwd_buffers);
 
 /* One step at time t for the n active slots: recurrent GEMM + fused pass. */
 static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
-                             const real *w_hh, const real *b_hh, const real *w_hr,
-                             const real *peep, const int *order, int t, int n,
-                             const fastrnn_layer *L)
+                             const real *b_hh, const real *peep, const int *order, int t,
+                             int n, const fastrnn_layer *L)
 {
     int B = L->B, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
     int cell = L->cell, training = S->hs != NULL, general = L->general;
     int rec_w = cell == FASTRNN_GRU_RESET_BEFORE ? 2 * H : GH;  /* r, z only */
-    real beta = b_hh ? (real)1 : (real)0;
 
     /* rec[:n] = h[:n] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
     FN(fill_bias)(S->rec, n, rec_w, GH, b_hh);
-    FN(gemm)(0, 1, n, rec_w, R, (real)1, S->h, R, w_hh, R, beta, S->rec, GH);
+    FN(step_gemm)(n, rec_w, R, S->h, R, S->w_hh_t, GH, b_hh != NULL, S->rec, GH);
 
     for (int i = 0; i < n; i++) {
         int b = slot_row(order, i);
@@ -124,8 +125,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     if (cell == FASTRNN_GRU_RESET_BEFORE) {
         /* rec[:n, 2H:] = (r*h)[:n] @ W_hn.T + b_hn */
         FN(fill_bias)(S->rec + 2 * H, n, H, GH, b_hh ? b_hh + 2 * H : NULL);
-        FN(gemm)(0, 1, n, H, H, (real)1, S->rh, H, w_hh + (size_t)2 * H * H, H, beta,
-                 S->rec + 2 * H, GH);
+        FN(step_gemm)(n, H, H, S->rh, H, S->w_hh_t + 2 * H, GH, b_hh != NULL, S->rec + 2 * H, GH);
         for (int i = 0; i < n; i++) {
             int b = slot_row(order, i);
             real *gates = P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
@@ -138,7 +138,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     }
     if (S->m) {
         /* h[:n] = m[:n] @ W_hr.T  (the LSTM projection) */
-        FN(gemm)(0, 1, n, R, H, (real)1, S->m, H, w_hr, H, (real)0, S->h, R);
+        FN(step_gemm)(n, R, H, S->m, H, S->w_hr_t, R, 0, S->h, R);
     }
 
     /* y[t, b] = h_t for active rows, zeros for the rest */
@@ -178,14 +178,22 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
     size_t rows = (size_t)T * B;
 
-    /* work: h (B,R) | rec (B,GH) | c (B,H) LSTM | rh (B,H) GRU-RB | m (B,H) P | P chunk */
+    /* work: h (B,R) | rec (B,GH) | W_hh^T (R,GH) | c (B,H) LSTM | rh (B,H) GRU-RB
+     *       | m (B,H), W_hr^T (H,P) projection | P chunk */
     FN(fwd_buffers) S = {0};
     S.h = work;
     S.rec = S.h + (size_t)B * R;
-    real *next = S.rec + (size_t)B * GH;
+    S.w_hh_t = S.rec + (size_t)B * GH;
+    real *next = S.w_hh_t + (size_t)R * GH;
     if (lstm) { S.c = next; next += (size_t)B * H; }
     if (L->cell == FASTRNN_GRU_RESET_BEFORE) { S.rh = next; next += (size_t)B * H; }
-    if (L->P) { S.m = next; next += (size_t)B * H; }
+    if (L->P) {
+        S.m = next;
+        S.w_hr_t = S.m + (size_t)B * H;
+        next = S.w_hr_t + (size_t)H * L->P;
+        FN(transpose)(S.w_hr_t, w_hr, L->P, H);
+    }
+    FN(transpose)(S.w_hh_t, w_hh, GH, R);
 
     /* cache: gates (rows,GH) | hs (rows,R) | cs or GRU extra (rows,H) | ms (rows,H) P */
     FN(proj) P;
@@ -232,7 +240,7 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(lengths, order, B, t);
-            FN(forward_step)(y, &S, &P, w_hh, b_hh, w_hr, peep, order, t, n, L);
+            FN(forward_step)(y, &S, &P, b_hh, peep, order, t, n, L);
         }
     }
 
@@ -318,7 +326,7 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
         }
         if (dm) {
             /* backprop through h = m @ W_hr.T:  dm[:n] = dh[:n] @ W_hr */
-            FN(gemm)(0, 0, n, H, R, (real)1, dh, R, w_hr, H, (real)0, dm, H);
+            FN(step_gemm)(n, H, R, dh, R, w_hr, H, 0, dm, H);
         }
 
         for (int i = 0; i < n; i++) {
@@ -363,8 +371,7 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
 
         if (cell == FASTRNN_GRU_RESET_BEFORE) {
             /* drh[:n] = dn_pre[:n] @ W_hn */
-            FN(gemm)(0, 0, n, H, H, (real)1, drec + 2 * H, GH, w_hh + (size_t)2 * H * H, H,
-                     (real)0, drh, H);
+            FN(step_gemm)(n, H, H, drec + 2 * H, GH, w_hh + (size_t)2 * H * H, H, 0, drh, H);
             for (int i = 0; i < n; i++) {
                 size_t row = mem_row(L, t, slot_row(order, i));
                 real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
@@ -376,11 +383,11 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
                     FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, drh + (size_t)i * H, H);
             }
             /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
-            FN(gemm)(0, 0, n, H, 2 * H, (real)1, drec, GH, w_hh, H, (real)1, dh, H);
+            FN(step_gemm)(n, H, 2 * H, drec, GH, w_hh, H, 1, dh, H);
         } else {
             /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
              * step t only through W_hh, so dh is overwritten */
-            FN(gemm)(0, 0, n, R, GH, (real)1, drec, GH, w_hh, R, dm ? (real)0 : (real)1, dh, R);
+            FN(step_gemm)(n, R, GH, drec, GH, w_hh, R, dm == NULL, dh, R);
         }
 
         if (cell != FASTRNN_GRU) {

@@ -14,9 +14,11 @@ from fastrnn.convert import (export_onnx, from_keras, from_onnx, from_torch, loa
 from fastrnn.layers import (ACTIVATION_DEFAULTS, GRU, LSTM, RNN, Bidirectional, GRUCell,
                             LSTMCell, RNNCell, Tape)
 from fastrnn.serialize import load, save
+from fastrnn.threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
            "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",
-           "from_onnx", "export_onnx", "load_onnx", "save", "load"]
+           "from_onnx", "export_onnx", "load_onnx", "save", "load", "set_num_threads",
+           "get_num_threads"]

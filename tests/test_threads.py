@@ -204,3 +204,19 @@ def test_one_layer_shared_by_two_threads(backend, assert_close):
         want = n_a * expected[0]["grads"][name] + n_b * expected[1]["grads"][name]
         assert_close(f"grads[{name}] after {n_a} + {n_b} backwards", g, want, np.float64)
 
+
+
+def test_set_num_threads_governs_the_kernels_blas():
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        assert fastrnn.get_num_threads() == 1
+        layer = fastrnn.LSTM(8, 16, seed=0)
+        out, _ = layer(np.ones((20, 64, 8), np.float32))   # large enough to use BLAS
+        assert np.all(np.isfinite(out))
+    finally:
+        fastrnn.set_num_threads(before)
+    assert fastrnn.get_num_threads() == before
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n"):
+            fastrnn.set_num_threads(bad)
