@@ -27,9 +27,12 @@ if NATIVE:
 extensions = [
     Extension(
         "fastrnn._kernels",
-        sources=["fastrnn/_kernels.pyx", "csrc/common.c", "csrc/kernels_f32.c",
-                 "csrc/kernels_f64.c"],
-        depends=sorted(glob.glob("csrc/*.h")),
+        # kernels_f32.c / kernels_f64.c once per instruction set; dispatch.c
+        # picks one at run time, so the default build needs no -march flag
+        sources=["fastrnn/_kernels.pyx", "csrc/common.c", "csrc/dispatch.c",
+                 "csrc/kernels_f32.c", "csrc/kernels_f32_avx2.c", "csrc/kernels_f32_avx512.c",
+                 "csrc/kernels_f64.c", "csrc/kernels_f64_avx2.c", "csrc/kernels_f64_avx512.c"],
+        depends=sorted(glob.glob("csrc/*.h")) + ["csrc/kernels_f32.c", "csrc/kernels_f64.c"],
         include_dirs=["csrc"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

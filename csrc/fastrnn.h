@@ -117,6 +117,17 @@ void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm);
 /* 1 when BLAS is in use, 0 for the naive GEMM. */
 int fastrnn_gemm_is_blas(void);
 
+/* Instruction sets of the compiled variants (x86-64; elsewhere baseline only). */
+enum { FASTRNN_ISA_BASELINE = 0, FASTRNN_ISA_AVX2 = 1, FASTRNN_ISA_AVX512 = 2 };
+
+/* The best variant this CPU runs, and the one the kernels run (the best
+ * unless forced). */
+int fastrnn_best_isa(void);
+int fastrnn_isa(void);
+/* Force a variant (for tests and benchmarks); -1 returns to the best. Refuses
+ * (FASTRNN_ERR_ARGUMENT) a variant this CPU cannot run. */
+int fastrnn_set_isa(int isa);
+
 /* Forward of one layer-direction.
  *   y      (T*B, ldy) rows in memory order; this call writes columns [0, R)
  *          of each row, so pass y + d*R for direction d

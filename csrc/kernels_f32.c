@@ -1,10 +1,14 @@
-/* kernels_f32.c -- the float instantiation of the kernels (one source for both precisions). */
+/* kernels_f32.c -- the float instantiation of the kernels (one source for both
+ * precisions), for baseline x86-64; kernels_f32_avx2.c and kernels_f32_avx512.c
+ * compile it again for newer CPUs, and dispatch.c picks one at run time. */
 #include <math.h>
 #include "internal.h"
 #include "fastmath_f32.h"
 
 #define real float
-#define FN(name) name##_f32
+#ifndef FN      /* the variants for other instruction sets define it first */
+#define FN(name) name##_f32_base
+#endif
 #define EXP fastrnn_expf   /* vectorizable; see fastmath_f32.h */
 #define TANH fastrnn_tanhf
 #define LOG1P log1pf

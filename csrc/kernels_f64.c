@@ -1,9 +1,13 @@
-/* kernels_f64.c -- the double instantiation of the kernels (one source for both precisions). */
+/* kernels_f64.c -- the double instantiation of the kernels (one source for both
+ * precisions), for baseline x86-64; kernels_f64_avx2.c and kernels_f64_avx512.c
+ * compile it again for newer CPUs, and dispatch.c picks one at run time. */
 #include <math.h>
 #include "internal.h"
 
 #define real double
-#define FN(name) name##_f64
+#ifndef FN      /* the variants for other instruction sets define it first */
+#define FN(name) name##_f64_base
+#endif
 #define EXP exp
 #define TANH tanh
 #define LOG1P log1p

@@ -47,6 +47,14 @@ cdef extern from "fastrnn.h" nogil:
     void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm)
     int fastrnn_gemm_is_blas()
 
+    enum:
+        FASTRNN_ISA_BASELINE
+        FASTRNN_ISA_AVX2
+        FASTRNN_ISA_AVX512
+    int fastrnn_best_isa()
+    int fastrnn_isa()
+    int fastrnn_set_isa(int isa)
+
     int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *work,
                             const float *x, const float *h0, const float *c0,
                             const float *w_ih, const float *w_hh,

@@ -50,6 +50,30 @@ def blas_enabled():
 
 set_blas(True)
 
+ISAS = {"baseline": FASTRNN_ISA_BASELINE, "avx2": FASTRNN_ISA_AVX2, "avx512": FASTRNN_ISA_AVX512}
+
+
+def isa():
+    """The instruction set of the kernel variant in use ("baseline", "avx2", "avx512")."""
+    current = fastrnn_isa()
+    return next(name for name, value in ISAS.items() if value == current)
+
+
+def available_isas():
+    """The variants this CPU can run, oldest first."""
+    return [name for name, value in ISAS.items() if value <= fastrnn_best_isa()]
+
+
+def set_isa(name):
+    """Force a kernel variant (tests, benchmarks); None returns to the best one."""
+    if name is None:
+        fastrnn_set_isa(-1)
+        return
+    if name not in ISAS:
+        raise ValueError(f"isa: expected one of {sorted(ISAS)} or None, got {name!r}")
+    if fastrnn_set_isa(ISAS[name]) != FASTRNN_OK:
+        raise ValueError(f"isa: this CPU cannot run the {name!r} kernels")
+
 
 cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, int P, bint batch_first,
                           bint reverse, int ldy) except *:

@@ -1,0 +1,9 @@
+/* kernels_f64_avx2.c -- kernels_f64.c compiled for AVX2 (dispatch.c runs it when
+ * the CPU has it); the portable build needs no -march flag. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC target("avx2,fma")
+#define FN(name) name##_f64_avx2
+#include "kernels_f64.c"
+#else
+typedef int fastrnn_no_f64_avx2;   /* other architectures: the baseline only */
+#endif
