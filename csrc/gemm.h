@@ -87,12 +87,18 @@ static void FN(step_gemm)(int M, int N, int K, const real *A, int lda, const rea
         FN(gemm)(0, 0, M, N, K, (real)1, A, lda, Bk, ldb, accumulate ? (real)1 : (real)0, C, ldc);
 }
 
-/* out (cols, rows) = in (rows, cols)^T, row-major */
+/* out (cols, rows) = in (rows, cols)^T, row-major; in 16 x 16 tiles so that
+ * both sides stay in cache lines */
 static void FN(transpose)(real *restrict out, const real *restrict in, int rows, int cols)
 {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            out[(size_t)c * rows + r] = in[(size_t)r * cols + c];
+    enum { TILE = 16 };
+    for (int r0 = 0; r0 < rows; r0 += TILE)
+        for (int c0 = 0; c0 < cols; c0 += TILE) {
+            int r1 = r0 + TILE < rows ? r0 + TILE : rows, c1 = c0 + TILE < cols ? c0 + TILE : cols;
+            for (int c = c0; c < c1; c++)
+                for (int r = r0; r < r1; r++)
+                    out[(size_t)c * rows + r] = in[(size_t)r * cols + c];
+        }
 }
 
 /* rows (n, w) = broadcast bias (w), the C of a GEMM with beta = 1 that adds
