@@ -48,11 +48,12 @@ size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
 {
     size_t B = L->B, H = L->H, GH = (size_t)fastrnn_num_gates(L->cell) * H;
     size_t n = B * state_width(L) + B * GH;        /* h, recurrent pre-activations */
-    n += (size_t)state_width(L) * GH;              /* W_hh^T */
+    if (L->B <= FASTRNN_SMALL_ROWS)
+        n += (size_t)state_width(L) * GH;          /* W_hh^T for the small kernel */
     if (has_cell_state(L->cell))
         n += B * H;                                /* c */
     if (L->P)
-        n += B * H + (size_t)H * L->P;             /* m = o * h(c), W_hr^T */
+        n += B * H + (L->B <= FASTRNN_SMALL_ROWS ? (size_t)H * L->P : 0);  /* m, W_hr^T */
     if (L->cell == FASTRNN_GRU_RESET_BEFORE)
         n += B * H;                                /* r*h */
     if (!training)

@@ -77,7 +77,7 @@ static void FN(gemm_small)(int M, int N, int K, const real *A, int lda,
 }
 
 /* C[:M] (+)= A[:M] @ Bk, Bk (K, N) row-major: the small kernel for up to
- * FASTRNN_SMALL_ROWS rows, BLAS above (measured: bench/ and the closing notes) */
+ * FASTRNN_SMALL_ROWS rows, BLAS above */
 static void FN(step_gemm)(int M, int N, int K, const real *A, int lda, const real *Bk, int ldb,
                           int accumulate, real *C, int ldc)
 {

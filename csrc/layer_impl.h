@@ -50,10 +50,25 @@ typedef struct {
     real *hs;     /* (T*B, R) state entering each step */
     real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU n-term or r*h, else NULL */
     real *ms;     /* (T*B, H) m_t with a projection, else NULL */
-    /* the recurrent weights transposed once per call, for the per-step products */
-    real *w_hh_t; /* (R, G*H) */
-    real *w_hr_t; /* (H, P) with a projection, else NULL */
+    /* the recurrent weights, and for batches of at most FASTRNN_SMALL_ROWS rows
+     * their transposes (made once per call) for the small per-step kernel;
+     * larger batches leave w_hh_t NULL and call BLAS on w_hh itself */
+    const real *w_hh;  /* (G*H, R) */
+    const real *w_hr;  /* (P, H) with a projection, else NULL */
+    real *w_hh_t;      /* (R, G*H) or NULL */
+    real *w_hr_t;      /* (H, P) or NULL */
 } FN(fwd_buffers);
+
+/* C[:n] (+)= A[:n] @ W.T: the small kernel on the transpose when the call made
+ * one, else BLAS on W (N, K) */
+static void FN(step_gemm_nt)(int n, int N, int K, const real *A, int lda, const real *W,
+                             int ldw, const real *Wt, int ldt, int accumulate, real *C, int ldc)
+{
+    if (Wt)
+        FN(gemm_small)(n, N, K, A, lda, Wt, ldt, accumulate, C, ldc);
+    else
+        FN(gemm)(0, 1, n, N, K, (real)1, A, lda, W, ldw, accumulate ? (real)1 : (real)0, C, ldc);
+}
 
 /* One step at time t for the n active slots: recurrent GEMM + fused pass. */
 static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
@@ -66,7 +81,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
 
     /* rec[:n] = h[:n] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
     FN(fill_bias)(S->rec, n, rec_w, GH, b_hh);
-    FN(step_gemm)(n, rec_w, R, S->h, R, S->w_hh_t, GH, b_hh != NULL, S->rec, GH);
+    FN(step_gemm_nt)(n, rec_w, R, S->h, R, S->w_hh, R, S->w_hh_t, GH, b_hh != NULL, S->rec, GH);
 
     for (int i = 0; i < n; i++) {
         int b = slot_row(order, i);
@@ -125,7 +140,9 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     if (cell == FASTRNN_GRU_RESET_BEFORE) {
         /* rec[:n, 2H:] = (r*h)[:n] @ W_hn.T + b_hn */
         FN(fill_bias)(S->rec + 2 * H, n, H, GH, b_hh ? b_hh + 2 * H : NULL);
-        FN(step_gemm)(n, H, H, S->rh, H, S->w_hh_t + 2 * H, GH, b_hh != NULL, S->rec + 2 * H, GH);
+        FN(step_gemm_nt)(n, H, H, S->rh, H, S->w_hh + (size_t)2 * H * H, H,
+                         S->w_hh_t ? S->w_hh_t + 2 * H : NULL, GH, b_hh != NULL,
+                         S->rec + 2 * H, GH);
         for (int i = 0; i < n; i++) {
             int b = slot_row(order, i);
             real *gates = P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
@@ -138,7 +155,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     }
     if (S->m) {
         /* h[:n] = m[:n] @ W_hr.T  (the LSTM projection) */
-        FN(step_gemm)(n, R, H, S->m, H, S->w_hr_t, R, 0, S->h, R);
+        FN(step_gemm_nt)(n, R, H, S->m, H, S->w_hr, H, S->w_hr_t, R, 0, S->h, R);
     }
 
     /* y[t, b] = h_t for active rows, zeros for the rest */
@@ -178,22 +195,31 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
     size_t rows = (size_t)T * B;
 
-    /* work: h (B,R) | rec (B,GH) | W_hh^T (R,GH) | c (B,H) LSTM | rh (B,H) GRU-RB
-     *       | m (B,H), W_hr^T (H,P) projection | P chunk */
+    /* work: h (B,R) | rec (B,GH) | W_hh^T (R,GH) small B | c (B,H) LSTM
+     *       | rh (B,H) GRU-RB | m (B,H), W_hr^T (H,P) small B, projection | P chunk */
     FN(fwd_buffers) S = {0};
+    int small = B <= FASTRNN_SMALL_ROWS;
+    S.w_hh = w_hh;
+    S.w_hr = w_hr;
     S.h = work;
     S.rec = S.h + (size_t)B * R;
-    S.w_hh_t = S.rec + (size_t)B * GH;
-    real *next = S.w_hh_t + (size_t)R * GH;
+    real *next = S.rec + (size_t)B * GH;
+    if (small) {
+        S.w_hh_t = next;
+        next += (size_t)R * GH;
+        FN(transpose)(S.w_hh_t, w_hh, GH, R);
+    }
     if (lstm) { S.c = next; next += (size_t)B * H; }
     if (L->cell == FASTRNN_GRU_RESET_BEFORE) { S.rh = next; next += (size_t)B * H; }
     if (L->P) {
         S.m = next;
-        S.w_hr_t = S.m + (size_t)B * H;
-        next = S.w_hr_t + (size_t)H * L->P;
-        FN(transpose)(S.w_hr_t, w_hr, L->P, H);
+        next += (size_t)B * H;
+        if (small) {
+            S.w_hr_t = next;
+            next += (size_t)H * L->P;
+            FN(transpose)(S.w_hr_t, w_hr, L->P, H);
+        }
     }
-    FN(transpose)(S.w_hh_t, w_hh, GH, R);
 
     /* cache: gates (rows,GH) | hs (rows,R) | cs or GRU extra (rows,H) | ms (rows,H) P */
     FN(proj) P;
