@@ -10,6 +10,7 @@ import os
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("FASTRNN_DEBUG") == "1"
 NATIVE = os.environ.get("FASTRNN_NATIVE") == "1"
@@ -49,4 +50,19 @@ directives = {
     "embedsignature": True,
 }
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+
+
+class build_ext_into_checkout(build_ext):
+    """Also copy the built extension next to the sources. pip builds a local
+    checkout in place, so `pip install . && python -m fastrnn`, run from the
+    checkout (whose fastrnn/ then shadows the installed one), finds its kernels;
+    elsewhere (a wheel or sdist build in a temporary copy) the copy is harmless."""
+
+    def run(self):
+        super().run()
+        if not self.inplace:
+            self.copy_extensions_to_source()
+
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives),
+      cmdclass={"build_ext": build_ext_into_checkout})
