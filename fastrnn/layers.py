@@ -34,7 +34,6 @@ from fastrnn._backend import BACKENDS
 from fastrnn.reference import NUM_GATES as _GATES
 
 ArrayLike = Any
-State = Optional[np.ndarray]
 
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
 
