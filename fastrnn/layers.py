@@ -95,7 +95,13 @@ def _dtype(dtype) -> np.dtype:
 
 def _as_array(name: str, value: ArrayLike, dtype: np.dtype) -> np.ndarray:
     """value as a C-contiguous array of dtype; numbers only."""
-    return np.ascontiguousarray(_numbers(name, value), dtype=dtype)
+    return _c_array(_numbers(name, value), dtype)
+
+
+def _c_array(arr: np.ndarray, dtype=None) -> np.ndarray:
+    """arr as a C-contiguous, aligned array (a copy only when it is not one):
+    the kernels read whole, aligned elements."""
+    return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
 
 
 def _numbers(name: str, value: ArrayLike) -> np.ndarray:
@@ -369,7 +375,7 @@ class _RNNBase:
         """x as a 3-D array in the layer's layout, whether it was unbatched, and
         whether it shares memory with the caller's data."""
         callers = _numbers("x", x)
-        x = np.ascontiguousarray(callers, dtype=self.dtype)
+        x = _c_array(callers, self.dtype)
         if x.ndim == 2:
             x, unbatched = x[:, None, :], True   # (T, I) -> (T, 1, I)
             if self.batch_first:
@@ -385,7 +391,7 @@ class _RNNBase:
                              f"expected {self.input_size}")
         if 0 in x.shape:
             raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
-        x = np.ascontiguousarray(x)
+        x = _c_array(x)
         return x, unbatched, np.may_share_memory(x, callers)
 
     def _state(self, name: str, value: ArrayLike, B: int, unbatched: bool,
@@ -499,7 +505,7 @@ class _RNNBase:
                 dy = dy[:, None, :] if not self.batch_first else dy[None]
             elif dy.shape != out_shape:
                 raise ValueError(f"d_output: expected the output's shape {out_shape}, got {dy.shape}")
-            dy = np.ascontiguousarray(dy)
+            dy = _c_array(dy)
         dh_n = None if d_h_n is None else self._state("d_h_n", d_h_n, B, unbatched)
         dc_n = None if d_c_n is None else self._state("d_c_n", d_c_n, B, unbatched, H)
 

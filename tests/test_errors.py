@@ -1036,3 +1036,18 @@ def test_kernel_size_helpers_refuse_bad_sizes():
             fn("gru2", 1, 1, 1, 1)
     with pytest.raises(ValueError, match=">= 1"):
         _kernels.forward_work_size("lstm", 1, 0, 1, 1, False)
+
+
+def test_kernel_refuses_unaligned_arrays():
+    """Misaligned float data is undefined behaviour for the C kernels (and may fault
+    in vector loads): the binding refuses it; the layers pass aligned copies."""
+    args = kernel_forward_args("lstm", np.float32)
+    raw = np.zeros(args["x"].nbytes + 1, np.uint8)[1:]          # one byte off
+    unaligned = raw.view(np.float32).reshape(args["x"].shape)
+    unaligned[...] = args["x"]
+    assert not unaligned.flags.aligned
+    with pytest.raises(ValueError, match="aligned"):
+        _kernels.forward(**dict(args, x=unaligned))
+    layer = fastrnn.LSTM(KI, KH)
+    np.testing.assert_array_equal(layer(unaligned, training=False)[0],
+                                  layer(args["x"], training=False)[0])
