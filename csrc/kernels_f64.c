@@ -3,13 +3,14 @@
  * compile it again for newer CPUs, and dispatch.c picks one at run time. */
 #include <math.h>
 #include "internal.h"
+#include "fastmath_f64.h"
 
 #define real double
 #ifndef FN      /* the variants for other instruction sets define it first */
 #define FN(name) name##_f64_base
 #endif
-#define EXP exp
-#define TANH tanh
+#define EXP fastrnn_exp   /* vectorizable; see fastmath_f64.h */
+#define TANH fastrnn_tanh
 #define LOG1P log1p
 #define BLAS_GEMM_TYPE fastrnn_dgemm_fn
 #define BLAS_GEMM fastrnn_blas_dgemm

@@ -1,5 +1,5 @@
 """csrc/ builds and runs as plain C99 (no Python): tests/c/test_csrc.c checks the
-vectorizable float activations against libm in double and runs every cell kind
+vectorizable float and double activations against libm and runs every cell kind
 through the C API with the naive GEMM, under the address and undefined-behaviour
 sanitizers when the compiler has them."""
 from __future__ import annotations

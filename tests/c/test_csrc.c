@@ -1,11 +1,13 @@
 /* Plain-C checks of csrc/ (no Python): the float activations against libm in
- * double, and one forward/backward through the C API with the naive GEMM.
+ * double, the double ones against libm's, and one forward/backward through
+ * the C API with the naive GEMM.
  * Prints "N passed, N failed" and exits non-zero on any failure. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "fastmath_f32.h"
+#include "fastmath_f64.h"
 #include "fastrnn.h"
 
 static int passed, failed;
@@ -45,6 +47,49 @@ static void test_activations(void)
     check(isnan(fastrnn_tanhf(NAN)) && isnan(fastrnn_expf(NAN)), "NaN propagates", 0);
     check(fastrnn_tanhf(INFINITY) == 1.0f && fastrnn_tanhf(-INFINITY) == -1.0f, "tanh(+-inf)", 0);
     check(fastrnn_expf(-INFINITY) >= 0.0f && fastrnn_expf(-INFINITY) < 1e-37f, "exp(-inf)", 0);
+}
+
+/* |got - want| in units of want's double ulp (an ulp of the smallest
+ * subnormal at 0); infinities must match exactly */
+static double ulps64(double got, double want)
+{
+    if (isinf(want) || isinf(got))
+        return got == want ? 0.0 : INFINITY;
+    double w = fabs(want);
+    return fabs(got - want) / (nextafter(w, INFINITY) - w);
+}
+
+static void test_activations_f64(void)
+{
+    double worst_exp = 0, worst_tanh = 0;
+    /* the whole range, with overflow (> 709.78) and gradual underflow to 0 (< -708.4) */
+    for (double v = -750.0; v < 750.0; v += 0.000917) {
+        double e = ulps64(fastrnn_exp(v), exp(v));
+        worst_exp = e > worst_exp ? e : worst_exp;
+    }
+    for (double v = -20.0; v < 20.0; v += 0.0000317) {
+        double t = ulps64(fastrnn_tanh(v), tanh(v));
+        worst_tanh = t > worst_tanh ? t : worst_tanh;
+    }
+    for (double v = 0.53; v < 0.57; v += 1.3e-8) {       /* around the switch of formulas */
+        double t = ulps64(fastrnn_tanh(v), tanh(v)), tn = ulps64(fastrnn_tanh(-v), tanh(-v));
+        t = tn > t ? tn : t;
+        worst_tanh = t > worst_tanh ? t : worst_tanh;
+    }
+    for (double v = 1e-300; v < 1.0; v *= 1.0001) {     /* tiny arguments keep relative accuracy */
+        double t = ulps64(fastrnn_tanh(v), tanh(v));
+        worst_tanh = t > worst_tanh ? t : worst_tanh;
+    }
+    check(worst_exp <= 2.0, "exp within 2 ulp", worst_exp);
+    check(worst_tanh <= 3.0, "tanh within 3 ulp", worst_tanh);
+    check(isnan(fastrnn_tanh(NAN)) && isnan(fastrnn_exp(NAN)), "NaN propagates (double)", 0);
+    check(fastrnn_exp(INFINITY) == INFINITY && fastrnn_exp(710.0) == INFINITY
+          && isfinite(fastrnn_exp(709.78)), "exp overflows to inf where libm does", 0);
+    check(fastrnn_exp(-INFINITY) == 0.0 && fastrnn_exp(-746.0) == 0.0
+          && fastrnn_exp(-745.1) > 0.0, "exp underflows to 0 where libm does", 0);
+    check(fastrnn_tanh(INFINITY) == 1.0 && fastrnn_tanh(-INFINITY) == -1.0, "tanh(+-inf) (double)", 0);
+    check(fastrnn_tanh(5e-324) == 5e-324 && fastrnn_tanh(-1e-310) == -1e-310
+          && signbit(fastrnn_tanh(-0.0)), "tanh of subnormals and -0", 0);
 }
 
 static void test_layer_round_trip(int cell)
@@ -101,6 +146,7 @@ int main(void)
 {
     fastrnn_set_gemm(NULL, NULL);   /* the naive GEMM: no BLAS in a plain C build */
     test_activations();
+    test_activations_f64();
     for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
         test_layer_round_trip(cell);
     printf("%d passed, %d failed\n", passed, failed);
