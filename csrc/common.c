@@ -47,15 +47,23 @@ size_t fastrnn_cache_size(const fastrnn_layer *L)
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
 {
     size_t B = L->B, H = L->H, GH = (size_t)fastrnn_num_gates(L->cell) * H;
-    size_t n = B * state_width(L) + B * GH;        /* h, recurrent pre-activations */
-    if (L->B <= FASTRNN_SMALL_ROWS)
-        n += (size_t)state_width(L) * GH;          /* W_hh^T for the small kernel */
+    int R = state_width(L), gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
+    size_t n = B * R + B * GH;                     /* h, recurrent pre-activations */
     if (has_cell_state(L->cell))
         n += B * H;                                /* c */
     if (L->P)
-        n += B * H + (L->B <= FASTRNN_SMALL_ROWS ? (size_t)H * L->P : 0);  /* m, W_hr^T */
-    if (L->cell == FASTRNN_GRU_RESET_BEFORE)
+        n += B * H;                                /* m */
+    if (gru_rb)
         n += B * H;                                /* r*h */
+    if (operand_buffered(L->B)) {                  /* W_hh^T, W_hn^T, W_hr^T prepared */
+        n += operand_size(R, gru_rb ? 2 * L->H : (int)GH);
+        if (gru_rb)
+            n += operand_size(L->H, L->H);
+        if (L->P)
+            n += operand_size(L->H, L->P);
+    }
+    if (projection_packed(L, training))
+        n += operand_size(L->I, (int)GH);          /* W_ih packed */
     if (!training)
         n += (size_t)infer_chunk_steps(L) * B * GH; /* projection chunk */
     return n;
@@ -74,5 +82,13 @@ size_t fastrnn_backward_work_size(const fastrnn_layer *L)
         n += rows * H;                             /* recurrent-side n gradient */
     if (L->cell == FASTRNN_GRU_RESET_BEFORE)
         n += B * H;                                /* dn W_hn */
+    if (operand_buffered(L->B)) {                  /* W_hh (or W_hh[:2H], W_hn), W_hr prepared */
+        if (L->cell == FASTRNN_GRU_RESET_BEFORE)
+            n += operand_size(2 * L->H, L->H) + operand_size(L->H, L->H);
+        else
+            n += operand_size((int)GH, state_width(L));
+        if (L->P)
+            n += operand_size(L->P, L->H);
+    }
     return n;
 }

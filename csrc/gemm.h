@@ -4,6 +4,15 @@
  * own leading dimension; op(A) is (M, K), op(B) is (K, N). beta == 0 means C
  * is not read (as in BLAS). */
 
+#include <string.h>
+
+/* The vector width and register block of the instruction set being compiled
+ * (the AVX2 and AVX-512 variants define them first); SSE2 by default. */
+#ifndef FASTRNN_VBYTES
+#define FASTRNN_VBYTES 16
+#define FASTRNN_MR 4
+#endif
+
 /* The naive triple loop: reference and fallback for the BLAS path. */
 static void FN(gemm_naive)(int trans_a, int trans_b, int M, int N, int K, real alpha,
                            const real *A, int lda, const real *Bm, int ldb,
@@ -45,11 +54,51 @@ static void FN(gemm)(int trans_a, int trans_b, int M, int N, int K, real alpha,
     blas(&tb, &ta, &N, &M, &K, &alpha, Bm, &ldb, A, &lda, &beta, C, &ldc);
 }
 
-/* C (M, N) = A (M, K) @ Bk (K, N) (+ C when accumulate), row-major: the
- * per-step products with few rows, where a BLAS call costs more than the
- * arithmetic (and may wake BLAS threads for microseconds of work). Four rows
- * of Bk per pass over C keep the loads and stores of C to one per 4 FMAs; the
- * inner loop vectorizes. */
+/* out (cols, rows) = in (rows, cols)^T, row-major (in with row stride ld); in
+ * 16 x 16 tiles so that both sides stay in cache lines */
+static void FN(transpose)(real *restrict out, const real *restrict in, int rows, int cols, int ld)
+{
+    enum { TILE = 16 };
+    for (int r0 = 0; r0 < rows; r0 += TILE)
+        for (int c0 = 0; c0 < cols; c0 += TILE) {
+            int r1 = r0 + TILE < rows ? r0 + TILE : rows, c1 = c0 + TILE < cols ? c0 + TILE : cols;
+            for (int c = c0; c < c1; c++)
+                for (int r = r0; r < r1; r++)
+                    out[(size_t)c * rows + r] = in[(size_t)r * ld + c];
+        }
+}
+
+/* ------------------------------------------------- per-step products
+ *
+ * Inside the time loop every product is C[:M] (+)= A[:M] @ W with the same
+ * right-hand operand W (K, N) at every step, and M (the active batch rows) is
+ * small. BLAS would repack W at every call (and wake its threads for
+ * microseconds of work), so the call prepares W once (an "operand") in the
+ * layout of the kernel that suits the batch:
+ *   NT      W used in place as given, (N, K) rows: dot products along k.
+ *           Few rows and few steps: cheaper than any copy of W.
+ *   SMALL   W (K, N) row-major (in place when given so, else transposed
+ *           once): gemm_small, which streams W's rows with many independent
+ *           sums. Best for one or two rows.
+ *   PACKED  W in column tiles of NR = 2 vectors, each tile (K, NR)
+ *           contiguous: gemm_packed, a register-blocked MR x NR kernel that
+ *           loads each W vector once per MR rows.
+ *   BLAS    large batches, where BLAS's own packing pays for itself.
+ * The thresholds are in internal.h (chosen by measurement). */
+
+/* The vector of the instruction set this file is compiled for (GCC vector
+ * extensions: portable, and FMA-contracted with -ffp-contract=fast). */
+typedef real vreal __attribute__((vector_size(FASTRNN_VBYTES)));
+#define VL ((int)(FASTRNN_VBYTES / sizeof(real)))  /* lanes */
+#define NR (2 * VL)                                 /* columns of a packed tile */
+#define MR FASTRNN_MR                               /* rows of the register block */
+
+static inline vreal FN(vload)(const real *p) { vreal v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(vstore)(real *p, vreal v) { memcpy(p, &v, sizeof v); }
+
+/* C (M, N) (+)= A (M, K) @ Bk (K, N), row-major. Four rows of Bk per pass
+ * over C keep the loads and stores of C to one per 4 FMAs; the inner loop
+ * vectorizes, and its iterations are independent (no latency chain). */
 static void FN(gemm_small)(int M, int N, int K, const real *A, int lda,
                            const real *Bk, int ldb, int accumulate, real *C, int ldc)
 {
@@ -76,29 +125,213 @@ static void FN(gemm_small)(int M, int N, int K, const real *A, int lda,
     }
 }
 
-/* C[:M] (+)= A[:M] @ Bk, Bk (K, N) row-major: the small kernel for up to
- * FASTRNN_SMALL_ROWS rows, BLAS above */
-static void FN(step_gemm)(int M, int N, int K, const real *A, int lda, const real *Bk, int ldb,
-                          int accumulate, real *C, int ldc)
+static inline real FN(hsum)(vreal v)
 {
-    if (M <= FASTRNN_SMALL_ROWS)
-        FN(gemm_small)(M, N, K, A, lda, Bk, ldb, accumulate, C, ldc);
-    else
-        FN(gemm)(0, 0, M, N, K, (real)1, A, lda, Bk, ldb, accumulate ? (real)1 : (real)0, C, ldc);
+    real s = 0;
+    for (int i = 0; i < VL; i++)
+        s += v[i];
+    return s;
 }
 
-/* out (cols, rows) = in (rows, cols)^T, row-major; in 16 x 16 tiles so that
- * both sides stay in cache lines */
-static void FN(transpose)(real *restrict out, const real *restrict in, int rows, int cols)
+/* C (M, N) (+)= A (M, K) @ W^T with W (N, K) row-major: four dot products at
+ * a time, vectorized along k. */
+static void FN(gemm_nt_small)(int M, int N, int K, const real *A, int lda,
+                              const real *W, int ldw, int accumulate, real *C, int ldc)
 {
-    enum { TILE = 16 };
-    for (int r0 = 0; r0 < rows; r0 += TILE)
-        for (int c0 = 0; c0 < cols; c0 += TILE) {
-            int r1 = r0 + TILE < rows ? r0 + TILE : rows, c1 = c0 + TILE < cols ? c0 + TILE : cols;
-            for (int c = c0; c < c1; c++)
-                for (int r = r0; r < r1; r++)
-                    out[(size_t)c * rows + r] = in[(size_t)r * cols + c];
+    int kv = K / VL * VL;
+    for (int m = 0; m < M; m++) {
+        const real *a = A + (size_t)m * lda;
+        real *c = C + (size_t)m * ldc;
+        int n = 0;
+        for (; n + 4 <= N; n += 4) {
+            const real *w0 = W + (size_t)n * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+            vreal s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            for (int k = 0; k < kv; k += VL) {
+                vreal av = FN(vload)(a + k);
+                s0 += av * FN(vload)(w0 + k);
+                s1 += av * FN(vload)(w1 + k);
+                s2 += av * FN(vload)(w2 + k);
+                s3 += av * FN(vload)(w3 + k);
+            }
+            real r[4] = {FN(hsum)(s0), FN(hsum)(s1), FN(hsum)(s2), FN(hsum)(s3)};
+            for (int k = kv; k < K; k++) {
+                r[0] += a[k] * w0[k];
+                r[1] += a[k] * w1[k];
+                r[2] += a[k] * w2[k];
+                r[3] += a[k] * w3[k];
+            }
+            for (int j = 0; j < 4; j++)
+                c[n + j] = accumulate ? c[n + j] + r[j] : r[j];
         }
+        for (; n < N; n++) {
+            const real *w0 = W + (size_t)n * ldw;
+            real r = 0;
+            for (int k = 0; k < K; k++)
+                r += a[k] * w0[k];
+            c[n] = accumulate ? c[n] + r : r;
+        }
+    }
+}
+
+/* Wp = the tiles of W (K, N), element (k, n) at src[k*sk + n*sn]: tile t holds
+ * columns [t*NR, t*NR + NR) as a contiguous (K, NR) block; the last tile's
+ * missing columns are zeros. */
+static void FN(pack_tiles)(real *restrict Wp, const real *restrict src, int K, int N,
+                           size_t sk, size_t sn)
+{
+    for (int n0 = 0; n0 < N; n0 += NR) {
+        int w = N - n0 < NR ? N - n0 : NR;
+        real *tile = Wp + (size_t)n0 * K;
+        if (sk == 1) {   /* W given as (N, K) rows: read along them */
+            for (int j = 0; j < w; j++)
+                for (int k = 0; k < K; k++)
+                    tile[(size_t)k * NR + j] = src[k + (size_t)(n0 + j) * sn];
+        } else {
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < w; j++)
+                    tile[(size_t)k * NR + j] = src[(size_t)k * sk + (size_t)(n0 + j) * sn];
+        }
+        for (int k = 0; k < K; k++)
+            for (int j = w; j < NR; j++)
+                tile[(size_t)k * NR + j] = (real)0;
+    }
+}
+
+/* C[:mr, :w] (+)= A[:mr] @ tile (K, NR), w <= NR valid columns. mr <= MR and
+ * ks are constants after inlining, so acc stays in registers. ks > 1 keeps ks
+ * interleaved partial sums over k: with one or two rows a single sum per
+ * register would be a chain of K dependent FMAs. */
+static inline __attribute__((always_inline)) void
+FN(micro)(int mr, int ks, int K, const real *A, int lda, const real *tile, int accumulate,
+          real *C, int ldc, int w)
+{
+    vreal acc[4][MR][2];
+    for (int s = 0; s < ks; s++)
+        for (int r = 0; r < mr; r++)
+            acc[s][r][0] = acc[s][r][1] = (vreal){0};
+    int k = 0;
+    for (; k + ks <= K; k += ks)
+        for (int s = 0; s < ks; s++) {
+            vreal b0 = FN(vload)(tile + (size_t)(k + s) * NR);
+            vreal b1 = FN(vload)(tile + (size_t)(k + s) * NR + VL);
+            for (int r = 0; r < mr; r++) {
+                real a = A[(size_t)r * lda + k + s];
+                acc[s][r][0] += a * b0;
+                acc[s][r][1] += a * b1;
+            }
+        }
+    for (; k < K; k++) {
+        vreal b0 = FN(vload)(tile + (size_t)k * NR), b1 = FN(vload)(tile + (size_t)k * NR + VL);
+        for (int r = 0; r < mr; r++) {
+            real a = A[(size_t)r * lda + k];
+            acc[0][r][0] += a * b0;
+            acc[0][r][1] += a * b1;
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        for (int s = 1; s < ks; s++) {
+            acc[0][r][0] += acc[s][r][0];
+            acc[0][r][1] += acc[s][r][1];
+        }
+        real out[NR], *c = C + (size_t)r * ldc;
+        FN(vstore)(out, acc[0][r][0]);
+        FN(vstore)(out + VL, acc[0][r][1]);
+        for (int j = 0; j < w; j++)
+            c[j] = accumulate ? c[j] + out[j] : out[j];
+    }
+}
+
+/* every tile for the rows A[:mr] */
+static inline __attribute__((always_inline)) void
+FN(packed_rows)(int mr, int ks, int N, int K, const real *A, int lda, const real *Wp,
+                int accumulate, real *C, int ldc)
+{
+    for (int n0 = 0; n0 < N; n0 += NR)
+        FN(micro)(mr, ks, K, A, lda, Wp + (size_t)n0 * K, accumulate, C + n0, ldc,
+                  N - n0 < NR ? N - n0 : NR);
+}
+
+/* C (M, N) (+)= A (M, K) @ W, W packed by pack_tiles */
+static void FN(gemm_packed)(int M, int N, int K, const real *A, int lda, const real *Wp,
+                            int accumulate, real *C, int ldc)
+{
+    int m = 0;
+    for (; m + MR <= M; m += MR)
+        FN(packed_rows)(MR, 1, N, K, A + (size_t)m * lda, lda, Wp, accumulate,
+                        C + (size_t)m * ldc, ldc);
+    const real *a = A + (size_t)m * lda;
+    real *c = C + (size_t)m * ldc;
+    switch (M - m) {   /* the remaining rows, each count its own constant */
+    case 1: FN(packed_rows)(1, 4, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    case 2: FN(packed_rows)(2, 2, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    case 3: FN(packed_rows)(3, 2, N, K, a, lda, Wp, accumulate, c, ldc); break;
+#if FASTRNN_MR > 4
+    case 4: FN(packed_rows)(4, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    case 5: FN(packed_rows)(5, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    case 6: FN(packed_rows)(6, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    case 7: FN(packed_rows)(7, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
+#endif
+    default: break;
+    }
+}
+
+enum { OP_NT, OP_SMALL, OP_PACKED, OP_BLAS };
+
+/* A right-hand operand W (K, N) of the per-step products, prepared once */
+typedef struct {
+    int kind, K, N;
+    const real *p;  /* NT, BLAS with trans: (N, K) rows; SMALL, BLAS: (K, N); PACKED: tiles */
+    int ld;         /* row stride of p (not PACKED) */
+    int trans;      /* BLAS: p holds W^T */
+} FN(operand);
+
+/* The operand W (K, N) for products of at most `rows` rows over `steps`
+ * steps. W is given as (N, K) rows when transposed, else (K, N) rows, with
+ * row stride ld; buf holds operand_size(K, N) elements when
+ * operand_buffered(rows), and may be NULL otherwise. */
+static FN(operand) FN(operand_prepare)(const real *W, int ld, int transposed, int K, int N,
+                                       int rows, int steps, real *buf)
+{
+    FN(operand) op = {OP_BLAS, K, N, W, ld, transposed};
+    if (rows <= FASTRNN_SMALL_ROWS) {
+        if (transposed && steps < FASTRNN_TRANSPOSE_STEPS) {
+            op.kind = OP_NT;
+        } else {
+            op.kind = OP_SMALL;
+            if (transposed) {
+                FN(transpose)(buf, W, N, K, ld);
+                op.p = buf;
+                op.ld = N;
+            }
+        }
+    } else if (rows <= FASTRNN_PACKED_ROWS) {
+        op.kind = OP_PACKED;
+        FN(pack_tiles)(buf, W, K, N, transposed ? 1 : (size_t)ld, transposed ? (size_t)ld : 1);
+        op.p = buf;
+    }
+    return op;
+}
+
+/* C[:M] (+)= A[:M] @ W */
+static void FN(operand_mul)(const FN(operand) *op, int M, const real *A, int lda, int accumulate,
+                            real *C, int ldc)
+{
+    if (M <= 0)
+        return;
+    switch (op->kind) {
+    case OP_NT:
+        FN(gemm_nt_small)(M, op->N, op->K, A, lda, op->p, op->ld, accumulate, C, ldc);
+        break;
+    case OP_SMALL:
+        FN(gemm_small)(M, op->N, op->K, A, lda, op->p, op->ld, accumulate, C, ldc);
+        break;
+    case OP_PACKED:
+        FN(gemm_packed)(M, op->N, op->K, A, lda, op->p, accumulate, C, ldc);
+        break;
+    default:
+        FN(gemm)(0, op->trans, M, op->N, op->K, (real)1, A, lda, op->p, op->ld,
+                 accumulate ? (real)1 : (real)0, C, ldc);
+    }
 }
 
 /* rows (n, w) = broadcast bias (w), the C of a GEMM with beta = 1 that adds

@@ -9,9 +9,30 @@
 extern fastrnn_sgemm_fn fastrnn_blas_sgemm;
 extern fastrnn_dgemm_fn fastrnn_blas_dgemm;
 
-/* Per-step products with at most this many rows use the hand-written kernel
- * (gemm.h), larger ones BLAS. */
-#define FASTRNN_SMALL_ROWS 8
+/* The per-step products (gemm.h): batches of at most FASTRNN_SMALL_ROWS rows
+ * use the row kernel (on W^T, or dot products on W itself when the call has
+ * fewer than FASTRNN_TRANSPOSE_STEPS steps), at most FASTRNN_PACKED_ROWS the
+ * packed register-blocked kernel, larger ones BLAS. Chosen by measurement
+ * (README, "Performance notes"). */
+#define FASTRNN_SMALL_ROWS 2
+#define FASTRNN_TRANSPOSE_STEPS 4
+#define FASTRNN_PACKED_ROWS 64
+
+/* Packed operands round N up to a multiple of this many elements: a multiple
+ * of every variant's tile width (at most 32 floats or 16 doubles). */
+#define FASTRNN_TILE_PAD 32
+
+/* Elements of a prepared per-step operand W (K, N) (gemm.h operand_prepare),
+ * and whether a batch of B rows needs one in the work buffer. */
+static inline size_t operand_size(int K, int N)
+{
+    return (size_t)K * (((size_t)N + FASTRNN_TILE_PAD - 1) / FASTRNN_TILE_PAD * FASTRNN_TILE_PAD);
+}
+
+static inline int operand_buffered(int B)
+{
+    return B <= FASTRNN_PACKED_ROWS;
+}
 
 /* Inference projects the input this many rows (time steps x batch) at a
  * time, so its scratch does not grow with T yet each GEMM stays large. */
@@ -73,6 +94,28 @@ static inline int infer_chunk_steps(const fastrnn_layer *L)
     if (k < 1)
         k = 1;
     return k < L->T ? k : L->T;
+}
+
+/* Input projections X W_ih^T of at most this many multiply-adds per GEMM use
+ * the packed kernel (single-threaded: no BLAS call, no thread wake-up, which
+ * on a busy machine can cost more than the product); larger ones BLAS. */
+#define FASTRNN_PACKED_PROJECTION_MACS (2.0 * 1024 * 1024)
+
+/* Rows of each input-projection GEMM of a forward: all steps when training,
+ * a chunk in inference, one step per GEMM for batch-first inference. */
+static inline int projection_rows(const fastrnn_layer *L, int training)
+{
+    if (training)
+        return L->T * L->B;
+    return L->batch_first && L->B > 1 ? L->B : infer_chunk_steps(L) * L->B;
+}
+
+/* Whether the forward packs W_ih for the packed kernel (into its work). */
+static inline int projection_packed(const fastrnn_layer *L, int training)
+{
+    int rows = projection_rows(L, training);
+    double macs = (double)rows * L->I * fastrnn_num_gates(L->cell) * L->H;
+    return rows > FASTRNN_SMALL_ROWS && macs <= FASTRNN_PACKED_PROJECTION_MACS;
 }
 
 #endif /* FASTRNN_INTERNAL_H */

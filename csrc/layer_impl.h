@@ -19,23 +19,40 @@ typedef struct {
     size_t psb;  /* row stride of b */
 } FN(proj);
 
+/* W_ih^T (I, G*H), the operand of the input projection: dot products for one
+ * or two rows, the packed kernel for small GEMMs (W_ih packed into buf), else
+ * BLAS on W_ih itself */
+static FN(operand) FN(projection_operand)(const real *w_ih, const fastrnn_layer *L,
+                                          int training, real *buf)
+{
+    int I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
+    FN(operand) op = {OP_BLAS, I, GH, w_ih, I, 1};
+    if (projection_rows(L, training) <= FASTRNN_SMALL_ROWS) {
+        op.kind = OP_NT;
+    } else if (projection_packed(L, training)) {
+        op.kind = OP_PACKED;
+        FN(pack_tiles)(buf, w_ih, I, GH, 1, (size_t)I);
+        op.p = buf;
+    }
+    return op;
+}
+
 /* P rows of steps [t0, t1) = X W_ih^T + b_ih (inference chunk, time-major) */
-static void FN(project_chunk)(FN(proj) *P, const real *x, const real *w_ih,
+static void FN(project_chunk)(FN(proj) *P, const real *x, const FN(operand) *w_ih,
                               const real *b_ih, int t0, int t1, const fastrnn_layer *L)
 {
     int B = L->B, I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
-    real beta = b_ih ? (real)1 : (real)0;
     P->t0 = t0;
     FN(fill_bias)(P->p, (t1 - t0) * B, GH, GH, b_ih);
     if (!L->batch_first || B == 1) {
         /* P[t0:t1] = X[t0:t1] @ W_ih.T  (contiguous rows) */
-        FN(gemm)(0, 1, (t1 - t0) * B, GH, I, (real)1, x + (size_t)t0 * B * I, I,
-                 w_ih, I, beta, P->p, GH);
+        FN(operand_mul)(w_ih, (t1 - t0) * B, x + (size_t)t0 * B * I, I, b_ih != NULL,
+                        P->p, GH);
     } else {
         /* batch-first: P[t] = X[:, t] @ W_ih.T, rows b strided by T */
         for (int t = t0; t < t1; t++)
-            FN(gemm)(0, 1, B, GH, I, (real)1, x + (size_t)t * I, L->T * I,
-                     w_ih, I, beta, P->p + (size_t)(t - t0) * B * GH, GH);
+            FN(operand_mul)(w_ih, B, x + (size_t)t * I, L->T * I, b_ih != NULL,
+                            P->p + (size_t)(t - t0) * B * GH, GH);
     }
 }
 
@@ -50,25 +67,11 @@ typedef struct {
     real *hs;     /* (T*B, R) state entering each step */
     real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU n-term or r*h, else NULL */
     real *ms;     /* (T*B, H) m_t with a projection, else NULL */
-    /* the recurrent weights, and for batches of at most FASTRNN_SMALL_ROWS rows
-     * their transposes (made once per call) for the small per-step kernel;
-     * larger batches leave w_hh_t NULL and call BLAS on w_hh itself */
-    const real *w_hh;  /* (G*H, R) */
-    const real *w_hr;  /* (P, H) with a projection, else NULL */
-    real *w_hh_t;      /* (R, G*H) or NULL */
-    real *w_hr_t;      /* (H, P) or NULL */
+    /* the per-step operands (gemm.h), prepared once per call */
+    FN(operand) w_hh;  /* W_hh^T (R, G*H); GRU reset before: its r, z blocks (R, 2H) */
+    FN(operand) w_hn;  /* GRU reset before: W_hn^T (H, H) */
+    FN(operand) w_hr;  /* projection: W_hr^T (H, P) */
 } FN(fwd_buffers);
-
-/* C[:n] (+)= A[:n] @ W.T: the small kernel on the transpose when the call made
- * one, else BLAS on W (N, K) */
-static void FN(step_gemm_nt)(int n, int N, int K, const real *A, int lda, const real *W,
-                             int ldw, const real *Wt, int ldt, int accumulate, real *C, int ldc)
-{
-    if (Wt)
-        FN(gemm_small)(n, N, K, A, lda, Wt, ldt, accumulate, C, ldc);
-    else
-        FN(gemm)(0, 1, n, N, K, (real)1, A, lda, W, ldw, accumulate ? (real)1 : (real)0, C, ldc);
-}
 
 /* One step at time t for the n active slots: recurrent GEMM + fused pass. */
 static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
@@ -81,7 +84,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
 
     /* rec[:n] = h[:n] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
     FN(fill_bias)(S->rec, n, rec_w, GH, b_hh);
-    FN(step_gemm_nt)(n, rec_w, R, S->h, R, S->w_hh, R, S->w_hh_t, GH, b_hh != NULL, S->rec, GH);
+    FN(operand_mul)(&S->w_hh, n, S->h, R, b_hh != NULL, S->rec, GH);
 
     for (int i = 0; i < n; i++) {
         int b = slot_row(order, i);
@@ -140,9 +143,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     if (cell == FASTRNN_GRU_RESET_BEFORE) {
         /* rec[:n, 2H:] = (r*h)[:n] @ W_hn.T + b_hn */
         FN(fill_bias)(S->rec + 2 * H, n, H, GH, b_hh ? b_hh + 2 * H : NULL);
-        FN(step_gemm_nt)(n, H, H, S->rh, H, S->w_hh + (size_t)2 * H * H, H,
-                         S->w_hh_t ? S->w_hh_t + 2 * H : NULL, GH, b_hh != NULL,
-                         S->rec + 2 * H, GH);
+        FN(operand_mul)(&S->w_hn, n, S->rh, H, b_hh != NULL, S->rec + 2 * H, GH);
         for (int i = 0; i < n; i++) {
             int b = slot_row(order, i);
             real *gates = P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
@@ -155,7 +156,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     }
     if (S->m) {
         /* h[:n] = m[:n] @ W_hr.T  (the LSTM projection) */
-        FN(step_gemm_nt)(n, R, H, S->m, H, S->w_hr, H, S->w_hr_t, R, 0, S->h, R);
+        FN(operand_mul)(&S->w_hr, n, S->m, H, 0, S->h, R);
     }
 
     /* y[t, b] = h_t for active rows, zeros for the rest */
@@ -195,31 +196,31 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
     size_t rows = (size_t)T * B;
 
-    /* work: h (B,R) | rec (B,GH) | W_hh^T (R,GH) small B | c (B,H) LSTM
-     *       | rh (B,H) GRU-RB | m (B,H), W_hr^T (H,P) small B, projection | P chunk */
+    /* work: h (B,R) | rec (B,GH) | c (B,H) LSTM | rh (B,H) GRU-RB | m (B,H) projection
+     *       | the operands (when operand_buffered(B)): W_hh, W_hn GRU-RB, W_hr
+     *       | W_ih packed (when projection_packed) | P chunk (inference) */
     FN(fwd_buffers) S = {0};
-    int small = B <= FASTRNN_SMALL_ROWS;
-    S.w_hh = w_hh;
-    S.w_hr = w_hr;
+    int gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE, rec_w = gru_rb ? 2 * H : GH;
     S.h = work;
     S.rec = S.h + (size_t)B * R;
     real *next = S.rec + (size_t)B * GH;
-    if (small) {
-        S.w_hh_t = next;
-        next += (size_t)R * GH;
-        FN(transpose)(S.w_hh_t, w_hh, GH, R);
-    }
     if (lstm) { S.c = next; next += (size_t)B * H; }
-    if (L->cell == FASTRNN_GRU_RESET_BEFORE) { S.rh = next; next += (size_t)B * H; }
-    if (L->P) {
-        S.m = next;
-        next += (size_t)B * H;
-        if (small) {
-            S.w_hr_t = next;
-            next += (size_t)H * L->P;
-            FN(transpose)(S.w_hr_t, w_hr, L->P, H);
-        }
+    if (gru_rb) { S.rh = next; next += (size_t)B * H; }
+    if (L->P) { S.m = next; next += (size_t)B * H; }
+    int buffered = operand_buffered(B);
+    S.w_hh = FN(operand_prepare)(w_hh, R, 1, R, rec_w, B, T, buffered ? next : NULL);
+    next += buffered ? operand_size(R, rec_w) : 0;
+    if (gru_rb) {
+        S.w_hn = FN(operand_prepare)(w_hh + (size_t)2 * H * H, H, 1, H, H, B, T,
+                                     buffered ? next : NULL);
+        next += buffered ? operand_size(H, H) : 0;
     }
+    if (L->P) {
+        S.w_hr = FN(operand_prepare)(w_hr, H, 1, H, L->P, B, T, buffered ? next : NULL);
+        next += buffered ? operand_size(H, L->P) : 0;
+    }
+    FN(operand) w_in = FN(projection_operand)(w_ih, L, training, next);
+    next += projection_packed(L, training) ? operand_size(L->I, GH) : 0;
 
     /* cache: gates (rows,GH) | hs (rows,R) | cs or GRU extra (rows,H) | ms (rows,H) P */
     FN(proj) P;
@@ -253,8 +254,7 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
     if (training) {
         /* P = X @ W_ih.T + b_ih, all steps in memory order (one chunk) */
         FN(fill_bias)(P.p, (int)rows, GH, GH, b_ih);
-        FN(gemm)(0, 1, (int)rows, GH, L->I, (real)1, x, L->I, w_ih, L->I,
-                 b_ih ? (real)1 : (real)0, P.p, GH);
+        FN(operand_mul)(&w_in, (int)rows, x, L->I, b_ih != NULL, P.p, GH);
         P.t0 = 0;
     }
     int nchunks = (T + chunk - 1) / chunk;
@@ -262,7 +262,7 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
         if (!training)
-            FN(project_chunk)(&P, x, w_ih, b_ih, t0, t1, L);
+            FN(project_chunk)(&P, x, &w_in, b_ih, t0, t1, L);
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(lengths, order, B, t);
@@ -308,14 +308,32 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
 
     /* work: dh (B,R) | drec (B,GH) slots | dP (rows,GH) memory order
      *       | dc (B,H) LSTM | dPn_rec (rows,H) GRU | drh (B,H) GRU-RB
-     *       | dm (B,H), dhs (rows,P) projection */
+     *       | dm (B,H), dhs (rows,P) projection
+     *       | the operands (when operand_buffered(B)): W_hh (or GRU-RB's
+     *         W_hh[:2H] and W_hn), W_hr */
     real *dh = work, *drec = dh + (size_t)B * R, *dP = drec + (size_t)B * GH;
     real *next = dP + rows * GH, *dc = NULL, *dPn_rec = NULL, *drh = NULL;
     real *dm = NULL, *dhs = NULL;
     if (lstm) { dc = next; next += (size_t)B * H; }
     if (cell == FASTRNN_GRU) { dPn_rec = next; next += rows * H; }
     if (cell == FASTRNN_GRU_RESET_BEFORE) { drh = next; next += (size_t)B * H; }
-    if (L->P) { dm = next; dhs = dm + (size_t)B * H; }
+    if (L->P) { dm = next; dhs = dm + (size_t)B * H; next = dhs + rows * L->P; }
+
+    /* the per-step operands, in their natural (K, N) layout: dh = dP W_hh */
+    int buffered = operand_buffered(B);
+    FN(operand) op_hh, op_hn = {0}, op_hr = {0};
+    if (cell == FASTRNN_GRU_RESET_BEFORE) {
+        op_hh = FN(operand_prepare)(w_hh, H, 0, 2 * H, H, B, T, buffered ? next : NULL);
+        next += buffered ? operand_size(2 * H, H) : 0;
+        op_hn = FN(operand_prepare)(w_hh + (size_t)2 * H * H, H, 0, H, H, B, T,
+                                    buffered ? next : NULL);
+        next += buffered ? operand_size(H, H) : 0;
+    } else {
+        op_hh = FN(operand_prepare)(w_hh, R, 0, GH, R, B, T, buffered ? next : NULL);
+        next += buffered ? operand_size(GH, R) : 0;
+    }
+    if (L->P)
+        op_hr = FN(operand_prepare)(w_hr, H, 0, L->P, H, B, T, buffered ? next : NULL);
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
@@ -352,7 +370,7 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
         }
         if (dm) {
             /* backprop through h = m @ W_hr.T:  dm[:n] = dh[:n] @ W_hr */
-            FN(step_gemm)(n, H, R, dh, R, w_hr, H, 0, dm, H);
+            FN(operand_mul)(&op_hr, n, dh, R, 0, dm, H);
         }
 
         for (int i = 0; i < n; i++) {
@@ -397,7 +415,7 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
 
         if (cell == FASTRNN_GRU_RESET_BEFORE) {
             /* drh[:n] = dn_pre[:n] @ W_hn */
-            FN(step_gemm)(n, H, H, drec + 2 * H, GH, w_hh + (size_t)2 * H * H, H, 0, drh, H);
+            FN(operand_mul)(&op_hn, n, drec + 2 * H, GH, 0, drh, H);
             for (int i = 0; i < n; i++) {
                 size_t row = mem_row(L, t, slot_row(order, i));
                 real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
@@ -409,11 +427,11 @@ int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
                     FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, drh + (size_t)i * H, H);
             }
             /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
-            FN(step_gemm)(n, H, 2 * H, drec, GH, w_hh, H, 1, dh, H);
+            FN(operand_mul)(&op_hh, n, drec, GH, 1, dh, H);
         } else {
             /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
              * step t only through W_hh, so dh is overwritten */
-            FN(step_gemm)(n, R, GH, drec, GH, w_hh, R, dm == NULL, dh, R);
+            FN(operand_mul)(&op_hh, n, drec, GH, dm == NULL, dh, R);
         }
 
         if (cell != FASTRNN_GRU) {
