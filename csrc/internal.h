@@ -16,7 +16,7 @@ extern fastrnn_dgemm_fn fastrnn_blas_dgemm;
  * (README, "Performance notes"). */
 #define FASTRNN_SMALL_ROWS 2
 #define FASTRNN_TRANSPOSE_STEPS 4
-#define FASTRNN_PACKED_ROWS 64
+#define FASTRNN_PACKED_ROWS 32
 
 /* Packed operands round N up to a multiple of this many elements: a multiple
  * of every variant's tile width (at most 32 floats or 16 doubles). */

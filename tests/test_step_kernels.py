@@ -1,7 +1,7 @@
 """The per-step products of the time loop (csrc/gemm.h) take one of four kernels by
 batch size and number of steps: dot products on W itself (NT: B <= 2, T < 4), the
 row kernel on W^T (SMALL: B <= 2), the packed register-blocked kernel (PACKED:
-3 <= B <= 64) and BLAS (B > 64). Each path, on every compiled instruction set
+3 <= B <= 32) and BLAS (B > 32). Each path, on every compiled instruction set
 (whose vector width and register block differ), forward and backward, with
 lengths (fewer active rows than the batch), a projection and sizes that are no
 multiple of any vector width, matches the NumPy reference."""
@@ -19,8 +19,8 @@ SHAPES = {
     "nt_T1_B1": (1, 1), "nt_T3_B2": (3, 2),
     "small_T5_B1": (5, 1), "small_T4_B2": (4, 2),
     "packed_T1_B3": (1, 3), "packed_T5_B9": (5, 9), "packed_T3_B13": (3, 13),
-    "packed_T2_B64": (2, 64),
-    "blas_T3_B65": (3, 65),
+    "packed_T2_B32": (2, 32),
+    "blas_T3_B33": (3, 33),
 }
 
 
@@ -55,7 +55,7 @@ def test_step_kernel_paths_match_reference(isa, cell, dtype, shape, make_layer, 
 
 
 @pytest.mark.parametrize("shape", [SHAPES["nt_T1_B1"], SHAPES["small_T5_B1"],
-                                   SHAPES["packed_T5_B9"], SHAPES["blas_T3_B65"]],
+                                   SHAPES["packed_T5_B9"], SHAPES["blas_T3_B33"]],
                          ids=["nt", "small", "packed", "blas"])
 def test_step_kernel_paths_with_projection(isa, dtype, shape, make_layer, run_layer, assert_tensors_close):
     """LSTM with proj_size: W_hr is a per-step operand too (both directions, 2 layers)."""
