@@ -8,9 +8,11 @@ the last line of defence and raise plain ValueError/TypeError.
 """
 import numpy as np
 
-from scipy.linalg.cython_blas cimport sgemm, dgemm
-
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
+from libc.limits cimport INT_MAX
+from libc.stdint cimport uintptr_t
 from libc.string cimport memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 from fastrnn._kernels cimport *
 
@@ -374,3 +376,186 @@ cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[
                                           _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
                                           _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
     _raise_status(status)
+
+
+# ------------------------------------------------------------ one inference step
+#
+# The cells' fast path: one step (T = 1) of a default cell, in inference. The
+# arrays are read through the buffer protocol (one PyObject_GetBuffer each, no
+# memoryview objects: numpy's C API would be cheaper still, but its headers are
+# not on this build's include path). The checks are those of forward, written
+# for this one shape of call. The arguments keep the arrays alive while the
+# GIL is released, and ndarray.resize refuses arrays referenced elsewhere.
+
+cdef type _ndarray = np.ndarray
+cdef object _empty = np.empty
+cdef object _float32 = np.dtype(np.float32)
+cdef object _float64 = np.dtype(np.float64)
+
+
+cdef char _get(Py_buffer *v, object a, str name, char kind, bint out) except 0:
+    """v = a's buffer: a C-contiguous, aligned ndarray of float32 (kind 'f') or
+    float64 ('d'), or of either when kind is 0; writeable when out. Returns the
+    kind. v must be zeroed; the caller releases it."""
+    if not isinstance(a, _ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    try:
+        PyObject_GetBuffer(a, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (BufferError, ValueError) as e:
+        if a.dtype.kind != "f":   # numpy exports no buffer of some dtypes (datetime64, ...)
+            raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}") from None
+        raise ValueError(f"{name}: expected a C-contiguous array ({e})") from None
+    # numpy's format of a native float32 / float64 array is "f" / "d", with a
+    # "=" (native order, standard size) before it when the array is unaligned
+    cdef const char *fmt = v.format + (1 if v.format[0] == b'=' or v.format[0] == b'@' else 0)
+    cdef char got = fmt[0] if fmt[0] != 0 and fmt[1] == 0 else 0
+    if (kind == 0 and got != b'f' and got != b'd') or (kind != 0 and got != kind):
+        expect = "float32 or float64" if kind == 0 else (
+            "float32" if kind == b'f' else "float64")
+        raise TypeError(f"{name}: expected dtype {expect}, got {a.dtype}")
+    if (<uintptr_t>v.buf) % (4 if got == b'f' else 8):
+        raise ValueError(f"{name}: expected an aligned array")
+    if out and v.readonly:
+        raise ValueError(f"{name}: output array is read-only")
+    return got
+
+
+cdef int _shape(const Py_buffer *v, str name, int ndim, Py_ssize_t d0, Py_ssize_t d1) except -1:
+    """v has ndim (1 or 2) dimensions (d0,) or (d0, d1)."""
+    if v.ndim != ndim or v.shape[0] != d0 or (ndim == 2 and v.shape[1] != d1):
+        want = (<object>d0,) if ndim == 1 else (<object>d0, <object>d1)
+        got = tuple([v.shape[k] for k in range(v.ndim)])
+        raise ValueError(f"{name}: expected shape {want}, got {got}")
+    return 0
+
+
+cdef int _step_layer(fastrnn_layer *L, int cell, Py_ssize_t B, Py_ssize_t I,
+                     Py_ssize_t H) except -1:
+    """L = one inference step (T = 1) of the default cell with these sizes."""
+    cdef int G = fastrnn_num_gates(cell)
+    if G == 0:
+        raise ValueError(f"cell: expected a cell code among {sorted(CELLS.values())}, got {cell}")
+    if B < 1 or I < 1 or H < 1:
+        raise ValueError(f"sizes must be >= 1, got B={B} I={I} H={H}")
+    # the widest row of x, y and the gates, B * widest, are C ints in the kernels
+    if I > INT_MAX or H > INT_MAX or max(I, G * H) > INT_MAX // B:
+        raise ValueError("arrays too large for the 32-bit BLAS interface")
+    memset(L, 0, sizeof(fastrnn_layer))
+    L.cell = cell
+    L.T, L.B, L.I, L.H, L.ldy = 1, <int>B, <int>I, <int>H, <int>H
+    return 0
+
+
+def cell_work_size(int cell, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H):
+    """Elements of the work array cell_forward needs: the kernels' inference
+    workspace, then y (B, H) and zero states (B, H) for h and, for LSTM, c."""
+    cdef fastrnn_layer L
+    _step_layer(&L, cell, B, I, H)
+    return fastrnn_forward_work_size(&L, 0) + (3 if cell == FASTRNN_LSTM else 2) * B * H
+
+
+def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
+    """One inference step of a default cell (a CELLS code; no projection, no
+    options): the next h, or (h, c) for LSTM.
+
+    x (B, I) or unbatched (I,); h and c (LSTM only, else None) shaped as x
+    with H columns, or None for zeros; w_ih (G*H, I), w_hh (G*H, H); b_ih and
+    b_hh (G*H,), or both None; work 1-D with at least cell_work_size elements.
+    Every array is a C-contiguous, aligned ndarray of w_ih's dtype (float32 or
+    float64). The outputs are new arrays shaped as h.
+    """
+    cdef Py_buffer vx, vh, vc, vwi, vwh, vbi, vbh, vwork, vhn, vcn
+    cdef Py_buffer *bufs[10]
+    bufs[:] = [&vx, &vh, &vc, &vwi, &vwh, &vbi, &vbh, &vwork, &vhn, &vcn]
+    cdef int k
+    for k in range(10):
+        memset(bufs[k], 0, sizeof(Py_buffer))
+    cdef fastrnn_layer L
+    cdef bint lstm = cell == FASTRNN_LSTM
+    cdef char kind
+    cdef Py_ssize_t B, I, H, G, need
+    cdef int status
+    cdef char *work_p
+    cdef size_t itemsize, ws
+    cdef const void *h0
+    cdef const void *c0
+    cdef void *y
+    try:
+        kind = _get(&vwi, w_ih, "w_ih", 0, False)   # w_ih's dtype is every array's
+        itemsize = 4 if kind == b'f' else 8
+        _get(&vwh, w_hh, "w_hh", kind, False)
+        if vwi.ndim != 2 or vwh.ndim != 2:
+            raise ValueError("w_ih and w_hh: expected 2-D arrays")
+        G = fastrnn_num_gates(cell)
+        I, H = vwi.shape[1], vwh.shape[1]
+        _get(&vx, x, "x", kind, False)
+        if vx.ndim == 1:
+            B = 1
+            _shape(&vx, "x", 1, I, 0)
+        elif vx.ndim == 2:
+            B = vx.shape[0]
+            _shape(&vx, "x", 2, B, I)
+        else:
+            raise ValueError(f"x: expected (B, I) or unbatched (I,), got {vx.ndim} dimensions")
+        _step_layer(&L, cell, B, I, H)
+        _shape(&vwi, "w_ih", 2, G * H, I)
+        _shape(&vwh, "w_hh", 2, G * H, H)
+        if (b_ih is None) != (b_hh is None):
+            raise ValueError("b_ih and b_hh: give both or neither")
+        if b_ih is not None:
+            _get(&vbi, b_ih, "b_ih", kind, False)
+            _get(&vbh, b_hh, "b_hh", kind, False)
+            _shape(&vbi, "b_ih", 1, G * H, 0)
+            _shape(&vbh, "b_hh", 1, G * H, 0)
+        if h is not None:
+            _get(&vh, h, "h", kind, False)
+            _shape(&vh, "h", vx.ndim, B if vx.ndim == 2 else H, H)
+        if c is not None:
+            if not lstm:
+                raise ValueError("c: a cell state is for LSTM only")
+            _get(&vc, c, "c", kind, False)
+            _shape(&vc, "c", vx.ndim, B if vx.ndim == 2 else H, H)
+        _get(&vwork, work, "work", kind, True)
+        ws = fastrnn_forward_work_size(&L, 0)
+        need = ws + (3 if lstm else 2) * B * H
+        if vwork.ndim != 1 or vwork.shape[0] < need:
+            raise ValueError(f"work: expected a 1-D array of at least {need} elements")
+        # work: kernel workspace | y (B, H) | zero h0 (B, H) | zero c0 (B, H)
+        work_p = <char *>vwork.buf
+        y = work_p + ws * itemsize
+        h0 = vh.buf
+        if h is None:
+            h0 = work_p + (ws + B * H) * itemsize
+            memset(<void *>h0, 0, B * H * itemsize)
+        c0 = vc.buf
+        if lstm and c is None:
+            c0 = work_p + (ws + 2 * B * H) * itemsize
+            memset(<void *>c0, 0, B * H * itemsize)
+        shape = (<object>B, <object>H) if vx.ndim == 2 else (<object>H,)
+        dtype = _float32 if kind == b'f' else _float64
+        h_n = _empty(shape, dtype)
+        _get(&vhn, h_n, "h_n", kind, True)
+        c_n = None
+        if lstm:
+            c_n = _empty(shape, dtype)
+            _get(&vcn, c_n, "c_n", kind, True)
+        with nogil:
+            if kind == b'f':
+                status = fastrnn_forward_f32(<float *>y, <float *>vhn.buf, <float *>vcn.buf, NULL,
+                                             <float *>work_p, <const float *>vx.buf,
+                                             <const float *>h0, <const float *>c0,
+                                             <const float *>vwi.buf, <const float *>vwh.buf,
+                                             <const float *>vbi.buf, <const float *>vbh.buf,
+                                             NULL, NULL, NULL, NULL, &L)
+            else:
+                status = fastrnn_forward_f64(<double *>y, <double *>vhn.buf, <double *>vcn.buf,
+                                             NULL, <double *>work_p, <const double *>vx.buf,
+                                             <const double *>h0, <const double *>c0,
+                                             <const double *>vwi.buf, <const double *>vwh.buf,
+                                             <const double *>vbi.buf, <const double *>vbh.buf,
+                                             NULL, NULL, NULL, NULL, &L)
+        _raise_status(status)
+        return (h_n, c_n) if lstm else h_n
+    finally:
+        for k in range(10):
+            PyBuffer_Release(bufs[k])

@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from fastrnn._backend import BACKENDS
+from fastrnn import _kernels
+from fastrnn._backend import BACKENDS, CBackend
 from fastrnn.reference import NUM_GATES as _GATES
 
 ArrayLike = Any
@@ -741,9 +742,21 @@ class Bidirectional:
 # ------------------------------------------------------------------- cells
 
 class _CellBase:
-    """One time step; the same kernels as the layers with T = 1."""
+    """One time step; the same kernels as the layers with T = 1.
+
+    Inference steps on the "c" backend (training=False, or the cell in eval
+    mode) take a fast path: one call of the lean binding _kernels.cell_forward
+    on the layer's current parameters, with a workspace kept by the cell.
+    Arrays that are not ready for it (another dtype, not C-contiguous, lists,
+    wrong shapes) go through the layer path's conversions and checks first,
+    with the same messages. Training steps run the layer, which keeps what
+    backward needs.
+    """
 
     _stack_type: type
+    # the _kernels.CELLS code when the fast path applies (the class default is
+    # also the value of cells pickled before it existed: the layer path)
+    _fast_kind: Optional[int] = None
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  dtype=np.float32, seed: Optional[int] = None, backend: str = "c",
@@ -752,6 +765,14 @@ class _CellBase:
                                        seed=seed, backend=backend, **kwargs)
         self._unbatched = False
         self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
+        # the binding runs PyTorch's cells only (not the general ones)
+        layer = self._layer
+        default = (layer._options is None and not layer.proj_size and layer.num_layers == 1
+                   and layer.direction == "forward" and not layer.stateful)
+        self._fast_kind = _kernels.CELLS[layer._cell] if default else None
+        # the fast path's workspaces: a call takes one (list.pop and append are
+        # atomic), so concurrent calls from threads never share one; grown on demand
+        self._work_pool: List[np.ndarray] = []
 
     def __getattr__(self, name: str):
         if name == "_layer":
@@ -767,8 +788,17 @@ class _CellBase:
     def __setattr__(self, name: str, value) -> None:
         if name in ("backend", "training"):
             setattr(self._layer, name, value)
+        elif name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") \
+                and f"{name}_l0" in self._layer._params:
+            # cell.weight_ih = w copies into the parameter the kernels read
+            setattr(self._layer, f"{name}_l0", value)
         else:
             object.__setattr__(self, name, value)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_work_pool"] = []   # scratch, made anew on demand
+        return state
 
     @property
     def grads(self) -> Dict[str, np.ndarray]:
@@ -824,6 +854,55 @@ class _CellBase:
             return None
         return a[0, 0] if self._unbatched else a[0]
 
+    def _step_arrays(self, x: ArrayLike, h: ArrayLike, c: ArrayLike):
+        """x, h, c converted and checked by the layer path's code (the same
+        errors), as the binding takes them: (B, I) and (B, H), or (I,) and (H,)."""
+        unbatched = self._unbatched   # kept: it describes the last training call
+        try:
+            x3 = self._step_input(x)                 # dtype, (B, I) or (I,)
+            B = x3.shape[1]
+            h3 = self._step_state("h", h, B)
+            c3 = self._step_state("c", c, B)
+            x3 = self._layer._input(x3)[0]           # input_size, non-empty
+            one = (lambda a: None if a is None else a[0, 0]) if self._unbatched \
+                else (lambda a: None if a is None else a[0])
+            return one(x3), one(h3), one(c3)
+        finally:
+            self._unbatched = unbatched
+
+
+def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: ArrayLike):
+    """The cells' fast path: one inference step, h' (or (h', c') for LSTM) shaped as h.
+
+    The common case (C-contiguous arrays of the cell's dtype and shapes, and a
+    workspace from an earlier call) is one binding call; anything else fails the
+    binding's checks and is then converted and checked as the layer path does
+    (the same errors), which also sizes the workspace. A function rather than a
+    method: every attribute read counts at this scale."""
+    params = layer._params
+    if layer._saved is not None:
+        layer._saved = None       # as after the layer path's inference calls
+    pool = cell._work_pool
+    try:
+        work = pool.pop()         # atomic: concurrent calls never share a workspace
+    except IndexError:
+        work = None               # the first call, or other threads hold them all
+    try:
+        out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
+                                    params["weight_hh_l0"], params.get("bias_ih_l0"),
+                                    params.get("bias_hh_l0"), work)
+    except (TypeError, ValueError):
+        x, h, c = cell._step_arrays(x, h, c)
+        need = _kernels.cell_work_size(cell._fast_kind, 1 if x.ndim == 1 else x.shape[0],
+                                       cell.input_size, cell.hidden_size)
+        if work is None or work.shape[0] < need or work.dtype != layer.dtype:
+            work = np.empty(need, layer.dtype)
+        out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
+                                    params["weight_hh_l0"], params.get("bias_ih_l0"),
+                                    params.get("bias_hh_l0"), work)
+    pool.append(work)
+    return out
+
 
 class _HiddenStateCell(_CellBase):
     """The call and backward of cells whose only state is h (RNNCell, GRUCell)."""
@@ -831,6 +910,10 @@ class _HiddenStateCell(_CellBase):
     def __call__(self, x: ArrayLike, h: ArrayLike = None,
                  training: Optional[bool] = None) -> np.ndarray:
         """x (B, I) or (I,); h (B, H) or (H,) (None: zeros) -> the next h."""
+        layer = self._layer
+        if (self._fast_kind is not None and type(layer._backend) is CBackend
+                and not (layer.training if training is None else training)):
+            return _infer(self, layer, x, h, None)
         x = self._step_input(x)
         h = self._step_state("h", h, x.shape[1])
         _, h_n = self._layer(x, h, training=training)
@@ -875,6 +958,13 @@ class LSTMCell(_CellBase):
     def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
                  training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
         """x (B, I) or (I,); state (h, c) each (B, H) or (H,), or None for zeros."""
+        layer = self._layer
+        if (self._fast_kind is not None and type(layer._backend) is CBackend
+                and not (layer.training if training is None else training)):
+            if state is None:
+                return _infer(self, layer, x, None, None)
+            h, c = state if type(state) is tuple and len(state) == 2 else _pair("state", state)
+            return _infer(self, layer, x, h, c)
         x = self._step_input(x)
         h, c = _pair("state", state)
         state3 = (self._step_state("h", h, x.shape[1]), self._step_state("c", c, x.shape[1]))
