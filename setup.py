@@ -22,7 +22,8 @@ NATIVE = os.environ.get("FASTRNN_NATIVE") == "1"
 # one rounding instead of two.
 compile_args = ["-std=c99", "-O0", "-g"] if DEBUG else [
     "-std=c99", "-O3", "-fno-trapping-math", "-ffp-contract=fast"]
-link_args = []
+compile_args += ["-pthread"]
+link_args = ["-pthread"]   # the time loop's threads (csrc/common.c)
 if DEBUG:
     compile_args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     link_args += ["-fsanitize=address,undefined"]

@@ -1,4 +1,6 @@
 /* common.c -- the parts of the C API that do not depend on the precision. */
+#define _POSIX_C_SOURCE 200112L   /* pthreads under -std=c99 */
+#include <pthread.h>
 #include "internal.h"
 
 fastrnn_sgemm_fn fastrnn_blas_sgemm = NULL;
@@ -55,7 +57,7 @@ size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
         n += B * H;                                /* m */
     if (gru_rb)
         n += B * H;                                /* r*h */
-    if (operand_buffered(L->B)) {                  /* W_hh^T, W_hn^T, W_hr^T prepared */
+    if (operand_buffered(L, training)) {           /* W_hh^T, W_hn^T, W_hr^T prepared */
         n += operand_size(R, gru_rb ? 2 * L->H : (int)GH);
         if (gru_rb)
             n += operand_size(L->H, L->H);
@@ -64,7 +66,9 @@ size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
     }
     if (projection_packed(L, training))
         n += operand_size(L->I, (int)GH);          /* W_ih packed */
-    if (!training)
+    if (projection_by_slice(L, training))
+        n += B * GH + B * (size_t)L->I;            /* P rows, gathered x rows */
+    else if (!training)
         n += (size_t)infer_chunk_steps(L) * B * GH; /* projection chunk */
     return n;
 }
@@ -82,7 +86,7 @@ size_t fastrnn_backward_work_size(const fastrnn_layer *L)
         n += rows * H;                             /* recurrent-side n gradient */
     if (L->cell == FASTRNN_GRU_RESET_BEFORE)
         n += B * H;                                /* dn W_hn */
-    if (operand_buffered(L->B)) {                  /* W_hh (or W_hh[:2H], W_hn), W_hr prepared */
+    if (operand_buffered(L, 1)) {                  /* W_hh (or W_hh[:2H], W_hn), W_hr prepared */
         if (L->cell == FASTRNN_GRU_RESET_BEFORE)
             n += operand_size(2 * L->H, L->H) + operand_size(L->H, L->H);
         else
@@ -91,4 +95,62 @@ size_t fastrnn_backward_work_size(const fastrnn_layer *L)
             n += operand_size(L->P, L->H);
     }
     return n;
+}
+
+/* ------------------------------------------------------------- threads */
+
+static int num_threads = 1;
+
+void fastrnn_set_num_threads(int n)
+{
+    __atomic_store_n(&num_threads, n < 1 ? 1 : n, __ATOMIC_RELAXED);
+}
+
+int fastrnn_get_num_threads(void)
+{
+    return __atomic_load_n(&num_threads, __ATOMIC_RELAXED);
+}
+
+int fastrnn_loop_threads(const fastrnn_layer *L, int training)
+{
+    return loop_threads(L, training);
+}
+
+typedef struct {
+    void (*fn)(void *, int, int);
+    void *ctx;
+    int s0, s1;
+} slice_job;
+
+static void *run_job(void *arg)
+{
+    slice_job *job = arg;
+    job->fn(job->ctx, job->s0, job->s1);
+    return NULL;
+}
+
+void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx)
+{
+    slice_job jobs[FASTRNN_MAX_THREADS];
+    pthread_t tids[FASTRNN_MAX_THREADS];
+    int started[FASTRNN_MAX_THREADS] = {0};
+    if (nthreads > FASTRNN_MAX_THREADS)
+        nthreads = FASTRNN_MAX_THREADS;
+    if (nthreads < 1)
+        nthreads = 1;
+    for (int k = 0; k < nthreads; k++) {
+        jobs[k].fn = fn;
+        jobs[k].ctx = ctx;
+        jobs[k].s0 = (int)((long long)B * k / nthreads);
+        jobs[k].s1 = (int)((long long)B * (k + 1) / nthreads);
+    }
+    for (int k = 1; k < nthreads; k++)
+        started[k] = pthread_create(&tids[k], NULL, run_job, &jobs[k]) == 0;
+    run_job(&jobs[0]);
+    for (int k = 1; k < nthreads; k++) {
+        if (started[k])
+            pthread_join(tids[k], NULL);
+        else
+            run_job(&jobs[k]);
+    }
 }

@@ -83,6 +83,10 @@ typedef struct {
                           * GRU: f (gates), g (candidate) */
     double clip;         /* > 0: every activation's input is clipped to [-clip, clip] */
     int input_forget;    /* LSTM: couple the gates, f = 1 - i */
+    /* Threads the call may use for its time loop (0 or 1: the calling thread
+     * only); the bindings fill it from fastrnn_get_num_threads(). Part of the
+     * layer so that the work size and the call agree. */
+    int threads;
 } fastrnn_layer;
 
 /* Gates per cell kind (1, 4 or 3); 0 for an unknown kind. */
@@ -116,6 +120,14 @@ typedef void (*fastrnn_dgemm_fn)(const char *transa, const char *transb,
 void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm);
 /* 1 when BLAS is in use, 0 for the naive GEMM. */
 int fastrnn_gemm_is_blas(void);
+
+/* Threads of the time loops of later calls (a process-wide setting, >= 1;
+ * BLAS's own threads are set through BLAS). */
+void fastrnn_set_num_threads(int n);
+int fastrnn_get_num_threads(void);
+/* The threads a call with this layer would run its time loop on (1 unless
+ * the batch and weights suit batch slices; see internal.h loop_threads). */
+int fastrnn_loop_threads(const fastrnn_layer *L, int training);
 
 /* Instruction sets of the compiled variants (x86-64; elsewhere baseline only). */
 enum { FASTRNN_ISA_BASELINE = 0, FASTRNN_ISA_AVX2 = 1, FASTRNN_ISA_AVX512 = 2 };

@@ -29,10 +29,10 @@ static inline size_t operand_size(int K, int N)
     return (size_t)K * (((size_t)N + FASTRNN_TILE_PAD - 1) / FASTRNN_TILE_PAD * FASTRNN_TILE_PAD);
 }
 
-static inline int operand_buffered(int B)
-{
-    return B <= FASTRNN_PACKED_ROWS;
-}
+/* Runs fn(ctx, s0, s1) on nthreads contiguous slices of [0, B) at once, the
+ * first in the calling thread; a slice whose thread cannot start runs in the
+ * caller after the others. */
+void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx);
 
 /* Inference projects the input this many rows (time steps x batch) at a
  * time, so its scratch does not grow with T yet each GEMM stays large. */
@@ -87,6 +87,47 @@ static inline int active_slots(const int *lengths, const int *order, int B, int 
     return lo;
 }
 
+/* Threads of one call's time loop. Rows are independent, so each thread runs
+ * the whole loop, input projection included, for its own slice of the slots
+ * (no barrier per step), with the packed kernel on the shared operands. By
+ * measurement (README, "Threads") this pays in inference when every thread
+ * gets FASTRNN_MIN_SLICE_ROWS to FASTRNN_PACKED_ROWS rows and the per-step
+ * weights stay under FASTRNN_SLICE_WEIGHTS (larger ones stream from L2
+ * in each thread; larger batches keep BLAS's threads inside each product).
+ * Not in training: there BLAS runs just before the loop (the projection), and
+ * its threads spin-wait on the cores afterwards, which made the loop slower
+ * with two threads than with one. Not for the general cells (the peephole
+ * gradient sums over rows). L->threads (0 or 1: one) comes from
+ * fastrnn_set_num_threads through the bindings. */
+#define FASTRNN_MIN_SLICE_ROWS 8
+#define FASTRNN_MAX_THREADS 8
+#define FASTRNN_SLICE_WEIGHTS (256 * 1024)   /* elements of W_hh: 1 MB in float32 */
+
+static inline int loop_threads(const fastrnn_layer *L, int training)
+{
+    int n = L->threads < FASTRNN_MAX_THREADS ? L->threads : FASTRNN_MAX_THREADS;
+    size_t weights = (size_t)state_width(L) * fastrnn_num_gates(L->cell) * L->H;
+    if (n > L->B / FASTRNN_MIN_SLICE_ROWS)
+        n = L->B / FASTRNN_MIN_SLICE_ROWS;
+    if (n < 2 || training || L->general || (L->B + n - 1) / n > FASTRNN_PACKED_ROWS
+        || weights >= FASTRNN_SLICE_WEIGHTS)
+        return 1;
+    return n;
+}
+
+/* Rows of each per-step product: the batch, or a thread's slice of it */
+static inline int step_rows(const fastrnn_layer *L, int training)
+{
+    int n = loop_threads(L, training);
+    return (L->B + n - 1) / n;
+}
+
+/* Whether the per-step operands are copied (transposed or packed) into the work */
+static inline int operand_buffered(const fastrnn_layer *L, int training)
+{
+    return step_rows(L, training) <= FASTRNN_PACKED_ROWS;
+}
+
 /* Time steps per inference projection chunk. */
 static inline int infer_chunk_steps(const fastrnn_layer *L)
 {
@@ -101,21 +142,34 @@ static inline int infer_chunk_steps(const fastrnn_layer *L)
  * on a busy machine can cost more than the product); larger ones BLAS. */
 #define FASTRNN_PACKED_PROJECTION_MACS (2.0 * 1024 * 1024)
 
+/* Whether inference projects the input step by step in each thread of a
+ * threaded loop (its rows are the thread's slots) rather than in chunks */
+static inline int projection_by_slice(const fastrnn_layer *L, int training)
+{
+    return !training && loop_threads(L, training) > 1;
+}
+
 /* Rows of each input-projection GEMM of a forward: all steps when training,
- * a chunk in inference, one step per GEMM for batch-first inference. */
+ * a chunk in inference, one step per GEMM for batch-first inference, a slice
+ * of one step in threaded inference. */
 static inline int projection_rows(const fastrnn_layer *L, int training)
 {
     if (training)
         return L->T * L->B;
+    if (projection_by_slice(L, training))
+        return step_rows(L, training);
     return L->batch_first && L->B > 1 ? L->B : infer_chunk_steps(L) * L->B;
 }
 
-/* Whether the forward packs W_ih for the packed kernel (into its work). */
+/* Whether the forward packs W_ih for the packed kernel (into its work); always
+ * in threaded inference, where BLAS's threads would compete with the loop's. */
 static inline int projection_packed(const fastrnn_layer *L, int training)
 {
     int rows = projection_rows(L, training);
     double macs = (double)rows * L->I * fastrnn_num_gates(L->cell) * L->H;
-    return rows > FASTRNN_SMALL_ROWS && macs <= FASTRNN_PACKED_PROJECTION_MACS;
+    return rows > FASTRNN_SMALL_ROWS
+           && (projection_by_slice(L, training)
+               || macs <= FASTRNN_PACKED_PROJECTION_MACS);
 }
 
 #endif /* FASTRNN_INTERNAL_H */

@@ -28,6 +28,7 @@ cdef extern from "fastrnn.h" nogil:
         fastrnn_act act[3]
         double clip
         int input_forget
+        int threads
 
     int fastrnn_num_gates(int cell)
     size_t fastrnn_cache_size(const fastrnn_layer *L)
@@ -53,6 +54,9 @@ cdef extern from "fastrnn.h" nogil:
         FASTRNN_ISA_AVX512
     int fastrnn_best_isa()
     int fastrnn_isa()
+    void fastrnn_set_num_threads(int n)
+    int fastrnn_get_num_threads()
+    int fastrnn_loop_threads(const fastrnn_layer *L, int training)
     int fastrnn_set_isa(int isa)
 
     int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *work,

@@ -55,6 +55,26 @@ set_blas(True)
 ISAS = {"baseline": FASTRNN_ISA_BASELINE, "avx2": FASTRNN_ISA_AVX2, "avx512": FASTRNN_ISA_AVX512}
 
 
+def set_loop_threads(int n):
+    """Threads of the kernels' own time loops (fastrnn.set_num_threads sets
+    these together with BLAS's)."""
+    if n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n}")
+    fastrnn_set_num_threads(n)
+
+
+def get_loop_threads():
+    """Threads the kernels' time loops may use."""
+    return fastrnn_get_num_threads()
+
+
+def loop_threads(str cell, int T, int B, int I, int H, bint training, int P=0):
+    """The threads a call of these sizes would run its time loop on, under the
+    current setting (1 unless the batch and weights suit batch slices)."""
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
+    return fastrnn_loop_threads(&L, training)
+
+
 def isa():
     """The instruction set of the kernel variant in use ("baseline", "avx2", "avx512")."""
     current = fastrnn_isa()
@@ -86,6 +106,7 @@ cdef fastrnn_layer _layer(str cell, int T, int B, int I, int H, int P, bint batc
     L.cell = CELLS[cell]
     L.T, L.B, L.I, L.H, L.P = T, B, I, H, P
     L.batch_first, L.reverse, L.ldy = batch_first, reverse, ldy
+    L.threads = fastrnn_get_num_threads()
     if min(T, B, I, H) < 1 or P < 0:
         raise ValueError(f"sizes must be >= 1, got T={T} B={B} I={I} H={H} P={P}")
     if P and cell != "lstm":

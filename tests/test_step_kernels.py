@@ -85,3 +85,80 @@ def test_inference_matches_training_forward(cell, dtype, make_layer, make_inputs
         trained = layer(x, training=True)[0]
         inferred = layer(x, training=False)[0]
         assert_close(f"output T={T} B={B}", inferred, trained, dtype)
+
+
+# ------------------------------------------------------- threaded time loop
+
+@pytest.fixture(params=[2, 3], ids=["threads2", "threads3"])
+def loop_threads(request):
+    before = _kernels.get_loop_threads()
+    _kernels.set_loop_threads(request.param)
+    yield request.param
+    _kernels.set_loop_threads(before)
+
+
+@pytest.mark.parametrize("layout", [
+    {}, {"batch_first": True}, {"bidirectional": True, "num_layers": 2},
+], ids=["time_major", "batch_first", "bi_layers2"])
+# float32 sums over 40+ rows drift past the float32 gradient tolerance (rounding
+# alone); the slicing logic is the same source in both precisions
+@pytest.mark.parametrize("dtype,B", [(np.float32, 16), (np.float32, 17)]
+                         + [(np.float64, b) for b in (16, 17, 40, 64, 65)],
+                         ids=["f32-B16", "f32-B17", "f64-B16", "f64-B17", "f64-B40", "f64-B64",
+                              "f64-B65"])
+def test_threaded_loop_matches_reference(loop_threads, cell, dtype, B, layout, make_layer,
+                                         make_inputs, run_layer, assert_tensors_close,
+                                         assert_close):
+    """In inference, batch slices run the time loop in threads (B >= 16 with at
+    most 32 rows per thread; B = 65 keeps one thread), projecting their own rows:
+    the output matches the reference, with and without lengths (gathered rows);
+    training (one thread) still matches with the thread setting on."""
+    T = 4
+    expected_threads = 1 if B > 32 * loop_threads else min(loop_threads, B // 8)
+    assert _kernels.loop_threads(cell, T, B, I, H, training=False) == expected_threads
+    assert _kernels.loop_threads(cell, T, B, I, H, training=True) == 1
+    layer = make_layer(cell, I, H, dtype=dtype, seed=11, **layout)
+    inputs = make_inputs(layer, T, B, seed=12)
+    for lengths in (None, _lengths(T, B, 13)):
+        layer.backend = "c"
+        got = run_layer(layer, lengths=lengths, **inputs)
+        state = inputs["h0"] if inputs["c0"] is None else (inputs["h0"], inputs["c0"])
+        inferred = layer(inputs["x"], state, lengths=lengths, training=False)[0]
+        layer.backend = "numpy"
+        expected = run_layer(layer, lengths=lengths, **inputs)
+        context = f"threads={loop_threads} B={B} lengths={lengths is not None}"
+        assert_tensors_close(got, expected, dtype, context=context)
+        assert_close(f"inference output ({context})", inferred, expected["output"], dtype)
+
+
+def test_threaded_loop_with_projection(loop_threads, dtype, make_layer, run_layer,
+                                       assert_tensors_close):
+    T, B = 3, 24
+    layer = make_layer("lstm", I, H, proj_size=5, dtype=dtype, seed=14)
+    rng = np.random.default_rng(15)
+
+    def u(*shape):
+        return rng.uniform(-1, 1, shape).astype(dtype)
+    inputs = {"x": u(T, B, I), "h0": u(1, B, 5), "c0": u(1, B, H), "dy": u(T, B, 5),
+              "dh_n": u(1, B, 5), "dc_n": u(1, B, H)}
+    lengths = _lengths(T, B, 16)
+    layer.backend = "c"
+    got = run_layer(layer, lengths=lengths, **inputs)
+    layer.backend = "numpy"
+    expected = run_layer(layer, lengths=lengths, **inputs)
+    assert_tensors_close(got, expected, dtype, context=f"threads={loop_threads} projection")
+
+
+def test_loop_threads_rule(loop_threads):
+    """The documented rule: inference only, 8 to 32 rows per thread, W_hh under
+    256K elements, default cells only."""
+    n = loop_threads
+    assert _kernels.loop_threads("lstm", 10, 16, 64, 64, training=False) == 2
+    assert _kernels.loop_threads("lstm", 10, 15, 64, 64, training=False) == 1
+    assert _kernels.loop_threads("gru", 10, 8 * n, 64, 64, training=False) == n
+    assert _kernels.loop_threads("gru", 10, 32 * n + 1, 64, 64, training=False) == 1
+    assert _kernels.loop_threads("gru", 10, 32, 64, 64, training=True) == 1
+    assert _kernels.loop_threads("gru", 10, 32, 256, 256, training=False) == n      # 196K
+    assert _kernels.loop_threads("lstm", 10, 32, 256, 256, training=False) == 1     # 256K
+    _kernels.set_loop_threads(1)
+    assert _kernels.loop_threads("gru", 10, 32, 64, 64, training=False) == 1
