@@ -167,11 +167,12 @@ def _check(str name, a, dtype, shape, bint out=False):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
     if a.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
-    if not a.flags.c_contiguous or not a.flags.aligned:
+    flags = a.flags   # one flags object (each .flags read makes a new one)
+    if not flags.c_contiguous or not flags.aligned:
         raise ValueError(f"{name}: expected a C-contiguous, aligned array")
     if shape is not None and a.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
-    if out and not a.flags.writeable:
+    if out and not flags.writeable:
         raise ValueError(f"{name}: output array is read-only")
     return a.reshape(-1)
 

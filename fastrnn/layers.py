@@ -375,8 +375,12 @@ class _RNNBase:
     def _input(self, x: ArrayLike) -> Tuple[np.ndarray, bool, bool]:
         """x as a 3-D array in the layer's layout, whether it was unbatched, and
         whether it shares memory with the caller's data."""
-        callers = _numbers("x", x)
-        x = _c_array(callers, self.dtype)
+        if (type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous
+                and x.flags.aligned):
+            callers = x   # the common case, ready as it is (no conversion, no copy)
+        else:
+            callers = _numbers("x", x)
+            x = _c_array(callers, self.dtype)
         if x.ndim == 2:
             x, unbatched = x[:, None, :], True   # (T, I) -> (T, 1, I)
             if self.batch_first:
@@ -392,8 +396,9 @@ class _RNNBase:
                              f"expected {self.input_size}")
         if 0 in x.shape:
             raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
-        x = _c_array(x)
-        return x, unbatched, np.may_share_memory(x, callers)
+        if not x.flags.c_contiguous:   # an unbatched batch-first input, transposed
+            x = _c_array(x)
+        return x, unbatched, x is callers or np.may_share_memory(x, callers)
 
     def _state(self, name: str, value: ArrayLike, B: int, unbatched: bool,
                width: Optional[int] = None) -> np.ndarray:
