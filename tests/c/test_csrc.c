@@ -1,6 +1,7 @@
 /* Plain-C checks of csrc/ (no Python): the float activations against libm in
- * double, the double ones against libm's, and one forward/backward through
- * the C API with the naive GEMM.
+ * double, the double ones against libm's, the per-step product kernels of
+ * gemm.h against its naive GEMM, and one forward/backward through the C API
+ * with the naive GEMM.
  * Prints "N passed, N failed" and exits non-zero on any failure. */
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,18 @@
 #include "fastmath_f32.h"
 #include "fastmath_f64.h"
 #include "fastrnn.h"
+#include "internal.h"
+
+/* gemm.h's kernels in float, as the baseline build compiles them (the Python
+ * tests run every instruction-set variant through the layers) */
+#define real float
+#define FN(name) name##_test
+#define BLAS_GEMM_TYPE fastrnn_sgemm_fn
+#define BLAS_GEMM ((fastrnn_sgemm_fn)0)   /* the naive GEMM */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "gemm.h"
+#pragma GCC diagnostic pop
 
 static int passed, failed;
 
@@ -92,6 +105,49 @@ static void test_activations_f64(void)
           && signbit(fastrnn_tanh(-0.0)), "tanh of subnormals and -0", 0);
 }
 
+/* every kernel (NT, SMALL, PACKED and the BLAS kind, here naive) through
+ * operand_prepare/operand_mul, W given transposed and not, both accumulate
+ * modes, against gemm_naive; sizes around every tile and register block */
+static void test_step_kernels(void)
+{
+    static const int Ms[] = {1, 2, 3, 4, 5, 8, 9, 13, 32, 33};
+    static const int Ns[] = {1, 7, 8, 31, 32, 33, 100};
+    static const int Ks[] = {1, 3, 4, 17, 64};
+    double worst = 0;
+    int cases = 0;
+    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++) {
+                int M = Ms[mi], N = Ns[ni], K = Ks[ki];
+                float *A = malloc(sizeof(float) * M * K), *W = malloc(sizeof(float) * N * K);
+                float *want = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
+                float *buf = malloc(sizeof(float) * operand_size(K, N));
+                for (int i = 0; i < M * K; i++) A[i] = (float)((i * 37 % 101) - 50) / 50.0f;
+                for (int i = 0; i < N * K; i++) W[i] = (float)((i * 53 % 97) - 48) / 48.0f;
+                for (int transposed = 0; transposed <= 1; transposed++)
+                    for (int steps = 1; steps <= 8; steps += 7)
+                        for (int acc = 0; acc <= 1; acc++) {
+                            /* W holds (N, K) rows when transposed, else (K, N) */
+                            int ld = transposed ? K : N;
+                            for (int i = 0; i < M * N; i++)
+                                want[i] = got[i] = (float)(i % 5) - 2.0f;
+                            gemm_naive_test(0, transposed, M, N, K, 1.0f, A, K, W, ld,
+                                            acc ? 1.0f : 0.0f, want, N);
+                            operand_test op = operand_prepare_test(W, ld, transposed, K, N, M,
+                                                                   steps, buf);
+                            operand_mul_test(&op, M, A, K, acc, got, N);
+                            for (int i = 0; i < M * N; i++) {
+                                double e = fabs((double)got[i] - want[i]);
+                                if (e > worst) worst = e;
+                            }
+                            cases++;
+                        }
+                free(A); free(W); free(want); free(got); free(buf);
+            }
+    check(worst <= 1e-4, "per-step kernels match the naive GEMM", worst);
+    check(cases == 10 * 7 * 5 * 8, "per-step kernel cases", cases);
+}
+
 static void test_layer_round_trip(int cell)
 {
     fastrnn_layer L = {.cell = cell, .T = 6, .B = 3, .I = 4, .H = 5, .P = 0,
@@ -147,6 +203,7 @@ int main(void)
     fastrnn_set_gemm(NULL, NULL);   /* the naive GEMM: no BLAS in a plain C build */
     test_activations();
     test_activations_f64();
+    test_step_kernels();
     for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
         test_layer_round_trip(cell);
     printf("%d passed, %d failed\n", passed, failed);
