@@ -233,45 +233,63 @@ FN(micro)(int mr, int ks, int K, const real *A, int lda, const real *tile, int a
             acc[0][r][0] += acc[s][r][0];
             acc[0][r][1] += acc[s][r][1];
         }
-        real out[NR], *c = C + (size_t)r * ldc;
-        FN(vstore)(out, acc[0][r][0]);
-        FN(vstore)(out + VL, acc[0][r][1]);
-        for (int j = 0; j < w; j++)
-            c[j] = accumulate ? c[j] + out[j] : out[j];
+        real *c = C + (size_t)r * ldc;
+        if (w == NR) {   /* a whole tile: vector stores */
+            if (accumulate) {
+                acc[0][r][0] += FN(vload)(c);
+                acc[0][r][1] += FN(vload)(c + VL);
+            }
+            FN(vstore)(c, acc[0][r][0]);
+            FN(vstore)(c + VL, acc[0][r][1]);
+        } else {         /* the last, partial tile */
+            real out[NR];
+            FN(vstore)(out, acc[0][r][0]);
+            FN(vstore)(out + VL, acc[0][r][1]);
+            for (int j = 0; j < w; j++)
+                c[j] = accumulate ? c[j] + out[j] : out[j];
+        }
     }
 }
 
-/* every tile for the rows A[:mr] */
-static inline __attribute__((always_inline)) void
-FN(packed_rows)(int mr, int ks, int N, int K, const real *A, int lda, const real *Wp,
-                int accumulate, real *C, int ldc)
-{
-    for (int n0 = 0; n0 < N; n0 += NR)
-        FN(micro)(mr, ks, K, A, lda, Wp + (size_t)n0 * K, accumulate, C + n0, ldc,
-                  N - n0 < NR ? N - n0 : NR);
-}
-
-/* C (M, N) (+)= A (M, K) @ W, W packed by pack_tiles */
-static void FN(gemm_packed)(int M, int N, int K, const real *A, int lda, const real *Wp,
-                            int accumulate, real *C, int ldc)
+/* C[:M, :w] (+)= A[:M] @ tile (K, NR): register blocks of MR rows, then the
+ * remaining rows, each count its own constant */
+static void FN(packed_tile)(int M, int K, const real *A, int lda, const real *tile,
+                            int accumulate, real *C, int ldc, int w)
 {
     int m = 0;
     for (; m + MR <= M; m += MR)
-        FN(packed_rows)(MR, 1, N, K, A + (size_t)m * lda, lda, Wp, accumulate,
-                        C + (size_t)m * ldc, ldc);
+        FN(micro)(MR, 1, K, A + (size_t)m * lda, lda, tile, accumulate, C + (size_t)m * ldc,
+                  ldc, w);
     const real *a = A + (size_t)m * lda;
     real *c = C + (size_t)m * ldc;
-    switch (M - m) {   /* the remaining rows, each count its own constant */
-    case 1: FN(packed_rows)(1, 4, N, K, a, lda, Wp, accumulate, c, ldc); break;
-    case 2: FN(packed_rows)(2, 2, N, K, a, lda, Wp, accumulate, c, ldc); break;
-    case 3: FN(packed_rows)(3, 2, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    switch (M - m) {
+    case 1: FN(micro)(1, 4, K, a, lda, tile, accumulate, c, ldc, w); break;
+    case 2: FN(micro)(2, 2, K, a, lda, tile, accumulate, c, ldc, w); break;
+    case 3: FN(micro)(3, 2, K, a, lda, tile, accumulate, c, ldc, w); break;
 #if FASTRNN_MR > 4
-    case 4: FN(packed_rows)(4, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
-    case 5: FN(packed_rows)(5, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
-    case 6: FN(packed_rows)(6, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
-    case 7: FN(packed_rows)(7, 1, N, K, a, lda, Wp, accumulate, c, ldc); break;
+    case 4: FN(micro)(4, 1, K, a, lda, tile, accumulate, c, ldc, w); break;
+    case 5: FN(micro)(5, 1, K, a, lda, tile, accumulate, c, ldc, w); break;
+    case 6: FN(micro)(6, 1, K, a, lda, tile, accumulate, c, ldc, w); break;
+    case 7: FN(micro)(7, 1, K, a, lda, tile, accumulate, c, ldc, w); break;
 #endif
     default: break;
+    }
+}
+
+/* Rows of a tile per pass: KC x NR elements (32 KB in float32, 32 KB in
+ * float64 on AVX-512) stay in L1 while every row block of A uses them */
+#define KC 256
+
+/* C (M, N) (+)= A (M, K) @ W, W packed by pack_tiles: tile by tile, in
+ * passes of at most KC rows of k */
+static void FN(gemm_packed)(int M, int N, int K, const real *A, int lda, const real *Wp,
+                            int accumulate, real *C, int ldc)
+{
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC;
+        for (int n0 = 0; n0 < N; n0 += NR)
+            FN(packed_tile)(M, kc, A + k0, lda, Wp + (size_t)n0 * K + (size_t)k0 * NR,
+                            accumulate || k0 > 0, C + n0, ldc, N - n0 < NR ? N - n0 : NR);
     }
 }
 

@@ -110,7 +110,7 @@ static inline int loop_threads(const fastrnn_layer *L, int training)
     if (n > L->B / FASTRNN_MIN_SLICE_ROWS)
         n = L->B / FASTRNN_MIN_SLICE_ROWS;
     if (n < 2 || training || L->general || (L->B + n - 1) / n > FASTRNN_PACKED_ROWS
-        || weights >= FASTRNN_SLICE_WEIGHTS)
+        || weights > FASTRNN_SLICE_WEIGHTS)
         return 1;
     return n;
 }

@@ -150,8 +150,8 @@ def test_threaded_loop_with_projection(loop_threads, dtype, make_layer, run_laye
 
 
 def test_loop_threads_rule(loop_threads):
-    """The documented rule: inference only, 8 to 32 rows per thread, W_hh under
-    256K elements, default cells only."""
+    """The documented rule: inference only, 8 to 32 rows per thread, W_hh of at
+    most 256K elements, default cells only."""
     n = loop_threads
     assert _kernels.loop_threads("lstm", 10, 16, 64, 64, training=False) == 2
     assert _kernels.loop_threads("lstm", 10, 15, 64, 64, training=False) == 1
@@ -159,6 +159,7 @@ def test_loop_threads_rule(loop_threads):
     assert _kernels.loop_threads("gru", 10, 32 * n + 1, 64, 64, training=False) == 1
     assert _kernels.loop_threads("gru", 10, 32, 64, 64, training=True) == 1
     assert _kernels.loop_threads("gru", 10, 32, 256, 256, training=False) == n      # 196K
-    assert _kernels.loop_threads("lstm", 10, 32, 256, 256, training=False) == 1     # 256K
+    assert _kernels.loop_threads("lstm", 10, 32, 256, 256, training=False) == n     # 256K
+    assert _kernels.loop_threads("gru", 10, 32, 512, 512, training=False) == 1      # 768K
     _kernels.set_loop_threads(1)
     assert _kernels.loop_threads("gru", 10, 32, 64, 64, training=False) == 1
