@@ -39,6 +39,23 @@ def _lengths(T: int, B: int, seed: int) -> np.ndarray:
     return lengths
 
 
+def _projection_runs(layer, T: int, B: int, seed: int, run_layer):
+    """run_layer on backends "c" and "numpy" for an LSTM with proj_size, with
+    random states, upstream gradients and lengths: (got, expected)."""
+    rng = np.random.default_rng(seed)
+    S, P, dtype = layer.num_layers * layer.num_directions, layer.proj_size, layer.dtype
+
+    def u(*shape):
+        return rng.uniform(-1, 1, shape).astype(dtype)
+    inputs = {"x": u(T, B, I), "h0": u(S, B, P), "c0": u(S, B, H),
+              "dy": u(T, B, layer.num_directions * P), "dh_n": u(S, B, P), "dc_n": u(S, B, H)}
+    lengths = _lengths(T, B, seed + 1)
+    layer.backend = "c"
+    got = run_layer(layer, lengths=lengths, **inputs)
+    layer.backend = "numpy"
+    return got, run_layer(layer, lengths=lengths, **inputs)
+
+
 @pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 def test_step_kernel_paths_match_reference(isa, cell, dtype, shape, make_layer, make_inputs,
                                            run_layer, assert_tensors_close):
@@ -57,22 +74,13 @@ def test_step_kernel_paths_match_reference(isa, cell, dtype, shape, make_layer, 
 @pytest.mark.parametrize("shape", [SHAPES["nt_T1_B1"], SHAPES["small_T5_B1"],
                                    SHAPES["packed_T5_B9"], SHAPES["blas_T3_B33"]],
                          ids=["nt", "small", "packed", "blas"])
-def test_step_kernel_paths_with_projection(isa, dtype, shape, make_layer, run_layer, assert_tensors_close):
+def test_step_kernel_paths_with_projection(isa, dtype, shape, make_layer, run_layer,
+                                           assert_tensors_close):
     """LSTM with proj_size: W_hr is a per-step operand too (both directions, 2 layers)."""
     T, B = shape
     layer = make_layer("lstm", I, H, proj_size=5, num_layers=2, bidirectional=True,
                        dtype=dtype, seed=6)
-    rng = np.random.default_rng(7)
-
-    def u(*shape):
-        return rng.uniform(-1, 1, shape).astype(dtype)
-    inputs = {"x": u(T, B, I), "h0": u(4, B, 5), "c0": u(4, B, H), "dy": u(T, B, 10),
-              "dh_n": u(4, B, 5), "dc_n": u(4, B, H)}
-    lengths = _lengths(T, B, 8)
-    layer.backend = "c"
-    got = run_layer(layer, lengths=lengths, **inputs)
-    layer.backend = "numpy"
-    expected = run_layer(layer, lengths=lengths, **inputs)
+    got, expected = _projection_runs(layer, T, B, 7, run_layer)
     assert_tensors_close(got, expected, dtype, context=f"{isa} T={T} B={B} projection")
 
 
@@ -133,19 +141,8 @@ def test_threaded_loop_matches_reference(loop_threads, cell, dtype, B, layout, m
 
 def test_threaded_loop_with_projection(loop_threads, dtype, make_layer, run_layer,
                                        assert_tensors_close):
-    T, B = 3, 24
     layer = make_layer("lstm", I, H, proj_size=5, dtype=dtype, seed=14)
-    rng = np.random.default_rng(15)
-
-    def u(*shape):
-        return rng.uniform(-1, 1, shape).astype(dtype)
-    inputs = {"x": u(T, B, I), "h0": u(1, B, 5), "c0": u(1, B, H), "dy": u(T, B, 5),
-              "dh_n": u(1, B, 5), "dc_n": u(1, B, H)}
-    lengths = _lengths(T, B, 16)
-    layer.backend = "c"
-    got = run_layer(layer, lengths=lengths, **inputs)
-    layer.backend = "numpy"
-    expected = run_layer(layer, lengths=lengths, **inputs)
+    got, expected = _projection_runs(layer, 3, 24, 15, run_layer)
     assert_tensors_close(got, expected, dtype, context=f"threads={loop_threads} projection")
 
 
