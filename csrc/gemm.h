@@ -125,13 +125,49 @@ static void FN(gemm_small)(int M, int N, int K, const real *A, int lda,
     }
 }
 
-static inline real FN(hsum)(vreal v)
+/* r[j] = the sum of the lanes of s_j. Summing lane by lane cost more than the
+ * dot products themselves (16 extractions per row on AVX-512); two rounds of
+ * shuffles first add lanes pairwise across all four vectors, leaving VL/4
+ * partial sums per row. */
+#if defined(__GNUC__) && !defined(__clang__) && FASTRNN_VBYTES / REAL_BYTES >= 4
+#if FASTRNN_VBYTES / REAL_BYTES == 16
+#define EVEN_LANES {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
+#define ODD_LANES {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}
+#elif FASTRNN_VBYTES / REAL_BYTES == 8
+#define EVEN_LANES {0, 2, 4, 6, 8, 10, 12, 14}
+#define ODD_LANES {1, 3, 5, 7, 9, 11, 13, 15}
+#else
+#define EVEN_LANES {0, 2, 4, 6}
+#define ODD_LANES {1, 3, 5, 7}
+#endif
+typedef LANE_INT vlane __attribute__((vector_size(FASTRNN_VBYTES)));
+
+static inline void FN(hsum4)(vreal s0, vreal s1, vreal s2, vreal s3, real r[4])
 {
-    real s = 0;
-    for (int i = 0; i < VL; i++)
-        s += v[i];
-    return s;
+    const vlane even = EVEN_LANES, odd = ODD_LANES;
+    /* lanes [0, VL/2): pairs of s0, [VL/2, VL): pairs of s1; then quads of all four */
+    vreal p = __builtin_shuffle(s0, s1, even) + __builtin_shuffle(s0, s1, odd);
+    vreal q = __builtin_shuffle(s2, s3, even) + __builtin_shuffle(s2, s3, odd);
+    vreal t = __builtin_shuffle(p, q, even) + __builtin_shuffle(p, q, odd);
+    for (int j = 0; j < 4; j++) {
+        real x = 0;
+        for (int i = 0; i < VL / 4; i++)
+            x += t[j * (VL / 4) + i];
+        r[j] = x;
+    }
 }
+#else   /* other compilers, and two-lane vectors: lane by lane */
+static inline void FN(hsum4)(vreal s0, vreal s1, vreal s2, vreal s3, real r[4])
+{
+    r[0] = r[1] = r[2] = r[3] = 0;
+    for (int i = 0; i < VL; i++) {
+        r[0] += s0[i];
+        r[1] += s1[i];
+        r[2] += s2[i];
+        r[3] += s3[i];
+    }
+}
+#endif
 
 /* C (M, N) (+)= A (M, K) @ W^T with W (N, K) row-major: four dot products at
  * a time, vectorized along k. */
@@ -153,7 +189,8 @@ static void FN(gemm_nt_small)(int M, int N, int K, const real *A, int lda,
                 s2 += av * FN(vload)(w2 + k);
                 s3 += av * FN(vload)(w3 + k);
             }
-            real r[4] = {FN(hsum)(s0), FN(hsum)(s1), FN(hsum)(s2), FN(hsum)(s3)};
+            real r[4];
+            FN(hsum4)(s0, s1, s2, s3, r);
             for (int k = kv; k < K; k++) {
                 r[0] += a[k] * w0[k];
                 r[1] += a[k] * w1[k];

@@ -6,6 +6,8 @@
 #include "fastmath_f32.h"
 
 #define real float
+#define REAL_BYTES 4   /* sizeof(real), for the preprocessor */
+#define LANE_INT int32_t   /* the integer of real's size (vector lane indices) */
 #ifndef FN      /* the variants for other instruction sets define it first */
 #define FN(name) name##_f32_base
 #endif

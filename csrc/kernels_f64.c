@@ -6,6 +6,8 @@
 #include "fastmath_f64.h"
 
 #define real double
+#define REAL_BYTES 8   /* sizeof(real), for the preprocessor */
+#define LANE_INT int64_t   /* the integer of real's size (vector lane indices) */
 #ifndef FN      /* the variants for other instruction sets define it first */
 #define FN(name) name##_f64_base
 #endif

@@ -15,6 +15,8 @@
 /* gemm.h's kernels in float, as the baseline build compiles them (the Python
  * tests run every instruction-set variant through the layers) */
 #define real float
+#define REAL_BYTES 4
+#define LANE_INT int32_t
 #define FN(name) name##_test
 #define BLAS_GEMM_TYPE fastrnn_sgemm_fn
 #define BLAS_GEMM ((fastrnn_sgemm_fn)0)   /* the naive GEMM */
