@@ -371,44 +371,81 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
 
 /* =========================================================== Backward */
 
-/* What the time loop of one backward call reads and writes */
-typedef struct {
-    const fastrnn_layer *L;
-    const real *dy, *gates_all, *hs, *extra, *peep;
-    real *dh, *drec, *dP, *dc, *dPn_rec, *drh, *dm, *dhs, *dpeep;
-    const FN(operand) *op_hh, *op_hn, *op_hr;
-    const int *lengths, *order;
-} FN(bwd_loop);
-
-/* The whole backward time loop for slots [s0, s1) (all of them: backward runs
- * in one thread, see loop_threads) */
-static void FN(backward_loop)(void *arg, int s0, int s1)
+int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
+                         real *dw_ih, real *dw_hh, real *db_ih, real *db_hh, real *dw_hr,
+                         real *dpeep, real *work, int accumulate_dx,
+                         const real *dy, const real *dh_n, const real *dc_n,
+                         const real *cache, const real *x,
+                         const real *w_ih, const real *w_hh, const real *w_hr,
+                         const real *peep,
+                         const int *lengths, const int *order, const fastrnn_layer *L)
 {
-    const FN(bwd_loop) *C = arg;
-    const fastrnn_layer *L = C->L;
-    int T = L->T, B = L->B, H = L->H, R = state_width(L);
-    int GH = fastrnn_num_gates(L->cell) * H, cell = L->cell, general = L->general;
-    const real *dy = C->dy, *gates_all = C->gates_all, *hs = C->hs, *extra = C->extra;
-    const real *peep = C->peep;
-    real *dh = C->dh, *drec = C->drec, *dP = C->dP, *dc = C->dc, *dPn_rec = C->dPn_rec;
-    real *drh = C->drh, *dm = C->dm, *dhs = C->dhs, *dpeep = C->dpeep;
-    const FN(operand) *op_hh = C->op_hh, *op_hn = C->op_hn, *op_hr = C->op_hr;
-    const int *lengths = C->lengths, *order = C->order;
+    int G = fastrnn_num_gates(L->cell);
+    if (!layer_ok(L, G) || (lengths && !order) || (L->P && (!w_hr || !dw_hr))
+        || (peep && (L->cell != FASTRNN_LSTM || !L->general)))
+        return FASTRNN_ERR_ARGUMENT;
+    if (cache == NULL)
+        return FASTRNN_ERR_NO_CACHE;
+    int T = L->T, B = L->B, I = L->I, H = L->H, R = state_width(L), GH = G * H;
+    int cell = L->cell, lstm = cell == FASTRNN_LSTM, general = L->general;
+    size_t rows = (size_t)T * B;
+
+    /* cache: gates (rows,GH) | hs (rows,R) | extra (rows,H) | ms (rows,H) P */
+    const real *gates_all = cache, *hs = cache + rows * GH, *extra = hs + rows * R;
+    const real *ms = extra + rows * H;
+
+    /* work: dh (B,R) | drec (B,GH) slots | dP (rows,GH) memory order
+     *       | dc (B,H) LSTM | dPn_rec (rows,H) GRU | drh (B,H) GRU-RB
+     *       | dm (B,H), dhs (rows,P) projection
+     *       | the operands (when operand_buffered): W_hh (or GRU-RB's
+     *         W_hh[:2H] and W_hn), W_hr */
+    real *dh = work, *drec = dh + (size_t)B * R, *dP = drec + (size_t)B * GH;
+    real *next = dP + rows * GH, *dc = NULL, *dPn_rec = NULL, *drh = NULL;
+    real *dm = NULL, *dhs = NULL;
+    if (lstm) { dc = next; next += (size_t)B * H; }
+    if (cell == FASTRNN_GRU) { dPn_rec = next; next += rows * H; }
+    if (cell == FASTRNN_GRU_RESET_BEFORE) { drh = next; next += (size_t)B * H; }
+    if (L->P) { dm = next; dhs = dm + (size_t)B * H; next = dhs + rows * L->P; }
+
+    /* the per-step operands, in their natural (K, N) layout: dh = dP W_hh */
+    int buffered = operand_buffered(L, 1);   /* training: one thread, all B rows */
+    FN(operand) op_hh, op_hn = {0}, op_hr = {0};
+    if (cell == FASTRNN_GRU_RESET_BEFORE) {
+        op_hh = FN(operand_prepare)(w_hh, H, 0, 2 * H, H, B, T, buffered ? next : NULL);
+        next += buffered ? operand_size(2 * H, H) : 0;
+        op_hn = FN(operand_prepare)(w_hh + (size_t)2 * H * H, H, 0, H, H, B, T,
+                                    buffered ? next : NULL);
+        next += buffered ? operand_size(H, H) : 0;
+    } else {
+        op_hh = FN(operand_prepare)(w_hh, R, 0, GH, R, B, T, buffered ? next : NULL);
+        next += buffered ? operand_size(GH, R) : 0;
+    }
+    if (L->P)
+        op_hr = FN(operand_prepare)(w_hr, H, 0, L->P, H, B, T, buffered ? next : NULL);
+
+    for (int i = 0; i < B; i++) {
+        int b = slot_row(order, i);
+        for (int j = 0; j < R; j++)
+            dh[(size_t)i * R + j] = dh_n ? dh_n[(size_t)b * R + j] : (real)0;
+        if (lstm)
+            for (int j = 0; j < H; j++)
+                dc[(size_t)i * H + j] = dc_n ? dc_n[(size_t)b * H + j] : (real)0;
+    }
 
     for (int s = 0; s < T; s++) {
         /* reverse of the forward's order */
         int t = L->reverse ? s : T - 1 - s;
-        int n = active_slots(lengths, order, B, t), e = slice_end(n, s0, s1);
+        int n = active_slots(lengths, order, B, t);
 
         /* dh of the active rows gets y's gradient; inactive rows pass theirs
          * through untouched and send nothing to the parameters or x */
-        for (int i = s0; i < s1; i++) {
+        for (int i = 0; i < B; i++) {
             size_t row = mem_row(L, t, slot_row(order, i));
             real *dhi = dh + (size_t)i * R;
-            if (i < e && dy)
+            if (i < n && dy)
                 for (int j = 0; j < R; j++)
                     dhi[j] += dy[row * L->ldy + j];
-            if (i >= e) {
+            if (i >= n) {
                 for (int j = 0; j < GH; j++)
                     dP[row * GH + j] = (real)0;
                 if (dPn_rec)
@@ -417,14 +454,14 @@ static void FN(backward_loop)(void *arg, int s0, int s1)
             }
             if (dhs)
                 for (int j = 0; j < R; j++)
-                    dhs[row * R + j] = i < e ? dhi[j] : (real)0;
+                    dhs[row * R + j] = i < n ? dhi[j] : (real)0;
         }
         if (dm) {
-            /* backprop through h = m @ W_hr.T:  dm[s0:e] = dh[s0:e] @ W_hr */
-            FN(operand_mul)(op_hr, e - s0, dh + (size_t)s0 * R, R, 0, dm + (size_t)s0 * H, H);
+            /* backprop through h = m @ W_hr.T:  dm[:n] = dh[:n] @ W_hr */
+            FN(operand_mul)(&op_hr, n, dh, R, 0, dm, H);
         }
 
-        for (int i = s0; i < e; i++) {
+        for (int i = 0; i < n; i++) {
             size_t row = mem_row(L, t, slot_row(order, i));
             real *dhi = dh + (size_t)i * R, *dri = drec + (size_t)i * GH;
             const real *gates = gates_all + row * GH, *h_prev = hs + row * R;
@@ -465,10 +502,9 @@ static void FN(backward_loop)(void *arg, int s0, int s1)
         }
 
         if (cell == FASTRNN_GRU_RESET_BEFORE) {
-            /* drh[s0:e] = dn_pre[s0:e] @ W_hn */
-            FN(operand_mul)(op_hn, e - s0, drec + (size_t)s0 * GH + 2 * H, GH, 0,
-                            drh + (size_t)s0 * H, H);
-            for (int i = s0; i < e; i++) {
+            /* drh[:n] = dn_pre[:n] @ W_hn */
+            FN(operand_mul)(&op_hn, n, drec + 2 * H, GH, 0, drh, H);
+            for (int i = 0; i < n; i++) {
                 size_t row = mem_row(L, t, slot_row(order, i));
                 real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
                 const real *gates = gates_all + row * GH, *h_prev = hs + row * H;
@@ -478,91 +514,23 @@ static void FN(backward_loop)(void *arg, int s0, int s1)
                 else
                     FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, drh + (size_t)i * H, H);
             }
-            /* dh[s0:e] += dP_rz[s0:e] @ W_hh[:2H] */
-            FN(operand_mul)(op_hh, e - s0, drec + (size_t)s0 * GH, GH, 1, dh + (size_t)s0 * H, H);
+            /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
+            FN(operand_mul)(&op_hh, n, drec, GH, 1, dh, H);
         } else {
-            /* dh[s0:e] (+)= dP_rec[s0:e] @ W_hh; with a projection h_{t-1}
-             * reaches step t only through W_hh, so dh is overwritten */
-            FN(operand_mul)(op_hh, e - s0, drec + (size_t)s0 * GH, GH, dm == NULL,
-                            dh + (size_t)s0 * R, R);
+            /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
+             * step t only through W_hh, so dh is overwritten */
+            FN(operand_mul)(&op_hh, n, drec, GH, dm == NULL, dh, R);
         }
 
         if (cell != FASTRNN_GRU) {
             /* the input side equals the recurrent side: keep it in memory order */
-            for (int i = s0; i < e; i++) {
+            for (int i = 0; i < n; i++) {
                 size_t row = mem_row(L, t, slot_row(order, i));
                 for (int j = 0; j < GH; j++)
                     dP[row * GH + j] = drec[(size_t)i * GH + j];
             }
         }
     }
-
-}
-
-int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
-                         real *dw_ih, real *dw_hh, real *db_ih, real *db_hh, real *dw_hr,
-                         real *dpeep, real *work, int accumulate_dx,
-                         const real *dy, const real *dh_n, const real *dc_n,
-                         const real *cache, const real *x,
-                         const real *w_ih, const real *w_hh, const real *w_hr,
-                         const real *peep,
-                         const int *lengths, const int *order, const fastrnn_layer *L)
-{
-    int G = fastrnn_num_gates(L->cell);
-    if (!layer_ok(L, G) || (lengths && !order) || (L->P && (!w_hr || !dw_hr))
-        || (peep && (L->cell != FASTRNN_LSTM || !L->general)))
-        return FASTRNN_ERR_ARGUMENT;
-    if (cache == NULL)
-        return FASTRNN_ERR_NO_CACHE;
-    int T = L->T, B = L->B, I = L->I, H = L->H, R = state_width(L), GH = G * H;
-    int cell = L->cell, lstm = cell == FASTRNN_LSTM;
-    size_t rows = (size_t)T * B;
-
-    /* cache: gates (rows,GH) | hs (rows,R) | extra (rows,H) | ms (rows,H) P */
-    const real *gates_all = cache, *hs = cache + rows * GH, *extra = hs + rows * R;
-    const real *ms = extra + rows * H;
-
-    /* work: dh (B,R) | drec (B,GH) slots | dP (rows,GH) memory order
-     *       | dc (B,H) LSTM | dPn_rec (rows,H) GRU | drh (B,H) GRU-RB
-     *       | dm (B,H), dhs (rows,P) projection
-     *       | the operands (when operand_buffered): W_hh (or GRU-RB's
-     *         W_hh[:2H] and W_hn), W_hr */
-    real *dh = work, *drec = dh + (size_t)B * R, *dP = drec + (size_t)B * GH;
-    real *next = dP + rows * GH, *dc = NULL, *dPn_rec = NULL, *drh = NULL;
-    real *dm = NULL, *dhs = NULL;
-    if (lstm) { dc = next; next += (size_t)B * H; }
-    if (cell == FASTRNN_GRU) { dPn_rec = next; next += rows * H; }
-    if (cell == FASTRNN_GRU_RESET_BEFORE) { drh = next; next += (size_t)B * H; }
-    if (L->P) { dm = next; dhs = dm + (size_t)B * H; next = dhs + rows * L->P; }
-
-    /* the per-step operands, in their natural (K, N) layout: dh = dP W_hh */
-    int srows = step_rows(L, 1), buffered = operand_buffered(L, 1);
-    FN(operand) op_hh, op_hn = {0}, op_hr = {0};
-    if (cell == FASTRNN_GRU_RESET_BEFORE) {
-        op_hh = FN(operand_prepare)(w_hh, H, 0, 2 * H, H, srows, T, buffered ? next : NULL);
-        next += buffered ? operand_size(2 * H, H) : 0;
-        op_hn = FN(operand_prepare)(w_hh + (size_t)2 * H * H, H, 0, H, H, srows, T,
-                                    buffered ? next : NULL);
-        next += buffered ? operand_size(H, H) : 0;
-    } else {
-        op_hh = FN(operand_prepare)(w_hh, R, 0, GH, R, srows, T, buffered ? next : NULL);
-        next += buffered ? operand_size(GH, R) : 0;
-    }
-    if (L->P)
-        op_hr = FN(operand_prepare)(w_hr, H, 0, L->P, H, srows, T, buffered ? next : NULL);
-
-    for (int i = 0; i < B; i++) {
-        int b = slot_row(order, i);
-        for (int j = 0; j < R; j++)
-            dh[(size_t)i * R + j] = dh_n ? dh_n[(size_t)b * R + j] : (real)0;
-        if (lstm)
-            for (int j = 0; j < H; j++)
-                dc[(size_t)i * H + j] = dc_n ? dc_n[(size_t)b * H + j] : (real)0;
-    }
-
-    FN(bwd_loop) C = {L, dy, gates_all, hs, extra, peep, dh, drec, dP, dc, dPn_rec, drh, dm,
-                      dhs, dpeep, &op_hh, &op_hn, &op_hr, lengths, order};
-    FN(backward_loop)(&C, 0, B);   /* one thread: see loop_threads */
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
