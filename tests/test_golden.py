@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from _compare import assert_close
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
@@ -47,14 +48,6 @@ def make_layer(cell, config, dtype, backend, batch_first=False):
     if cell == "lstm":
         return fastrnn.LSTM(I, H, **kw)
     return fastrnn.GRU(I, H, **kw)
-
-
-def assert_close(name, got, expected, tol):
-    assert got is not None, f"{name}: got None"
-    got, expected = np.asarray(got), np.asarray(expected)
-    assert got.shape == expected.shape, f"{name}: shape {got.shape}, expected {expected.shape}"
-    err = np.max(np.abs(got - expected), initial=0.0)
-    assert np.allclose(got, expected, **tol), f"{name}: max abs error {err:.3e}"
 
 
 @pytest.fixture

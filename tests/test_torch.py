@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from _compare import assert_close
 
 torch = pytest.importorskip("torch")
 
@@ -30,14 +31,6 @@ TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
 T, B, I, H = 6, 5, 3, 4
 RAGGED = [3, 6, 1, 6, 2]    # unsorted, with the extremes 1 and T (twice)
 SHORT = [2, 3, 1, 2, 3]     # no sequence reaches T: every row is padded at the end
-
-
-def assert_close(name, got, expected, tol):
-    assert got is not None, f"{name}: got None"
-    got, expected = np.asarray(got), np.asarray(expected)
-    assert got.shape == expected.shape, f"{name}: shape {got.shape}, expected {expected.shape}"
-    err = np.max(np.abs(got - expected), initial=0.0)
-    assert np.allclose(got, expected, **tol), f"{name}: max abs error {err:.3e}"
 
 
 # ------------------------------------------------------------------ builders
