@@ -46,7 +46,8 @@ size_t fastrnn_cache_size(const fastrnn_layer *L)
     return n;
 }
 
-size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
+/* The workspace of one loop path: the forward with exactly these flags */
+static size_t forward_work_size_of_path(const fastrnn_layer *L, int training)
 {
     size_t B = L->B, H = L->H, GH = (size_t)fastrnn_num_gates(L->cell) * H;
     int R = state_width(L), gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
@@ -71,6 +72,27 @@ size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
     else if (!training)
         n += (size_t)infer_chunk_steps(L) * B * GH; /* projection chunk */
     return n;
+}
+
+/* The largest workspace of any path with these sizes: the path depends on the
+ * thread setting, the layout and the options (the general cells run on one
+ * thread), and a size taken before the call must fit whatever path the call
+ * takes (another thread may change the setting in between). */
+size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
+{
+    size_t most = 0;
+    for (int threads = 1; threads <= FASTRNN_MAX_THREADS; threads++) {
+        for (int batch_first = 0; batch_first <= 1; batch_first++) {
+            fastrnn_layer path = *L;
+            path.threads = threads;
+            path.batch_first = batch_first;
+            path.general = 0;   /* general cells run the one-thread path (threads = 1) */
+            size_t n = forward_work_size_of_path(&path, training);
+            if (n > most)
+                most = n;
+        }
+    }
+    return most;
 }
 
 size_t fastrnn_backward_work_size(const fastrnn_layer *L)

@@ -98,7 +98,10 @@ int fastrnn_num_gates(int cell);
  * entering each step, then for LSTM cs (T*B, H) the cell state entering each
  * step, for GRU (T*B, H) the recurrent n-term (reset after) or r*h (reset
  * before), then with a projection ms (T*B, H) = o * h(c) before W_hr.
- * Inference keeps no cache; its workspace is independent of T. */
+ * Inference keeps no cache; its workspace is independent of T. The sizes
+ * depend only on cell, T, B, I, H, P and training: the workspace size is the
+ * largest of every loop path (thread count, layout, options), so a size taken
+ * before a call fits the call whatever fastrnn_set_num_threads did between. */
 size_t fastrnn_cache_size(const fastrnn_layer *L);
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training);
 size_t fastrnn_backward_work_size(const fastrnn_layer *L);
