@@ -32,7 +32,7 @@ import numpy as np
 
 from fastrnn import _kernels
 from fastrnn._backend import BACKENDS, CBackend
-from fastrnn.reference import NUM_GATES as _GATES
+from fastrnn.kinds import NUM_GATES as _GATES
 
 ArrayLike = Any
 

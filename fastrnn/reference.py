@@ -43,12 +43,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from fastrnn.kinds import CELLS, NUM_GATES
+
 Array = np.ndarray
 Cache = dict[str, Any]
 Grads = dict[str, Optional[Array]]
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
-NUM_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
 # what a step saves for backward, beyond x and the parameters; the C cache keeps the same
 SAVED = {"rnn_tanh": ("gates", "h_prev"), "rnn_relu": ("gates", "h_prev"),
          "lstm": ("gates", "h_prev", "c_prev"), "gru": ("gates", "h_prev", "hn"),

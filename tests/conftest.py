@@ -25,6 +25,7 @@ import pytest
 
 import fastrnn
 from fastrnn import _kernels
+from fastrnn.kinds import CELLS
 
 # ------------------------------------------------------------------ tolerances
 
@@ -97,7 +98,6 @@ def assert_tensors_close():
 
 # ------------------------------------------------------------------ layers
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
 
 
 def _make_layer(cell: str, input_size: int, hidden_size: int, **kwargs):

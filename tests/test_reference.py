@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fastrnn import reference
+from fastrnn.kinds import NUM_GATES
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"]
 T, B, I, H = 4, 3, 3, 4
@@ -22,7 +23,7 @@ TORCH_RAGGED = [2, 4, 1]    # torch refuses length 0
 def make_problem(cell, bias=True, dtype=np.float64, seed=0):
     """Parameters, inputs and upstream gradients of one layer-direction."""
     rng = np.random.default_rng(seed)
-    G = reference.NUM_GATES[cell]
+    G = NUM_GATES[cell]
 
     def u(*shape):
         return rng.uniform(-0.7, 0.7, shape).astype(dtype)
