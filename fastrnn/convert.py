@@ -410,6 +410,56 @@ def to_onnx(layer) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
     return _onnx_arrays(stack, 0)
 
 
+def _onnx_text(value, name: str):
+    """value, with bytes decoded as UTF-8 (ValueError naming name if they are not)."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{name}: expected UTF-8 text, got {bytes(value)!r}") from e
+    return value
+
+
+def _onnx_flag(value, name: str) -> int:
+    """0 or 1 from an ONNX integer attribute (bools and NumPy integers too)."""
+    if isinstance(value, (bool, np.bool_, int, np.integer)) and value in (0, 1):
+        return int(value)
+    raise ValueError(f"{name}: expected 0 or 1, got {value!r}")
+
+
+def _onnx_floats(values, name: str) -> List[float]:
+    """A list of floats from an ONNX FLOATS attribute, or TypeError naming name."""
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected a list of numbers, got {type(values).__name__}")
+    floats = []
+    for v in values:
+        try:
+            floats.append(float(v))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: expected numbers, got {v!r}") from e
+    return floats
+
+
+def _onnx_weights(value, name: str) -> np.ndarray:
+    """An ONNX weight input as an array of real numbers, or an error naming it."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as e:   # ragged nesting, failing __array__
+        raise ValueError(f"{name}: expected an array of real numbers, got "
+                         f"{type(value).__name__} ({e})") from e
+    if a.dtype.kind not in "biuf":
+        if a.dtype.kind in "OSUcmM":
+            raise TypeError(f"{name}: expected an array of real numbers, got dtype {a.dtype}")
+        try:   # ml_dtypes' bfloat16 and float8 types: exact in float64
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: expected an array of real numbers, got dtype "
+                            f"{a.dtype}") from e
+    return a
+
+
 def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forget=0,
                   P=None, activation_alpha=None, activation_beta=None) -> Dict[str, Any]:
     """The fastrnn layer arguments of an ONNX node's options (activations with
@@ -417,8 +467,19 @@ def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forge
     activations in every direction: a node whose directions differ is refused."""
     kwargs: Dict[str, Any] = {}
     n = {"RNN": 1, "GRU": 2, "LSTM": 3}[op_type]
-    if activations is not None and len(activations):
-        names = [_snake(a.decode() if isinstance(a, bytes) else str(a)) for a in activations]
+    alphas = _onnx_floats(activation_alpha, "activation_alpha")
+    betas = _onnx_floats(activation_beta, "activation_beta")
+    if isinstance(activations, (str, bytes)):
+        activations = [activations]
+    if activations is not None and not hasattr(activations, "__iter__"):
+        raise TypeError(f"activations: expected a list of activation names, got "
+                        f"{type(activations).__name__}")
+    activations = None if activations is None else list(activations)
+    if activations:
+        for a in activations:
+            if not isinstance(a, (str, bytes)):
+                raise TypeError(f"activations: expected activation names, got {a!r}")
+        names = [_snake(_onnx_text(a, "activations")) for a in activations]
         if len(names) != n * D:
             raise ValueError(f"activations: expected {n} per direction ({n * D}), got "
                              f"{len(names)}")
@@ -426,8 +487,6 @@ def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forge
         if unknown:
             raise ValueError(f"activations: {unknown} not supported; fastrnn runs "
                              f"{sorted(ACTIVATION_DEFAULTS)}")
-        alphas = list(activation_alpha if activation_alpha is not None else [])
-        betas = list(activation_beta if activation_beta is not None else [])
         specs = []
         for name in names:   # each activation takes the next alpha/beta it uses
             alpha, beta = ACTIVATION_DEFAULTS[name]
@@ -445,8 +504,11 @@ def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forge
         else:
             kwargs["activations"] = specs
     if clip is not None:
-        kwargs["clip"] = float(clip)
-    if input_forget:
+        try:
+            kwargs["clip"] = float(clip)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"clip: expected a number, got {clip!r}") from e
+    if _onnx_flag(input_forget, "input_forget"):
         if op_type != "LSTM":
             raise ValueError(f"input_forget: an LSTM attribute, got it for {op_type}")
         kwargs["input_forget"] = True
@@ -464,25 +526,59 @@ def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
               dtype=np.float32, backend: str = "c"):
     """A single-layer fastrnn layer equal to an ONNX RNN, GRU or LSTM node.
 
-    W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) or None (no bias: bias=False) in
-    ONNX's gate order; the keywords are the node's attributes with ONNX's
-    defaults. direction "forward", "reverse" or "bidirectional" is fastrnn's
-    direction (D = 2 for bidirectional); layout=1 gives batch_first=True;
-    GRU linear_before_reset=1 gives reset_after=True (note ONNX's default is 0,
-    the original GRU). Options fastrnn does not run yet raise ValueError (see
-    _onnx_options).
+    Parameters
+    ----------
+    op_type : {"RNN", "GRU", "LSTM"}
+        The node's operator.
+    W, R, B : array_like
+        The node's inputs in ONNX's gate order (LSTM i, o, f, c; GRU z, r, h):
+        W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) = [input biases, recurrent
+        biases], or B None (no bias: ``bias=False``). Real numbers.
+    hidden_size : int, optional
+        Checked against R's shape when given.
+    direction : {"forward", "reverse", "bidirectional"}
+        fastrnn's direction (D = 2 for "bidirectional"); bytes are decoded as UTF-8.
+    linear_before_reset : {0, 1}
+        GRU only: 1 gives ``reset_after=True`` (ONNX's default 0 is the
+        original GRU).
+    layout : {0, 1}
+        1 gives ``batch_first=True``.
+    activations, activation_alpha, activation_beta, clip, input_forget, P
+        The node's cell options with ONNX's defaults: activation names per
+        direction (the same in both), their alpha/beta values, the gate-input
+        clip, LSTM input_forget (0 or 1) and LSTM peepholes P (D, 3*H) in ONNX's
+        order i, o, f. Options fastrnn does not run yet raise ValueError.
+    dtype, backend
+        As the layers'.
+
+    Returns
+    -------
+    RNN, GRU or LSTM
+        A single-layer layer holding the node's weights.
+
+    Raises
+    ------
+    ValueError
+        A value out of range or inconsistent (op_type, direction, flags, array
+        shapes, unsupported or per-direction-differing activations, text that
+        is not UTF-8); the message names the argument.
+    TypeError
+        An argument of the wrong type (hidden_size not an integer, clip or
+        activation_alpha/beta not numbers, activations not a list of names,
+        weights that are not real numbers).
     """
-    if op_type not in ("RNN", "GRU", "LSTM"):
+    if not isinstance(op_type, str) or op_type not in ("RNN", "GRU", "LSTM"):
         raise ValueError(f"op_type: expected 'RNN', 'GRU' or 'LSTM', got {op_type!r}")
-    if isinstance(direction, bytes):
-        direction = direction.decode()
-    if direction not in ("forward", "reverse", "bidirectional"):
+    direction = _onnx_text(direction, "direction")
+    if not isinstance(direction, str) or direction not in ("forward", "reverse",
+                                                            "bidirectional"):
         raise ValueError(f"direction: expected 'forward', 'reverse' or 'bidirectional', "
                          f"got {direction!r}")
-    if layout not in (0, 1):
-        raise ValueError(f"layout: expected 0 or 1, got {layout!r}")
-    if linear_before_reset not in (0, 1):
-        raise ValueError(f"linear_before_reset: expected 0 or 1, got {linear_before_reset!r}")
+    layout = _onnx_flag(layout, "layout")
+    linear_before_reset = _onnx_flag(linear_before_reset, "linear_before_reset")
+    if hidden_size is not None and (isinstance(hidden_size, bool)
+                                    or not isinstance(hidden_size, (int, np.integer))):
+        raise TypeError(f"hidden_size: expected an integer, got {hidden_size!r}")
     if linear_before_reset and op_type != "GRU":
         raise ValueError(f"linear_before_reset: a GRU attribute, got {linear_before_reset} "
                          f"for {op_type}")
@@ -490,7 +586,7 @@ def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
     options = _onnx_options(op_type, D, activations, clip, input_forget, P,
                             activation_alpha, activation_beta)
     G = {"RNN": 1, "GRU": 3, "LSTM": 4}[op_type]
-    W, R = np.asarray(W), np.asarray(R)
+    W, R = _onnx_weights(W, "W"), _onnx_weights(R, "R")
     if R.ndim != 3:
         raise ValueError(f"R: expected shape (D, {G}*H, H), got {R.shape}")
     H = R.shape[2]
@@ -503,13 +599,13 @@ def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
     if W.ndim != 3 or W.shape[:2] != (D, G * H):
         raise ValueError(f"W: expected shape ({D}, {G * H}, I), got {W.shape}")
     if B is not None:
-        B = np.asarray(B)
+        B = _onnx_weights(B, "B")
         if B.shape != (D, 2 * G * H):
             raise ValueError(f"B: expected shape ({D}, {2 * G * H}), got {B.shape}")
     I = W.shape[2]
 
     if P is not None:
-        P = np.asarray(P)
+        P = _onnx_weights(P, "P")
         if P.shape != (D, 3 * H):
             raise ValueError(f"P: expected shape ({D}, {3 * H}), got {P.shape}")
     kwargs: Dict[str, Any] = dict(bias=B is not None, batch_first=bool(layout),
