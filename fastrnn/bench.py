@@ -17,14 +17,16 @@ Implementations (adapters with one interface, ``Impl``; all built from the same 
     numpy        fastrnn, backend "numpy" (the reference). Skipped at S4 and S5, where a
                  call takes seconds ("skipped" in the table); timed everywhere else.
     torch        torch.nn.RNN / LSTM / GRU on the CPU (a peer)
-    onnxruntime  one ONNX RNN / LSTM / GRU node in an InferenceSession, inference only
-                 (a peer; "n/a" in training rows)
+    onnxruntime  the model fastrnn.export_onnx writes in an InferenceSession: one ONNX
+                 RNN / LSTM / GRU node whose Y the graph lays out as (T, B, D*H), as
+                 the others return it, inside the timed call; inference only (a peer;
+                 "n/a" in training rows)
 A peer that is not installed shows "n/a"; one whose construction fails shows "error";
 one whose outputs disagree with the reference shows "mismatch" (not timed). Neither
 stops the run. The weights are a seeded torch module's state_dict (fastrnn's own
-seeded initialisation when torch is absent), loaded into every implementation; the
-ONNX node gets them reordered to ONNX's gate order (LSTM i,o,f,c from PyTorch's
-i,f,g,o; GRU z,r,h from r,z,n, with linear_before_reset=1) and B = concat(b_ih, b_hh).
+seeded initialisation when torch is absent), loaded into every implementation; ONNX
+gets them through a fastrnn layer holding them and fastrnn.export_onnx (which reorders
+the gates and concatenates the biases).
 
 The grid (float32, ``--threads`` threads, 2 by default)
     cells   rnn_tanh, lstm, gru; bilstm (a bidirectional LSTM) at S3 only, or at every
@@ -116,6 +118,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 import fastrnn
+from fastrnn.kinds import NUM_GATES
 
 # ------------------------------------------------------------------ the grid
 
@@ -136,7 +139,7 @@ FLOAT64_SHAPES = ("S2", "S3")
 DEFAULT_THREADS = 2
 SEED = 0
 
-GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
+# a grid cell -> the cell kind (fastrnn.kinds) it runs
 BASE_CELL = {"rnn_tanh": "rnn_tanh", "lstm": "lstm", "gru": "gru", "bilstm": "lstm",
              "LSTMCell": "lstm"}
 
@@ -198,7 +201,7 @@ class Spec:
 
     @property
     def G(self) -> int:
-        return GATES[self.base]
+        return NUM_GATES[self.base]
 
     @property
     def label(self) -> str:
@@ -268,7 +271,7 @@ def make_weights(spec: Spec, seed: int = SEED) -> Dict[str, np.ndarray]:
             torch.manual_seed(seed)
             module = _torch_module(torch, spec)
         return {k: v.detach().numpy().astype(spec.dtype) for k, v in module.state_dict().items()}
-    return _fastrnn_layer(spec, "c", seed=seed).state_dict()
+    return _fastrnn_layer(spec, seed=seed).state_dict()
 
 
 def make_problem(spec: Spec, seed: int = SEED) -> Problem:
@@ -304,10 +307,15 @@ class Impl:
         raise NotImplementedError
 
 
-def _fastrnn_layer(spec: Spec, backend: str, seed: Optional[int] = None):
+def _fastrnn_layer(spec: Spec, backend: str = "c", seed: Optional[int] = None,
+                   weights: Optional[Dict[str, np.ndarray]] = None):
+    """The fastrnn layer of a Spec, seeded or holding `weights` (PyTorch's names)."""
     cls = {"rnn_tanh": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[spec.base]
-    return cls(spec.I, spec.H, bidirectional=spec.D == 2, dtype=np.dtype(spec.dtype),
-               seed=seed, backend=backend)
+    layer = cls(spec.I, spec.H, bidirectional=spec.D == 2, dtype=np.dtype(spec.dtype),
+                seed=seed, backend=backend)
+    if weights is not None:
+        layer.load_state_dict(weights)
+    return layer
 
 
 class FastrnnImpl(Impl):
@@ -315,8 +323,7 @@ class FastrnnImpl(Impl):
 
     def __init__(self, problem: Problem, backend: str = "c", threads: int = DEFAULT_THREADS):
         self.name = backend
-        self.layer = _fastrnn_layer(problem.spec, backend)
-        self.layer.load_state_dict(problem.weights)
+        self.layer = _fastrnn_layer(problem.spec, backend, weights=problem.weights)
         self.x, self.d_output = problem.x, problem.d_output
         self._output = self._dx = None
 
@@ -380,81 +387,36 @@ class TorchImpl(Impl):
         return out
 
 
-# PyTorch gate blocks in ONNX order: LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h
-ONNX_GATE_ORDER = {"rnn_tanh": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
-ONNX_OP = {"rnn_tanh": "RNN", "lstm": "LSTM", "gru": "GRU"}
-ONNX_OPSET, ONNX_IR_VERSION = 14, 8
-
-
-def onnx_model(spec: Spec, weights: Dict[str, np.ndarray]):
-    """A one-node ONNX model X (T, B, I) -> Y (T, D, B, H) with the given PyTorch weights
-    as initializers: W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) = [b_ih, b_hh]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    G, H, order = spec.G, spec.H, ONNX_GATE_ORDER[spec.base]
-
-    def onnx_gates(a: np.ndarray) -> np.ndarray:
-        # (G*H, ...) in PyTorch's gate order -> the same rows in ONNX's
-        return a.reshape((G, H) + a.shape[1:])[order].reshape(a.shape)
-
-    suffixes = ("", "_reverse")[:spec.D]
-    W = np.stack([onnx_gates(weights[f"weight_ih_l0{s}"]) for s in suffixes])
-    R = np.stack([onnx_gates(weights[f"weight_hh_l0{s}"]) for s in suffixes])
-    Bias = np.stack([np.concatenate([onnx_gates(weights[f"bias_ih_l0{s}"]),
-                                     onnx_gates(weights[f"bias_hh_l0{s}"])])
-                     for s in suffixes])
-    attrs: Dict[str, Any] = {"hidden_size": H,
-                             "direction": "bidirectional" if spec.D == 2 else "forward"}
-    if spec.base == "gru":
-        attrs["linear_before_reset"] = 1      # PyTorch's GRU: r * (W_hn h + b_hn)
-    if spec.base == "rnn_tanh":
-        attrs["activations"] = ["Tanh"] * spec.D
-    node = helper.make_node(ONNX_OP[spec.base], ["X", "W", "R", "B"], ["Y"], **attrs)
-    elem = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[spec.dtype]
-    graph = helper.make_graph(
-        [node], f"fastrnn_bench_{spec.cell}",
-        [helper.make_tensor_value_info("X", elem, [spec.T, spec.B, spec.I])],
-        [helper.make_tensor_value_info("Y", elem, [spec.T, spec.D, spec.B, H])],
-        initializer=[numpy_helper.from_array(np.ascontiguousarray(a, spec.dtype), name)
-                     for name, a in (("W", W), ("R", R), ("B", Bias))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-                              producer_name="fastrnn.bench")
-    model.ir_version = ONNX_IR_VERSION
-    onnx.checker.check_model(model)
-    return model
-
-
 class OrtImpl(Impl):
-    """One ONNX node in an onnxruntime InferenceSession (CPU), inference only."""
+    """fastrnn.export_onnx's model of the problem's layer in an onnxruntime
+    InferenceSession (CPU), inference only."""
 
     name = "onnxruntime"
     modes = ("infer",)
 
     def __init__(self, problem: Problem, threads: int = DEFAULT_THREADS):
         import onnxruntime as ort
-        self.spec = problem.spec
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            onnx_model(problem.spec, problem.weights).SerializeToString(), options,
-            providers=["CPUExecutionProvider"])
+        # inputs X (T, B, I) only: full lengths, zero initial states
+        model = fastrnn.export_onnx(_fastrnn_layer(problem.spec, weights=problem.weights),
+                                    sequence_lens=False, initial_state=False)
+        self.session = ort.InferenceSession(model.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
         self.feeds = {"X": problem.x}
-        self._y = None
+        self._output = None
 
     def infer(self) -> None:
-        self._y = self.session.run(["Y"], self.feeds)[0]
+        self._output = self.session.run(["Y"], self.feeds)[0]   # (T, B, D*H)
 
     def train(self) -> None:
         raise ValueError("onnxruntime: inference only")
 
     def result(self, mode: str) -> Result:
-        T, B, H, D = self.spec.T, self.spec.B, self.spec.H, self.spec.D
-        # Y (T, D, B, H) -> (T, B, D*H), forward half first as fastrnn and PyTorch
-        return {"output": self._y.transpose(0, 2, 1, 3).reshape(T, B, D * H)}
+        return {"output": self._output}
 
 
 def make_impl(impl: str, problem: Problem, threads: int = DEFAULT_THREADS) -> Impl:
