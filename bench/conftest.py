@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.bench import compare
 
 SEED = 0
 LAYERS = {"rnn_tanh": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}
@@ -106,22 +107,12 @@ def results() -> Results:
     return Results()
 
 
-# Tolerances (max abs error relative to max(1, max |expected|)) for float32: the
-# backends sum in different orders; gradients sum over T*B rows.
-TOLERANCE = {"output": 1e-4, "dx": 1e-4, "grads": 5e-4}
-
-
 def assert_results_agree(got: Result, expected: Result, label: str) -> None:
-    """Same keys, shapes, finite values, and agreement within TOLERANCE, tensor by tensor."""
-    assert got.keys() == expected.keys(), f"{label}: results {sorted(got)} vs {sorted(expected)}"
-    for name, value in got.items():
-        ref = expected[name]
-        assert value.shape == ref.shape, f"{label}: {name} shape {value.shape}, expected {ref.shape}"
-        assert np.all(np.isfinite(value)), f"{label}: {name} has non-finite values"
-        scale = max(1.0, float(np.max(np.abs(ref))))
-        err = float(np.max(np.abs(value.astype(np.float64) - ref)))
-        tol = TOLERANCE[name.split("[")[0]] * scale
-        assert err <= tol, f"{label}: {name} max abs error {err:.3e} > {tol:.1e}"
+    """Same keys, shapes, finite values, and agreement within fastrnn.bench's
+    TOLERANCE, tensor by tensor (fastrnn.bench.compare, the check the report
+    makes before timing)."""
+    problem = compare(got, expected)
+    assert problem is None, f"{label}: {problem}"
 
 
 @pytest.fixture

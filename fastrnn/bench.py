@@ -42,7 +42,7 @@ Checks before timing: each implementation's result (output; after training also 
 every parameter gradient) must agree with the reference implementation's (torch when
 installed, else fastrnn numpy where it runs, else fastrnn c) within float32 tolerance,
 max abs error <= tol * max(1, max |reference|), tol 1e-4 for output and dx, 5e-4 for
-the gradients (those of bench/conftest.py).
+the gradients (``TOLERANCE`` and ``compare``, which bench/conftest.py uses too).
 
 FLOPs (``flops``): GEMM work only, 2*M*N*K per GEMM, G gates (RNN 1, LSTM 4, GRU 3),
 D directions:
@@ -143,7 +143,8 @@ SEED = 0
 BASE_CELL = {"rnn_tanh": "rnn_tanh", "lstm": "lstm", "gru": "gru", "bilstm": "lstm",
              "LSTMCell": "lstm"}
 
-# float32 agreement: max abs error <= tol * max(1, max |reference|) (bench/conftest.py)
+# float32 agreement, here and in bench/: max abs error <= tol * max(1, max |reference|);
+# the implementations sum in different orders, and gradients sum over T*B rows
 TOLERANCE = {"output": 1e-4, "dx": 1e-4, "grads": 5e-4}
 
 # targets
