@@ -11,6 +11,7 @@ plain NumPy arrays (Keras itself is never imported here).
     from_onnx(op_type, W, R, B, ...)   ONNX RNN/GRU/LSTM inputs and attributes -> fastrnn
     export_onnx(layer, path)           fastrnn -> an onnx.ModelProto (one node per layer)
     load_onnx(path_or_model)           an ONNX model's first (or named) RNN/GRU/LSTM node -> fastrnn
+                                       (external data only from inside one directory)
 
 Gate orders (G blocks of H rows in PyTorch's (G*H, in) weights; columns in Keras):
 
@@ -38,7 +39,11 @@ conversions handle the default activations only (_check_default_cells).
 from __future__ import annotations
 
 import io
+import ntpath
 import os
+import posixpath
+import re
+import stat
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -791,38 +796,348 @@ def export_onnx(layer, path=None, *, opset: int = 17, sequence_lens: bool = True
     return model
 
 
-def load_onnx(path_or_model, node=None, *, batch_first: Optional[bool] = None, dtype=None,
-              backend: str = "c"):
+# ------------------------------------------------- ONNX models from untrusted sources
+#
+# An ONNX tensor may keep its bytes in another file ("external data": a location
+# relative to the model's directory, an offset and a length). onnx follows such a
+# reference wherever it points: numpy_helper.to_array reads it relative to the
+# current working directory when the model came as bytes (its base_dir=""), so a
+# model received from elsewhere could copy a local file into its weights. So
+# fastrnn never lets onnx read external data: models are parsed without it
+# (load_external_data is never used), and the few tensors the chosen node needs
+# are read here, from files inside one directory only. The "basepath" key a
+# model may carry is ignored: the directory is the caller's, never the model's.
+
+# element types whose bytes are packed below one byte (no exact size check here)
+_PACKED_TYPES = ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
+
+
+def _onnx_base_dir(base_dir) -> str:
+    """The real path of the caller's base_dir, or the error naming it."""
+    if not isinstance(base_dir, (str, bytes, os.PathLike)):
+        raise TypeError(f"base_dir: expected a directory path, got {type(base_dir).__name__}")
+    path = os.fsdecode(os.fspath(base_dir))
+    if not path or "\0" in path:
+        raise ValueError(f"base_dir: expected a directory, got {path!r} (pass '.' for the "
+                         f"current directory)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"base_dir: expected a directory, got {path!r}, which "
+                                f"does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"base_dir: expected a directory, got the file {path!r}")
+    return os.path.realpath(path)
+
+
+def _onnx_format(name) -> Optional[str]:
+    """onnx's serialization format for a file name's extension (None: protobuf)."""
+    if not isinstance(name, str):
+        return None
+    try:
+        from onnx.serialization import registry   # onnx >= 1.15
+        return registry.get_format_from_file_extension(os.path.splitext(name)[1])
+    except (ImportError, AttributeError):
+        return None
+
+
+def _read_onnx_model(source, base_dir) -> Tuple[Any, Optional[str]]:
+    """(the onnx.ModelProto of load_onnx's path_or_model, the real path of the one
+    directory its external data may be read from, or None: no file at all)."""
+    import onnx
+
+    base = None if base_dir is None else _onnx_base_dir(base_dir)
+    if isinstance(source, onnx.ModelProto):
+        return source, base
+    fmt = None
+    if isinstance(source, (bytes, bytearray)):
+        data, what = bytes(source), f"the {len(source)} bytes given"
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(os.fspath(source)))
+        what = f"the file {path!r}"
+        if "\0" in path:
+            raise ValueError(f"path_or_model: expected a file path, got {path!r}")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"path_or_model: expected an ONNX model file, got the "
+                                    f"directory {path!r}")
+        try:   # non-blocking: a FIFO is refused below rather than waited on
+            fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"path_or_model: expected an ONNX model file, no file "
+                                    f"at {path!r}") from e
+        except IsADirectoryError as e:
+            raise IsADirectoryError(f"path_or_model: expected an ONNX model file, got the "
+                                    f"directory {path!r}") from e
+        except OSError as e:   # permissions, a symbolic-link loop, a name too long
+            raise ValueError(f"path_or_model: cannot open {path!r} "
+                             f"({e.strerror or e})") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError(f"path_or_model: expected a regular file, got {path!r} "
+                             f"(a device, FIFO or socket)")
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"path_or_model: cannot read {path!r} ({e.strerror or e})") from e
+        fmt = _onnx_format(path)
+        if base is None:   # the directory the path names, as onnx.load's
+            base = os.path.realpath(os.path.dirname(path))
+    elif isinstance(source, io.IOBase):
+        if isinstance(source, io.TextIOBase):
+            raise TypeError("path_or_model: expected a file opened in binary mode ('rb'), "
+                            "got a text file")
+        try:
+            data = source.read()
+        except (OSError, ValueError) as e:   # closed, write-only
+            raise ValueError(f"path_or_model: the file object cannot be read ({e})") from e
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"path_or_model: expected a binary file, its read() returned "
+                            f"{type(data).__name__}")
+        what = f"the {len(data)} bytes read from the file object"
+        fmt = _onnx_format(getattr(source, "name", None))
+    else:
+        raise TypeError(f"path_or_model: expected a path, bytes, a file or an "
+                        f"onnx.ModelProto, got {type(source).__name__}")
+    try:
+        if fmt in (None, "protobuf"):
+            model = onnx.ModelProto()
+            model.ParseFromString(bytes(data))
+        else:   # a text format chosen by the file's extension
+            model = onnx.load_model_from_string(bytes(data), format=fmt)
+    except MemoryError:
+        raise
+    except Exception as e:   # DecodeError, UnicodeDecodeError (pure-Python protobuf), ...
+        raise ValueError(f"path_or_model: expected a serialized ONNX model, {what} do not "
+                         f"parse as one ({type(e).__name__}: {e})") from e
+    return model, base
+
+
+def _open_inside(base: str, real: str) -> int:
+    """A read-only descriptor of real, a path inside the directory base with no
+    symbolic link in it. Where the OS allows it, each component is opened from
+    its parent without following links, so a link swapped in after the check
+    fails (ELOOP) instead of leading out."""
+    parts = [] if real == base else os.path.relpath(real, base).split(os.sep)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    directory = getattr(os, "O_DIRECTORY", 0)
+    flags = _OPEN_FLAGS | getattr(os, "O_NONBLOCK", 0)   # a FIFO opens, then is refused
+    if not (nofollow and directory and os.open in os.supports_dir_fd):
+        return os.open(real, flags)
+    dir_fd = os.open(base, _OPEN_FLAGS | directory)
+    try:
+        for part in parts[:-1]:
+            fd = os.open(part, _OPEN_FLAGS | directory | nofollow, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = fd
+        return os.open(parts[-1] if parts else ".", flags | nofollow, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _onnx_external_bytes(tensor, label: str, base: Optional[str],
+                         expected: Optional[int], shape: str) -> bytes:
+    """The bytes of a tensor kept in external data, read from inside base only."""
+    info: Dict[str, str] = {}
+    for entry in tensor.external_data:
+        key = _onnx_text(entry.key, f"path_or_model: {label}: an external_data key")
+        info[key] = _onnx_text(entry.value, f"path_or_model: {label}: external_data {key!r}")
+    location = info.get("location", "")
+    where = f"path_or_model: {label}: external data at {location!r}"
+    if base is None:
+        raise ValueError(f"{where} refused: a model given as bytes, a file object or an "
+                         f"onnx.ModelProto reads no file unless base_dir names the "
+                         f"directory that holds its external data")
+    if not location:
+        raise ValueError(f"path_or_model: {label}: external data without a location")
+    if "\0" in location:
+        raise ValueError(f"{where} refused: a NUL character in the location")
+    if posixpath.isabs(location) or ntpath.isabs(location) or ntpath.splitdrive(location)[0]:
+        raise ValueError(f"{where} refused: an absolute path (external data must be a "
+                         f"relative path inside {base!r})")
+    if ".." in re.split(r"[\\/]", location):
+        raise ValueError(f"{where} refused: '..' leads out of {base!r}")
+    real = os.path.realpath(os.path.join(base, location))
+    try:
+        inside = real == base or os.path.commonpath([real, base]) == base
+    except ValueError:   # Windows: another drive
+        inside = False
+    if not inside:
+        raise ValueError(f"{where} refused: it resolves to {real!r}, outside {base!r} "
+                         f"(a symbolic link leads out)")
+    numbers = {}
+    for key in ("offset", "length"):
+        value = info.get(key)
+        if value is not None and not re.fullmatch(r"[0-9]+", value):
+            raise ValueError(f"{where}: {key}: expected a non-negative integer, got {value!r}")
+        numbers[key] = None if value is None else int(value)
+    offset, length = numbers["offset"] or 0, numbers["length"]
+    try:
+        fd = _open_inside(base, real)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise ValueError(f"{where}: no such file inside {base!r}") from e
+    except OSError as e:   # ELOOP: a link swapped in since the check; permissions
+        raise ValueError(f"{where} refused: the file cannot be opened inside {base!r} "
+                         f"without following a link or at all ({e.strerror})") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):   # before fdopen, which refuses directories itself
+        os.close(fd)
+        raise ValueError(f"{where} refused: not a regular file (a directory, device, "
+                         f"FIFO or socket)")
+    with os.fdopen(fd, "rb") as f:
+        size = st.st_size
+        if offset > size:
+            raise ValueError(f"{where}: offset {offset} is past the end of the "
+                             f"{size}-byte file")
+        if length is None:
+            length = size - offset
+        elif length > size - offset:
+            raise ValueError(f"{where}: length {length} at offset {offset} runs past the "
+                             f"end of the {size}-byte file")
+        if expected is not None and length != expected:
+            raise ValueError(f"{where}: expected {expected} bytes for {shape}, got "
+                             f"{length} bytes")
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise ValueError(f"{where}: the file ended after {len(data)} of {length} bytes "
+                         f"(it changed while being read)")
+    return data
+
+
+def _onnx_tensor_array(tensor, label: str, base: Optional[str]) -> np.ndarray:
+    """A TensorProto's array, or ValueError naming the tensor (label). External
+    data comes from inside base only (none when base is None); the TensorProto is
+    left as it was."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    where = f"path_or_model: {label}"
+    if tensor.HasField("segment"):
+        raise ValueError(f"{where}: a segment of a tensor (not supported)")
+    dims = [int(d) for d in tensor.dims]
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{where}: expected dimensions >= 0, got {dims}")
+    data_type = tensor.data_type
+    try:
+        type_name = TensorProto.DataType.Name(data_type)
+    except ValueError:
+        type_name = str(data_type)
+    if data_type in (TensorProto.UNDEFINED, TensorProto.STRING):
+        raise ValueError(f"{where}: expected a tensor of numbers, got element type {type_name}")
+    try:
+        np_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{where}: unknown element type {type_name}") from e
+    shape = f"shape {tuple(dims)} {type_name}"
+    if tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL:
+        packed = {getattr(TensorProto, n, None) for n in _PACKED_TYPES} - {None}
+        count = 1
+        for d in dims:
+            count *= d
+        expected = None if data_type in packed else count * np_dtype.itemsize
+        inline = TensorProto()
+        inline.CopyFrom(tensor)
+        inline.raw_data = _onnx_external_bytes(tensor, label, base, expected, shape)
+        inline.data_location = TensorProto.DEFAULT
+        del inline.external_data[:]
+        tensor = inline
+    try:
+        array = numpy_helper.to_array(tensor)   # no file: the data are inline now
+    except MemoryError:
+        raise
+    except Exception as e:   # reshape errors of data of the wrong size, ...
+        raise ValueError(f"{where}: its data do not fit {shape} ({type(e).__name__}: "
+                         f"{e})") from e
+    if array.shape != tuple(dims):
+        raise ValueError(f"{where}: expected {shape}, got data of shape {array.shape}")
+    return array
+
+
+# the attributes load_onnx reads, with their ONNX attribute types
+_ONNX_ATTRIBUTE_TYPES = {"hidden_size": "INT", "direction": "STRING",
+                         "linear_before_reset": "INT", "layout": "INT",
+                         "activations": "STRINGS", "clip": "FLOAT", "input_forget": "INT",
+                         "activation_alpha": "FLOATS", "activation_beta": "FLOATS"}
+
+
+def load_onnx(path_or_model, node=None, *, base_dir=None, batch_first: Optional[bool] = None,
+              dtype=None, backend: str = "c"):
     """The fastrnn layer of one ONNX RNN/GRU/LSTM node and its initializers.
 
-    path_or_model: a file path, bytes, a file object or an onnx.ModelProto.
-    node: None for the first RNN/GRU/LSTM node of the graph, a node name, or an
-    index among those nodes. W, R and B (and P) must be initializers or
-    Constant nodes. dtype defaults to W's (float64 stays float64, else
-    float32). batch_first defaults to True when the node has layout=1 or its X
-    is a Transpose(perm=[1, 0, 2]) of another tensor (as export_onnx and
-    torch's exporter write batch-first layers), else False.
+    Models may come from untrusted sources: a model reads external data (tensors
+    kept in other files) only from files inside one directory (see base_dir),
+    and a malformed model raises ValueError naming what is wrong.
 
-    A chain exported from a stack gives its first layer only; load each node by
-    index to rebuild the stack (batch_first is then detected for the first
-    node only: pass it for the others).
+    Parameters
+    ----------
+    path_or_model : str, os.PathLike, bytes, bytearray, binary file or onnx.ModelProto
+        The model: a file path, its serialized bytes, a file opened with "rb"
+        or an onnx.ModelProto (left as it was).
+    node : None, str or int
+        None for the first RNN/GRU/LSTM node of the graph, a node name, or an
+        index among those nodes. Its W, R and B (and P) must be initializers or
+        Constant nodes.
+    base_dir : str or os.PathLike, optional
+        The directory external data may be read from (its files and
+        subdirectories only). By default a path reads only files inside the
+        model file's own directory (the directory of the path as given, as
+        onnx.load), and bytes, file objects and ModelProtos read no file at all;
+        base_dir, given, replaces that directory. Either way a location that
+        is absolute, contains "..", resolves (through symbolic links) out of the
+        directory or is not a regular file is refused.
+    batch_first : bool, optional
+        Defaults to True when the node has layout=1 or its X is a
+        Transpose(perm=[1, 0, 2]) of another tensor (as export_onnx and torch's
+        exporter write batch-first layers), else False.
+    dtype : optional
+        Defaults to W's (float64 stays float64, else float32).
+    backend : str
+        As the layers'.
+
+    Returns
+    -------
+    RNN, GRU or LSTM
+        A single-layer layer. A chain exported from a stack gives its first
+        layer only; load each node by index to rebuild the stack (batch_first
+        is then detected for the first node only: pass it for the others).
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        path_or_model names no file or a directory; base_dir does not exist.
+    ValueError
+        The bytes do not parse as an ONNX model; the graph has no such node;
+        a weight is missing, not an initializer or Constant, of the wrong size
+        or element type; an attribute has the wrong type or value or is not
+        UTF-8; an external-data reference is refused or does not fit its file
+        (the message names the tensor and the location); base_dir is not a
+        directory.
+    TypeError
+        path_or_model, node or base_dir of the wrong type; a file in text mode.
     """
     import onnx
-    from onnx import helper, numpy_helper
+    from google.protobuf.message import DecodeError
 
-    model = path_or_model
-    if isinstance(model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model))
-    elif isinstance(model, (str, os.PathLike, io.IOBase)):
-        model = onnx.load(model if isinstance(model, io.IOBase) else os.fspath(model))
-    if not isinstance(model, onnx.ModelProto):
-        raise TypeError(f"path_or_model: expected a path, bytes, a file or an "
-                        f"onnx.ModelProto, got {type(path_or_model).__name__}")
+    model, base = _read_onnx_model(path_or_model, base_dir)
+    try:
+        return _load_onnx_node(model, base, node, batch_first, dtype, backend)
+    except (KeyError, IndexError, UnicodeError, DecodeError, onnx.checker.ValidationError) as e:
+        # what the checks above did not foresee, still named as the model's fault
+        raise ValueError(f"path_or_model: a malformed model ({type(e).__name__}: {e})") from e
+
+
+def _load_onnx_node(model, base: Optional[str], node, batch_first: Optional[bool], dtype,
+                    backend: str):
+    """load_onnx after parsing: base is the one directory external data may come from."""
+    from onnx import AttributeProto, helper
+
     graph = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # the tensors of initializers and Constant nodes, converted only if used
+    tensors = {t.name: t for t in graph.initializer}
     for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        if n.op_type == "Constant" and n.output:
+            value = next((a for a in n.attribute if a.name == "value"), None)
+            if value is not None and value.type == AttributeProto.TENSOR:
+                tensors[n.output[0]] = value.t
     recurrent = [n for n in graph.node if n.op_type in ("RNN", "GRU", "LSTM")
                  and n.domain in ("", "ai.onnx")]
     if not recurrent:
@@ -842,24 +1157,44 @@ def load_onnx(path_or_model, node=None, *, batch_first: Optional[bool] = None, d
         chosen = recurrent[node]
     else:
         raise TypeError(f"node: expected None, a name or an index, got {type(node).__name__}")
+    of_node = f"of node {chosen.name!r} ({chosen.op_type})"
+    if not chosen.input or not chosen.input[0]:
+        raise ValueError(f"path_or_model: no X input {of_node}")
 
     def operand(i: int, name: str, required: bool = False):
         if len(chosen.input) <= i or not chosen.input[i]:
             if required:
                 raise ValueError(f"{name}: node {chosen.name!r} has no {name} input")
             return None
-        if chosen.input[i] not in consts:
-            raise ValueError(f"{name}: input {chosen.input[i]!r} of node {chosen.name!r} is "
+        input_name = _onnx_text(chosen.input[i], f"path_or_model: the name of input {name} "
+                                                 f"{of_node}")
+        if input_name not in tensors:
+            raise ValueError(f"{name}: input {input_name!r} of node {chosen.name!r} is "
                              f"not an initializer or Constant; fastrnn needs the weights")
-        return consts[chosen.input[i]]
+        return _onnx_tensor_array(tensors[input_name],
+                                  f"tensor {input_name!r} (input {name} {of_node})", base)
 
-    attrs = {a.name: helper.get_attribute_value(a) for a in chosen.attribute}
-    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-    known = {"hidden_size", "direction", "linear_before_reset", "layout", "activations",
-             "clip", "input_forget", "activation_alpha", "activation_beta"}
-    unknown = sorted(set(attrs) - known)
+    attrs, unknown = {}, []
+    for a in chosen.attribute:
+        name = _onnx_text(a.name, f"path_or_model: an attribute name {of_node}")
+        if name not in _ONNX_ATTRIBUTE_TYPES:
+            unknown.append(name)
+            continue
+        want = _ONNX_ATTRIBUTE_TYPES[name]
+        if a.type != getattr(AttributeProto, want):
+            try:
+                got = AttributeProto.AttributeType.Name(a.type)
+            except ValueError:
+                got = str(a.type)
+            raise ValueError(f"{name}: attribute {of_node} expected type {want}, got {got}")
+        value = helper.get_attribute_value(a)
+        if want == "STRING":
+            value = _onnx_text(value, f"{name}: attribute {of_node}")
+        elif want == "STRINGS":
+            value = [_onnx_text(v, f"{name}: attribute {of_node}") for v in value]
+        attrs[name] = value
     if unknown:
-        raise ValueError(f"node: attributes {unknown} of node {chosen.name!r} are not "
+        raise ValueError(f"node: attributes {sorted(unknown)} of node {chosen.name!r} are not "
                          f"supported yet")
     if batch_first is None:
         producer = [n for n in graph.node if chosen.input[0] in n.output]
