@@ -24,7 +24,7 @@ COLUMNS = ["row", "fastrnn c (ms)", "fastrnn numpy (ms)", "torch (ms)", "onnxrun
 def no_pauses(monkeypatch):
     """The report sleeps 150 ms before each timed block (fairness between thread pools);
     these tests check what it computes and prints, not the timings, so they skip it."""
-    monkeypatch.setattr(fb, "PAUSE", 0.0)
+    monkeypatch.setattr(fb.timing, "PAUSE", 0.0)
 
 
 def _need(impl: str) -> None:
@@ -164,7 +164,8 @@ def test_report_prints_the_table(capsys, tmp_path):
 
 def test_report_without_peers_shows_na(capsys, monkeypatch):
     """Missing peers give "n/a" columns, never a crash."""
-    monkeypatch.setattr(fb, "unavailable",
+    # every part of the report asks fastrnn.bench.peers.unavailable
+    monkeypatch.setattr(fb.peers, "unavailable",
                         lambda impl: "not installed: test" if impl in fb.PEERS else None)
     fb.main(["--cells", "rnn_tanh", "--shapes", "3x2x2x3", "--modes", "infer", "--rounds", "1",
              "--no-extras", "--peak-sizes", "32", "--threads", "1"])
@@ -217,7 +218,7 @@ def test_second_pass_pools_rounds():
     second = fb.Row(spec, "infer", 1, {"c": {"status": "ok", "min": 0.5, "median": 0.6,
                                              "rounds": [0.5, 0.6, 0.7]},
                                        "torch": {"status": "n/a"}})
-    assert fb._unsteady(first) and not fb._unsteady(second)
+    assert fb.rows._unsteady(first) and not fb.rows._unsteady(second)
     merged = fb.merge_rows(first, second)
     assert merged.impls["c"]["rounds"] == [1.0, 5.0, 9.0, 0.5, 0.6, 0.7]
     assert (merged.impls["c"]["min"], merged.impls["c"]["median"]) == (0.5, 0.85)
