@@ -48,8 +48,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fastrnn.layers import (ACTIVATION_DEFAULTS, GRU, LSTM, RNN, Bidirectional, GRUCell,
-                            LSTMCell, RNNCell, _CellBase, _RNNBase, _snake)
+from fastrnn._validation import ACTIVATION_DEFAULTS, _snake
+from fastrnn.layers import (GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell, _CellBase,
+                            _RNNBase)
 
 __all__ = ["from_torch", "to_keras", "from_keras", "to_onnx", "from_onnx",
            "export_onnx", "load_onnx"]

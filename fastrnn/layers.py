@@ -23,129 +23,22 @@ lock (it owns its workspace and the state kept for backward).
 from __future__ import annotations
 
 import copy
-import numbers
 import threading
 import weakref
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastrnn import _kernels
 from fastrnn._backend import BACKENDS, CBackend
+from fastrnn._validation import (_activations, _as_array, _c_array, _check_bias, _check_choice,
+                                 _check_clip, _check_dropout, _check_lstm_options,
+                                 _check_nonlinearity, _check_positive_int, _check_proj_size,
+                                 _direction, _dtype, _lengths, _numbers, _pair)
 from fastrnn.kinds import NUM_GATES as _GATES
 
-ArrayLike = Any
-
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
-
-# ONNX's activations for the general cells, with ONNX's default alpha and beta
-# (those of the ONNX operators of the same name; Affine and ScaledTanh, which
-# have none, default to the identity and to tanh)
-ACTIVATION_DEFAULTS = {
-    "sigmoid": (0.0, 0.0), "tanh": (0.0, 0.0), "relu": (0.0, 0.0), "affine": (1.0, 0.0),
-    "leaky_relu": (0.01, 0.0), "thresholded_relu": (1.0, 0.0), "scaled_tanh": (1.0, 1.0),
-    "hard_sigmoid": (0.2, 0.5), "elu": (1.0, 0.0), "softsign": (0.0, 0.0),
-    "softplus": (0.0, 0.0),
-}
-# each cell's activations in ONNX's order and their PyTorch values
-_DEFAULT_ACTIVATIONS = {"rnn_tanh": ("tanh",), "rnn_relu": ("relu",),
-                        "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"),
-                        "gru_reset_before": ("sigmoid", "tanh")}
-
-
-def _snake(name: str) -> str:
-    """ONNX's CamelCase activation names (LeakyRelu) as fastrnn's (leaky_relu)."""
-    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
-
-
-def _activations(cell: str, activations) -> Tuple[Tuple[str, float, float], ...]:
-    """A checked activation list: each entry a name, (name, alpha) or (name, alpha, beta)."""
-    defaults = _DEFAULT_ACTIVATIONS[cell]
-    if activations is None:
-        activations = defaults
-    if isinstance(activations, str):
-        activations = [activations]
-    activations = list(activations)
-    if len(activations) != len(defaults):
-        raise ValueError(f"activations: expected {len(defaults)} for this cell "
-                         f"({', '.join(defaults)} by default), got {len(activations)}")
-    checked = []
-    for spec in activations:
-        name, *params = (spec,) if isinstance(spec, str) else tuple(spec)
-        key = _snake(name) if isinstance(name, str) else name
-        if key not in ACTIVATION_DEFAULTS or len(params) > 2:
-            raise ValueError(f"activations: expected names among {sorted(ACTIVATION_DEFAULTS)} "
-                             f"optionally with (alpha, beta), got {spec!r}")
-        alpha, beta = (list(params) + list(ACTIVATION_DEFAULTS[key][len(params):]))[:2]
-        checked.append((key, float(alpha), float(beta)))
-    return tuple(checked)
-_DIRECTIONS = ("forward", "reverse", "bidirectional")
-
-
-# ------------------------------------------------------------ input checks
-
-def _dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype) if dtype is not None else None
-    except TypeError:
-        dt = None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    return dt
-
-
-def _as_array(name: str, value: ArrayLike, dtype: np.dtype) -> np.ndarray:
-    """value as a C-contiguous array of dtype; numbers only."""
-    return _c_array(_numbers(name, value), dtype)
-
-
-def _c_array(arr: np.ndarray, dtype=None) -> np.ndarray:
-    """arr as a C-contiguous, aligned array (a copy only when it is not one):
-    the kernels read whole, aligned elements."""
-    return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
-
-
-def _numbers(name: str, value: ArrayLike) -> np.ndarray:
-    """value as an array of real numbers (a view of the caller's data when possible)."""
-    try:
-        arr = np.asarray(value)
-    except ValueError as e:   # ragged nested sequences
-        raise ValueError(f"{name}: could not be converted to an array ({e})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                   or arr.dtype == np.bool_):
-        raise TypeError(f"{name}: expected an array of real numbers, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name}: expected real numbers, got complex dtype {arr.dtype}")
-    return arr
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
-
-
-def _lengths(lengths: ArrayLike, B: int, T: int) -> Optional[np.ndarray]:
-    """Checked lengths (B,) as C ints; None when every sequence is full length."""
-    if lengths is None:
-        return None
-    arr = np.asarray(lengths)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) \
-                and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
-    if arr.shape != (B,):
-        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), "
-                         f"got {arr.shape}")
-    if B and (arr.min() < 0 or arr.max() > T):
-        raise ValueError(f"lengths: expected values in [0, {T}] (T = {T}), "
-                         f"got min {arr.min()} max {arr.max()}")
-    if np.all(arr == T):
-        return None
-    return np.array(arr, dtype=np.intc)   # a copy: backward must see these lengths
-
 
 # ------------------------------------------------------------------ stack
 
@@ -161,41 +54,23 @@ class _RNNBase:
                  input_forget: bool = False) -> None:
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
-        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral) \
-                or not 0 <= proj_size < self.hidden_size:
-            raise ValueError(f"proj_size: expected an integer in [0, hidden_size="
-                             f"{self.hidden_size}), got {proj_size!r}")
-        self.proj_size = int(proj_size)
+        self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
-        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias: expected True or False, got {bias!r}")
+        self.dropout = _check_dropout(dropout)
+        self.bias = _check_bias(bias)
         self._cell = cell
-        self.bias = bool(bias)
         self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
-        if direction is None:
-            direction = "bidirectional" if bidirectional else "forward"
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction: expected one of {list(_DIRECTIONS)}, got {direction!r}")
-        if bidirectional and direction != "bidirectional":
-            raise ValueError(f"direction: {direction!r} contradicts bidirectional=True")
-        self.direction = direction
-        self.bidirectional = direction == "bidirectional"
+        self.direction = _direction(direction, bidirectional)
+        self.bidirectional = self.direction == "bidirectional"
         self.dtype = _dtype(dtype)
         self.training = True
         self.stateful = bool(stateful)
         self.activations = _activations(cell, activations)
-        if clip is not None and (not isinstance(clip, numbers.Real) or not clip > 0):
-            raise ValueError(f"clip: expected a positive number or None, got {clip!r}")
-        self.clip = None if clip is None else float(clip)
+        self.clip = _check_clip(clip)
         self.peepholes, self.input_forget = bool(peepholes), bool(input_forget)
-        if (self.peepholes or self.input_forget) and cell != "lstm":
-            raise ValueError("peepholes and input_forget: LSTM options")
-        default = tuple((name, *ACTIVATION_DEFAULTS[name]) for name in _DEFAULT_ACTIVATIONS[cell])
-        general = (self.activations != default or self.clip is not None or self.peepholes
-                   or self.input_forget)
+        _check_lstm_options(cell, self.peepholes, self.input_forget)
+        general = (self.activations != _activations(cell, None) or self.clip is not None
+                   or self.peepholes or self.input_forget)
         # the kernels' general cells (ONNX's options), None for PyTorch's
         self._options = (self.activations, self.clip, self.input_forget) if general else None
         self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
@@ -240,9 +115,7 @@ class _RNNBase:
 
     @backend.setter
     def backend(self, name: str) -> None:
-        if name not in BACKENDS:
-            raise ValueError(f"backend: expected one of {sorted(BACKENDS)}, got {name!r}")
-        self._backend = BACKENDS[name]()
+        self._backend = BACKENDS[_check_choice("backend", name, sorted(BACKENDS))]()
         self._saved = None
 
     def _directions(self) -> Tuple[Tuple[str, bool], ...]:
@@ -570,9 +443,7 @@ class RNN(_HiddenStateStack):
                  seed: Optional[int] = None, backend: str = "c",
                  direction: Optional[str] = None, stateful: bool = False, activations=None,
                  clip: Optional[float] = None) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed, backend, direction,
                          stateful=stateful, activations=activations, clip=clip)
@@ -641,14 +512,6 @@ class Tape:
         return f"<fastrnn.Tape of {type(owner).__name__ if owner else 'a deleted layer'}>"
 
 
-def _pair(name: str, value) -> Tuple[Any, Any]:
-    if value is None:
-        return None, None
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {type(value).__name__}")
-    return value[0], value[1]
-
-
 # ------------------------------------------------------- Keras-style wrapper
 
 class Bidirectional:
@@ -669,9 +532,7 @@ class Bidirectional:
             raise ValueError(f"layer: expected a single-layer RNN/LSTM/GRU (Keras semantics), "
                              f"got num_layers={layer.num_layers}; for a bidirectional stack "
                              f"use bidirectional=True")
-        if merge_mode not in _MERGE_MODES:
-            raise ValueError(f"merge_mode: expected one of {list(_MERGE_MODES)}, got {merge_mode!r}")
-        self.merge_mode = merge_mode
+        self.merge_mode = _check_choice("merge_mode", merge_mode, _MERGE_MODES)
         kwargs = dict(bias=layer.bias, batch_first=layer.batch_first, dropout=layer.dropout,
                       bidirectional=True, dtype=layer.dtype, backend=layer.backend,
                       stateful=layer.stateful, activations=layer.activations, clip=layer.clip,

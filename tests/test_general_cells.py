@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn.layers import ACTIVATION_DEFAULTS
+from fastrnn import ACTIVATION_DEFAULTS
 
 T, B, I, H = 5, 3, 4, 5
 LENGTHS = np.array([5, 2, 0])

@@ -1,0 +1,195 @@
+"""Argument checks for the layers, the Bidirectional wrapper and the cells.
+
+Python validates once, at the boundary (STYLE.md, practice 6), and every check
+lives here: a bad argument raises ``ValueError`` or ``TypeError`` naming the
+argument, what was expected and what was got (API.md, "Errors"). The helpers
+return the checked value in the form the layers keep (an int, a float, a
+C-contiguous array of the layer's dtype, a tuple of activations), so a caller
+checks and converts in one line.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+# ONNX's activations for the general cells, with ONNX's default alpha and beta
+# (those of the ONNX operators of the same name; Affine and ScaledTanh, which
+# have none, default to the identity and to tanh)
+ACTIVATION_DEFAULTS: Dict[str, Tuple[float, float]] = {
+    "sigmoid": (0.0, 0.0), "tanh": (0.0, 0.0), "relu": (0.0, 0.0), "affine": (1.0, 0.0),
+    "leaky_relu": (0.01, 0.0), "thresholded_relu": (1.0, 0.0), "scaled_tanh": (1.0, 1.0),
+    "hard_sigmoid": (0.2, 0.5), "elu": (1.0, 0.0), "softsign": (0.0, 0.0),
+    "softplus": (0.0, 0.0),
+}
+# each cell's activations in ONNX's order and their PyTorch values
+_DEFAULT_ACTIVATIONS = {"rnn_tanh": ("tanh",), "rnn_relu": ("relu",),
+                        "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"),
+                        "gru_reset_before": ("sigmoid", "tanh")}
+
+#: What the ``activations`` argument takes: one entry per activation of the
+#: cell, each a name, (name, alpha) or (name, alpha, beta); a single name when
+#: the cell has one; None for the cell's defaults.
+Activations = Optional[Union[str, Sequence[Union[str, Sequence[Any]]]]]
+
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def _snake(name: str) -> str:
+    """ONNX's CamelCase activation names (LeakyRelu) as fastrnn's (leaky_relu)."""
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+
+
+def _activations(cell: str, activations: Activations) -> Tuple[Tuple[str, float, float], ...]:
+    """A checked activation list: each entry a name, (name, alpha) or (name, alpha, beta);
+    ``_activations(cell, None)`` is the cell's default (PyTorch's) list."""
+    defaults = _DEFAULT_ACTIVATIONS[cell]
+    if activations is None:
+        activations = defaults
+    if isinstance(activations, str):
+        activations = [activations]
+    activations = list(activations)
+    if len(activations) != len(defaults):
+        raise ValueError(f"activations: expected {len(defaults)} for this cell "
+                         f"({', '.join(defaults)} by default), got {len(activations)}")
+    checked = []
+    for spec in activations:
+        name, *params = (spec,) if isinstance(spec, str) else tuple(spec)
+        key = _snake(name) if isinstance(name, str) else name
+        if key not in ACTIVATION_DEFAULTS or len(params) > 2:
+            raise ValueError(f"activations: expected names among {sorted(ACTIVATION_DEFAULTS)} "
+                             f"optionally with (alpha, beta), got {spec!r}")
+        alpha, beta = (list(params) + list(ACTIVATION_DEFAULTS[key][len(params):]))[:2]
+        checked.append((key, float(alpha), float(beta)))
+    return tuple(checked)
+
+
+# ------------------------------------------------------- constructor arguments
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _check_proj_size(proj_size: Any, hidden_size: int) -> int:
+    if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral) \
+            or not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size: expected an integer in [0, hidden_size="
+                         f"{hidden_size}), got {proj_size!r}")
+    return int(proj_size)
+
+
+def _check_dropout(dropout: Any) -> float:
+    if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
+def _check_bias(bias: Any) -> bool:
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias: expected True or False, got {bias!r}")
+    return bool(bias)
+
+
+def _check_nonlinearity(nonlinearity: Any) -> str:
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return nonlinearity
+
+
+def _direction(direction: Optional[str], bidirectional: bool) -> str:
+    """The direction a stack runs: ``direction``, or (None) what ``bidirectional`` says."""
+    if direction is None:
+        direction = "bidirectional" if bidirectional else "forward"
+    _check_choice("direction", direction, _DIRECTIONS)
+    if bidirectional and direction != "bidirectional":
+        raise ValueError(f"direction: {direction!r} contradicts bidirectional=True")
+    return direction
+
+
+def _check_clip(clip: Any) -> Optional[float]:
+    if clip is not None and (not isinstance(clip, numbers.Real) or not clip > 0):
+        raise ValueError(f"clip: expected a positive number or None, got {clip!r}")
+    return None if clip is None else float(clip)
+
+
+def _check_lstm_options(cell: str, peepholes: bool, input_forget: bool) -> None:
+    if (peepholes or input_forget) and cell != "lstm":
+        raise ValueError("peepholes and input_forget: LSTM options")
+
+
+def _dtype(dtype: DTypeLike) -> np.dtype:
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        dt = None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+# ------------------------------------------------------------- call arguments
+
+def _as_array(name: str, value: ArrayLike, dtype: np.dtype) -> np.ndarray:
+    """value as a C-contiguous array of dtype; numbers only."""
+    return _c_array(_numbers(name, value), dtype)
+
+
+def _c_array(arr: np.ndarray, dtype: Optional[np.dtype] = None) -> np.ndarray:
+    """arr as a C-contiguous, aligned array (a copy only when it is not one):
+    the kernels read whole, aligned elements."""
+    return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _numbers(name: str, value: ArrayLike) -> np.ndarray:
+    """value as an array of real numbers (a view of the caller's data when possible)."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:   # ragged nested sequences
+        raise ValueError(f"{name}: could not be converted to an array ({e})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name}: expected an array of real numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name}: expected real numbers, got complex dtype {arr.dtype}")
+    return arr
+
+
+def _lengths(lengths: Optional[ArrayLike], B: int, T: int) -> Optional[np.ndarray]:
+    """Checked lengths (B,) as C ints; None when every sequence is full length."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) \
+                and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), "
+                         f"got {arr.shape}")
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"lengths: expected values in [0, {T}] (T = {T}), "
+                         f"got min {arr.min()} max {arr.max()}")
+    if np.all(arr == T):
+        return None
+    return np.array(arr, dtype=np.intc)   # a copy: backward must see these lengths
+
+
+def _pair(name: str, value: Any) -> Tuple[Any, Any]:
+    """An LSTM state (h, c) as its two parts; (None, None) for None."""
+    if value is None:
+        return None, None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {type(value).__name__}")
+    return value[0], value[1]
