@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fastrnn import _kernels
+from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import BACKENDS, CBackend
 from fastrnn._validation import (_activations, _as_array, _c_array, _check_bias, _check_choice,
                                  _check_clip, _check_dropout, _check_lstm_options,
@@ -42,7 +43,7 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 # ------------------------------------------------------------------ stack
 
-class _RNNBase:
+class _RNNBase(Saveable):
     """Shared machinery of RNN, LSTM and GRU (a stack of layer-directions)."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -164,10 +165,8 @@ class _RNNBase:
                 f"direction={self.direction!r}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r})")
 
-    def save(self, path) -> None:
-        """Write the configuration and the weights to one .npz (fastrnn.load reads it)."""
-        from fastrnn.serialize import save
-        save(self, path)
+    def _save_config(self) -> Tuple[Dict[str, Any], "_RNNBase"]:
+        return class_config(self, (RNN, LSTM, GRU)), self
 
     # -- copying and pickling: the lock, the workspace and the state kept for
     # backward belong to one object and are made anew
@@ -514,7 +513,7 @@ class Tape:
 
 # ------------------------------------------------------- Keras-style wrapper
 
-class Bidirectional:
+class Bidirectional(Saveable):
     """Runs a layer in both directions and merges the two outputs (Keras style).
 
     ``Bidirectional(GRU(8, 16), merge_mode="concat")`` equals ``GRU(8, 16,
@@ -599,15 +598,15 @@ class Bidirectional:
     def __repr__(self) -> str:
         return f"Bidirectional({self.layer!r}, merge_mode={self.merge_mode!r})"
 
-    def save(self, path) -> None:
-        """Write the configuration and the weights to one .npz (fastrnn.load reads it)."""
-        from fastrnn.serialize import save
-        save(self, path)
+    def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
+        config, stack = self.layer._save_config()
+        config["args"]["direction"] = "forward"   # the wrapped layer as it was given
+        return {"class": "Bidirectional", "merge_mode": self.merge_mode, "layer": config}, stack
 
 
 # ------------------------------------------------------------------- cells
 
-class _CellBase:
+class _CellBase(Saveable):
     """One time step; the same kernels as the layers with T = 1.
 
     Inference steps on the "c" backend (training=False, or the cell in eval
@@ -677,10 +676,8 @@ class _CellBase:
         """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh)."""
         self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
 
-    def save(self, path) -> None:
-        """Write the configuration and the weights to one .npz (fastrnn.load reads it)."""
-        from fastrnn.serialize import save
-        save(self, path)
+    def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
+        return class_config(self, (RNNCell, LSTMCell, GRUCell)), self._layer
 
     def __repr__(self) -> str:
         layer = self._layer

@@ -15,129 +15,107 @@ Gradients and the state kept for backward are not saved.
 Loading never unpickles and never calls anything the file names: the class
 must be one of fastrnn's seven, and the configuration is checked by the
 constructors as if typed by hand.
+
+Every class writes itself (``layer.save(path)``, from fastrnn._archive, which
+the layer modules import); this module reads, so it imports the classes.
 """
 from __future__ import annotations
 
-import inspect
 import json
-import os
-from typing import Any, Dict
+from typing import Any, Dict, Union
 
 import numpy as np
 
-from fastrnn.layers import (GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell,
-                            _CellBase, _RNNBase)
+from fastrnn._archive import CONFIG_KEY, FORMAT, VERSION, PathOrFile, Saveable
+from fastrnn.layers import GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell, _RNNBase
 
 __all__ = ["save", "load"]
-
-FORMAT = "fastrnn"
-VERSION = 1
-CONFIG_KEY = "__fastrnn__"
 
 _LAYERS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
 _CELLS = {"RNNCell": RNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell}
 
-
-def _jsonable(name: str, value):
-    """A constructor argument as JSON (dtype by name, tuples as lists)."""
-    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
-        return np.dtype(value).name
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(name, v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"layer: cannot save argument {name}={value!r} "
-                    f"({type(value).__name__})")
+Saved = Union[RNN, LSTM, GRU, Bidirectional, RNNCell, LSTMCell, GRUCell]
 
 
-def _arguments(cls: type, *sources) -> Dict[str, Any]:
-    """Every constructor argument of cls, read from the first source that has an
-    attribute of that name; seed is left out (the weights and the generator's
-    state are saved), and bidirectional too (direction says it)."""
-    args = {}
-    for name, p in inspect.signature(cls).parameters.items():
-        if name in ("seed", "bidirectional") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-            continue
-        for src in sources:
-            try:
-                value = getattr(src, name)
-            except AttributeError:
-                continue
-            args[name] = _jsonable(name, value)
-            break
-        else:
-            raise TypeError(f"layer: {cls.__name__} has no attribute for its constructor "
-                            f"argument {name!r}; cannot save it")
-    return args
+def save(layer: Saved, path: PathOrFile) -> None:
+    """Save a layer, Bidirectional wrapper or cell as one .npz archive.
 
+    The same as ``layer.save(path)``.
 
-def _layer_config(layer: _RNNBase, **overrides) -> Dict[str, Any]:
-    name = _class_name(layer, _LAYERS)
-    args = _arguments(_LAYERS[name], layer)
-    args.update(overrides)
-    return {"class": name, "args": args}
+    Parameters
+    ----------
+    layer : RNN, LSTM, GRU, Bidirectional, RNNCell, LSTMCell or GRUCell
+        What to save: its class, constructor arguments, weights, training flag
+        and random generator state.
+    path : str, os.PathLike or binary file object
+        Where to write; a file name is used exactly as given (no ``.npz`` is
+        appended).
 
+    Raises
+    ------
+    TypeError
+        When layer is not one of fastrnn's, or a constructor argument cannot
+        be written as JSON.
 
-def _class_name(obj, table: Dict[str, type]) -> str:
-    for name, cls in table.items():
-        if type(obj) is cls:
-            return name
-    for name, cls in table.items():   # a subclass saves as its fastrnn base
-        if isinstance(obj, cls):
-            return name
-    raise TypeError(f"layer: expected a fastrnn layer, got {type(obj).__name__}")
-
-
-def _rng_state(layer: _RNNBase) -> Dict[str, Any]:
-    return layer._rng.bit_generator.state
-
-
-def save(layer, path) -> None:
-    """Save a layer, Bidirectional wrapper or cell to path (a file name, written
-    exactly as given, or a binary file object) as one .npz archive."""
-    if isinstance(layer, Bidirectional):
-        inner = layer.layer
-        # the wrapped layer as it was given: forward
-        config = {"class": "Bidirectional", "merge_mode": layer.merge_mode,
-                  "layer": _layer_config(inner, direction="forward")}
-    elif isinstance(layer, _RNNBase):
-        inner = layer
-        config = _layer_config(layer)
-    elif isinstance(layer, _CellBase):
-        inner = layer._layer
-        name = _class_name(layer, _CELLS)
-        config = {"class": name, "args": _arguments(_CELLS[name], layer, inner)}
-    else:
+    Examples
+    --------
+    >>> import io, fastrnn
+    >>> buffer = io.BytesIO()
+    >>> fastrnn.save(fastrnn.LSTMCell(4, 8, seed=0), buffer)
+    >>> _ = buffer.seek(0)
+    >>> fastrnn.load(buffer)
+    LSTMCell(4, 8, bias=True, dtype=float32, backend='c')
+    """
+    if not isinstance(layer, Saveable):
         raise TypeError(f"layer: expected a fastrnn RNN, LSTM, GRU, Bidirectional or cell, "
                         f"got {type(layer).__name__}")
-    config.update(format=FORMAT, version=VERSION, training=bool(inner.training),
-                  rng=_rng_state(inner))
-    weights = layer.state_dict()
-    arrays = {CONFIG_KEY: np.array(json.dumps(config))}
-    arrays.update(weights)
-    if isinstance(path, (str, os.PathLike)):
-        # np.savez would append ".npz" to a name without it; write the name given
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-    else:
-        np.savez(path, **arrays)
+    layer.save(path)
 
 
-def _corrupt(path, why: str) -> ValueError:
+def _corrupt(path: PathOrFile, why: str) -> ValueError:
     return ValueError(f"path: {path!r} is not a fastrnn file ({why})")
 
 
-def _build_layer(path, config: Dict[str, Any]) -> _RNNBase:
+def _build_layer(path: PathOrFile, config: Dict[str, Any]) -> _RNNBase:
     cls = _LAYERS.get(config.get("class"))
     if cls is None:
         raise _corrupt(path, f"unknown layer class {config.get('class')!r}")
     return cls(**config["args"])
 
 
-def load(path):
-    """The layer, Bidirectional wrapper or cell saved by save(layer, path)."""
+def load(path: PathOrFile) -> Saved:
+    """The layer, Bidirectional wrapper or cell saved by ``save(layer, path)``.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or binary file object
+        A file written by ``save``.
+
+    Returns
+    -------
+    RNN, LSTM, GRU, Bidirectional, RNNCell, LSTMCell or GRUCell
+        The saved class with the saved constructor arguments, weights,
+        training flag and random generator state.
+
+    Raises
+    ------
+    ValueError
+        When path is not a fastrnn file (no or an unreadable configuration, an
+        unknown class, bad arguments) or has another format version.
+    OSError
+        When path cannot be read.
+
+    Examples
+    --------
+    >>> import io, numpy as np, fastrnn
+    >>> gru = fastrnn.GRU(4, 8, seed=0)
+    >>> buffer = io.BytesIO()
+    >>> fastrnn.save(gru, buffer)
+    >>> _ = buffer.seek(0)
+    >>> twin = fastrnn.load(buffer)
+    >>> all(np.array_equal(twin.state_dict()[k], v) for k, v in gru.state_dict().items())
+    True
+    """
     with np.load(path, allow_pickle=False) as archive:
         if CONFIG_KEY not in archive.files:
             raise _corrupt(path, f"no {CONFIG_KEY!r} entry")
