@@ -12,7 +12,9 @@ compiled kernels, backend="numpy" the readable reference (fastrnn.reference).
 from fastrnn.convert import (export_onnx, from_keras, from_onnx, from_torch, load_onnx,
                              to_keras, to_onnx)
 from fastrnn._validation import ACTIVATION_DEFAULTS
-from fastrnn.layers import GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell, Tape
+from fastrnn.bidirectional import Bidirectional
+from fastrnn.cells import GRUCell, LSTMCell, RNNCell
+from fastrnn.layers import GRU, LSTM, RNN, Tape
 from fastrnn.serialize import load, save
 from fastrnn.threads import get_num_threads, set_num_threads
 

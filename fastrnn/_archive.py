@@ -100,8 +100,9 @@ class Saveable:
         >>> buffer = io.BytesIO()
         >>> gru.save(buffer)
         >>> _ = buffer.seek(0)
-        >>> fastrnn.load(buffer)
-        GRU(4, 8, num_layers=1, bias=True, batch_first=False, dropout=0.0, direction='forward', dtype=float32, backend='c')
+        >>> twin = fastrnn.load(buffer)
+        >>> type(twin).__name__, twin.hidden_size
+        ('GRU', 8)
         """
         config, stack = self._save_config()
         config.update(format=FORMAT, version=VERSION, training=bool(stack.training),

@@ -49,8 +49,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fastrnn._validation import ACTIVATION_DEFAULTS, _snake
-from fastrnn.layers import (GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell, _CellBase,
-                            _RNNBase)
+from fastrnn.bidirectional import Bidirectional
+from fastrnn.cells import GRUCell, LSTMCell, RNNCell, _CellBase
+from fastrnn.layers import GRU, LSTM, RNN, _RNNBase
 
 __all__ = ["from_torch", "to_keras", "from_keras", "to_onnx", "from_onnx",
            "export_onnx", "load_onnx"]

@@ -1,4 +1,4 @@
-"""RNN, LSTM and GRU layers, the Bidirectional wrapper and one-step cells.
+"""RNN, LSTM and GRU: stacks of recurrent layers, as PyTorch's torch.nn.RNN/LSTM/GRU.
 
 Conventions are PyTorch's (see API.md): gate order LSTM i,f,g,o and GRU r,z,n,
 parameter names ``weight_ih_l{k}[_reverse]`` etc., states ``(D*num_layers, B, H)``
@@ -19,39 +19,225 @@ final state is its initial state.
 Threads: the C backend releases the GIL, so different layer objects run in
 parallel from Python threads. Calls on one layer object are serialized by a
 lock (it owns its workspace and the state kept for backward).
+
+Parameters as attributes: ``layer.weight_ih_l0`` is the live array the kernels
+read, and ``layer.weight_ih_l0 = w`` copies ``w`` into it (see
+``_ParameterAttributes``).
+
+The Bidirectional wrapper is in fastrnn.bidirectional, the one-step cells in
+fastrnn.cells, the argument checks in fastrnn._validation.
 """
 from __future__ import annotations
 
-import copy
 import threading
 import weakref
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
-from fastrnn import _kernels
 from fastrnn._archive import Saveable, class_config
-from fastrnn._backend import BACKENDS, CBackend
-from fastrnn._validation import (_activations, _as_array, _c_array, _check_bias, _check_choice,
-                                 _check_clip, _check_dropout, _check_lstm_options,
-                                 _check_nonlinearity, _check_positive_int, _check_proj_size,
-                                 _direction, _dtype, _lengths, _numbers, _pair)
-from fastrnn.kinds import NUM_GATES as _GATES
+from fastrnn._backend import BACKENDS
+from fastrnn._validation import (Activations, _activations, _as_array, _c_array, _check_bias,
+                                 _check_choice, _check_clip, _check_dropout,
+                                 _check_lstm_options, _check_nonlinearity,
+                                 _check_positive_int, _check_proj_size, _direction, _dtype,
+                                 _lengths, _numbers, _pair)
+from fastrnn.kinds import NUM_GATES
 
-_MERGE_MODES = ("concat", "sum", "mul", "ave")
+_T = TypeVar("_T")
+_Stack = TypeVar("_Stack", bound="_RNNBase")
+
+# the constructor arguments a repr shows for the kinds that are not the
+# class's default (the cells' reprs say the same)
+_KIND_ARGUMENTS = {"rnn_relu": ", nonlinearity='relu'", "gru_reset_before": ", reset_after=False"}
+
+
+# ------------------------------------------------------------ documentation
+
+# Descriptions shared by the docstrings of the stacks and the cells, filled in
+# by _doc: one text per argument, whatever class takes it.
+_DOCS = {
+    "sizes": """\
+    input_size : int
+        I, the features of each input step.
+    hidden_size : int
+        H, the features of the hidden state.""",
+    "stack": """\
+    num_layers : int, default 1
+        Stacked layers; each layer after the first reads the output of the one
+        before.""",
+    "bias": """\
+    bias : bool, default True
+        Whether there are biases ``b_ih`` and ``b_hh``.""",
+    "layout": """\
+    batch_first : bool, default False
+        ``x`` and ``output`` are (B, T, .) instead of (T, B, .); states are not
+        affected.
+    dropout : float in [0, 1), default 0.0
+        Dropout on the output of every layer but the last, in training only.
+    bidirectional : bool, default False
+        Also run each layer right to left (D = 2); the same as
+        ``direction="bidirectional"``.""",
+    "nonlinearity": """\
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation of the recurrence.""",
+    "reset_after": """\
+    reset_after : bool, default True
+        Apply the reset gate after the recurrent product (PyTorch's, Keras'
+        default and ONNX ``linear_before_reset=1``), or before it (the original
+        GRU, Keras ``reset_after=False``, ONNX's default).""",
+    "proj_size": """\
+    proj_size : int, default 0
+        P: when > 0, h is projected to P features by ``weight_hr`` (PyTorch's
+        LSTM projection); h and the output are then P wide, c stays H wide.""",
+    "creation": """\
+    dtype : float32 or float64, default float32
+        The dtype of the parameters and of every output; inputs are converted
+        to it.
+    seed : int, optional
+        Seeds the initialisation, U(-1/sqrt(H), 1/sqrt(H)) as PyTorch's, and
+        the dropout masks.
+    backend : {"c", "numpy"}, default "c"
+        The compiled kernels, or the NumPy reference (fastrnn.reference);
+        may be changed at any time.""",
+    "onnx": """\
+    direction : {"forward", "reverse", "bidirectional"}, optional
+        ONNX's direction; "reverse" runs every layer right to left with outputs
+        aligned to the input's steps. None: what ``bidirectional`` says.
+    stateful : bool, default False
+        Carry each call's final state into the next call that is given no
+        initial state (Keras' stateful); ``reset_state()`` forgets it.
+    activations : optional
+        ONNX's activations of the cell, in ONNX's order: each a name among
+        ``fastrnn.ACTIVATION_DEFAULTS`` (ONNX's CamelCase accepted), (name,
+        alpha) or (name, alpha, beta); None: PyTorch's.
+    clip : float, optional
+        ONNX's clip: gate pre-activations are clipped to [-clip, clip].""",
+    "lstm_onnx": """\
+    peepholes : bool, default False
+        ONNX's peephole weights ``weight_peephole`` (p_i, p_f, p_o, (3*H,)).
+    input_forget : bool, default False
+        ONNX's input_forget: the input gate is 1 - f (coupled gates).""",
+    "raises": """\
+    Raises
+    ------
+    ValueError, TypeError
+        For an argument of the wrong type or out of range, naming it.""",
+}
+
+
+def _doc(obj: _T) -> _T:
+    """obj with the %(name)s fields of its docstring filled from _DOCS."""
+    if obj.__doc__:   # None under python -OO
+        obj.__doc__ = obj.__doc__ % _DOCS
+    return obj
+
+
+# ------------------------------------------------------- parameter attributes
+
+class _ParameterAttributes:
+    """Parameters as attributes, as torch.nn.Module has them.
+
+    ``m.weight_ih_l0`` is the live array the kernels read (updating it in place
+    updates the layer); ``m.weight_ih_l0 = w`` copies ``w`` into it with
+    ``load_state_dict``'s checks (the shape; converted to the layer's dtype),
+    and a bad value changes nothing.
+
+    Which names exist depends on the instance (num_layers, direction, bias,
+    proj_size, peepholes), so they cannot be class properties; instead
+    ``__getattr__`` serves these names and nothing else, ``__setattr__``
+    intercepts only them, and ``dir()`` lists them. A class using this defines
+    ``_parameter_arrays`` and ``load_state_dict``.
+    """
+
+    def _parameter_arrays(self) -> Mapping[str, np.ndarray]:
+        """The live parameters by name; empty while the object is being built or
+        unpickled (so read from __dict__: __getattr__ must not recurse)."""
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        params = self._parameter_arrays()
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self._parameter_arrays()
+        if name in params:
+            # layer.weight_hh_l0 = w copies into the parameter the kernels read
+            self.load_state_dict({**params, name: value})
+        else:
+            object.__setattr__(self, name, value)
+
+    def __dir__(self) -> List[str]:
+        return sorted(set(super().__dir__()) | set(self._parameter_arrays()))
+
+
+def _stack_property(name: str, doc: str, settable: bool = False) -> property:
+    """A property of a _StackWrapper that is the attribute ``name`` of the stack
+    it wraps; settable ones set it there."""
+
+    def get(self) -> Any:
+        return getattr(self._stack, name)
+
+    def set_(self, value: Any) -> None:
+        setattr(self._stack, name, value)
+
+    return property(get, set_ if settable else None, doc=doc)
+
+
+class _StackWrapper:
+    """What a wrapper of one RNN/LSTM/GRU stack (Bidirectional, the cells) passes
+    through to the stack, as properties and methods of its own: the dtype, the
+    biases, the mode (``training`` and ``backend``, settable), the tape, and
+    train, eval, zero_grad and parameters. A subclass defines ``_stack``."""
+
+    _stack: "_RNNBase"
+
+    dtype = _stack_property("dtype", "float32 or float64: the dtype of the parameters and "
+                                     "outputs.")
+    bias = _stack_property("bias", "Whether there are biases b_ih and b_hh.")
+    training = _stack_property("training", "Training mode: a call keeps what backward needs.",
+                               settable=True)
+    backend = _stack_property("backend", '"c" (compiled kernels) or "numpy" (the reference); '
+                                         'may be changed any time.', settable=True)
+    tape = _stack_property("tape", "What the last training call kept for backward (see "
+                                   "RNN.tape), or None.")
+
+    def train(self: _T, mode: bool = True) -> _T:
+        """Set training mode (the default): a call keeps what backward needs.
+        Returns the wrapper itself."""
+        self._stack.train(mode)
+        return self
+
+    def eval(self: _T) -> _T:
+        """Set inference mode: calls keep nothing and are faster. Returns the wrapper."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Clear the accumulated parameter gradients."""
+        self._stack.zero_grad()
+
+    def parameters(self) -> List[np.ndarray]:
+        """The live parameter arrays (update them in place), in state_dict order."""
+        return self._stack.parameters()
+
 
 # ------------------------------------------------------------------ stack
 
-class _RNNBase(Saveable):
-    """Shared machinery of RNN, LSTM and GRU (a stack of layer-directions)."""
+class _RNNBase(_ParameterAttributes, Saveable):
+    """Shared machinery of RNN, LSTM and GRU (a stack of layer-directions).
 
-    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, dtype=np.float32, seed: Optional[int] = None,
-                 backend: str = "c", direction: Optional[str] = None,
-                 proj_size: int = 0, stateful: bool = False, activations=None,
-                 clip: Optional[float] = None, peepholes: bool = False,
+    ``cell`` is a kind of fastrnn.kinds.CELLS; the other arguments are the
+    public constructors', passed by keyword.
+    """
+
+    def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
+                 bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
+                 dtype: DTypeLike, seed: Optional[int], backend: str,
+                 direction: Optional[str], stateful: bool, activations: Activations,
+                 clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
                  input_forget: bool = False) -> None:
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
@@ -80,7 +266,7 @@ class _RNNBase(Saveable):
         self._lock = threading.Lock()
         self._saved: Optional[dict] = None
 
-        G, H, R = _GATES[cell], self.hidden_size, self._width
+        G, H, R = NUM_GATES[cell], self.hidden_size, self._width
         bound = 1.0 / np.sqrt(H)
         self._params: Dict[str, np.ndarray] = {}
         for layer in range(self.num_layers):
@@ -107,6 +293,7 @@ class _RNNBase(Saveable):
 
     @property
     def num_directions(self) -> int:
+        """D: 2 when bidirectional, else 1."""
         return 2 if self.bidirectional else 1
 
     @property
@@ -125,13 +312,23 @@ class _RNNBase(Saveable):
             return (("", False), ("_reverse", True))
         return (("", self.direction == "reverse"),)
 
-    def train(self, mode: bool = True):
-        """Training mode: forward keeps what backward needs (the default)."""
+    def train(self: _Stack, mode: bool = True) -> _Stack:
+        """Set training mode (the default): forward keeps what backward needs.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            False is ``eval()``.
+
+        Returns
+        -------
+        The layer itself.
+        """
         self.training = bool(mode)
         return self
 
-    def eval(self):
-        """Inference mode: forward keeps nothing and is faster."""
+    def eval(self: _Stack) -> _Stack:
+        """Set inference mode: forward keeps nothing and is faster. Returns the layer."""
         return self.train(False)
 
     @property
@@ -148,8 +345,7 @@ class _RNNBase(Saveable):
         self._kept_state = None
 
     def __repr__(self) -> str:
-        extra = {"rnn_relu": ", nonlinearity='relu'",
-                 "gru_reset_before": ", reset_after=False"}.get(self._cell, "")
+        extra = _KIND_ARGUMENTS.get(self._cell, "")
         if self.proj_size:
             extra += f", proj_size={self.proj_size}"
         if self._options is not None:
@@ -186,34 +382,51 @@ class _RNNBase(Saveable):
 
     # -- parameters
 
-    def __setattr__(self, name: str, value) -> None:
-        params = self.__dict__.get("_params")
-        if params is not None and name in params:
-            # layer.weight_hh_l0 = w copies into the parameter the kernels read
-            self.load_state_dict({**params, name: value})
-        else:
-            object.__setattr__(self, name, value)
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        params = self.__dict__.get("_params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def _parameter_arrays(self) -> Mapping[str, np.ndarray]:
+        return self.__dict__.get("_params", {})
 
     def parameters(self) -> List[np.ndarray]:
         """The live parameter arrays (update them in place), in state_dict order."""
         return list(self._params.values())
 
     def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
+        """(name, live array) of every parameter, in state_dict order."""
         return list(self._params.items())
 
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """A copy of the parameters under PyTorch's names and shapes."""
+        """A copy of the parameters under PyTorch's names and shapes.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weight_ih_l{k}`` (G*H, I or D*R), ``weight_hh_l{k}`` (G*H, R),
+            ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H,) with bias,
+            ``weight_hr_l{k}`` (P, H) with proj_size, ``weight_peephole_l{k}``
+            (3*H,) with peepholes; ``_reverse`` names for the reverse
+            direction of a bidirectional layer. G is 1, 4 or 3 (RNN, LSTM,
+            GRU), R is proj_size or H.
+        """
         return {k: v.copy() for k, v in self._params.items()}
 
-    def load_state_dict(self, state_dict: Dict[str, ArrayLike]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Load parameters by PyTorch name; every entry must be present with its shape.
-        Nothing changes when an entry is missing, unexpected or misshapen."""
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Every name of ``state_dict()``, nothing else, each with its shape;
+            values are converted to the layer's dtype. A PyTorch module's
+            ``{k: v.detach().numpy() for k, v in module.state_dict().items()}``
+            loads as is.
+
+        Raises
+        ------
+        ValueError
+            When an entry is missing, unexpected or misshapen.
+        TypeError
+            When state_dict is not a mapping, or an entry is not real numbers.
+            Nothing changes when anything is raised.
+        """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict: expected a mapping of names to arrays, "
                             f"got {type(state_dict).__name__}")
@@ -232,7 +445,7 @@ class _RNNBase(Saveable):
             self._params[k][...] = arr
 
     def zero_grad(self) -> None:
-        """Clear the accumulated parameter gradients."""
+        """Clear the accumulated parameter gradients (``grads``)."""
         for g in self.grads.values():
             g.fill(0)
 
@@ -417,80 +630,278 @@ class _RNNBase(Saveable):
 class _HiddenStateStack(_RNNBase):
     """The call and backward of layers whose only state is h (RNN, GRU)."""
 
-    def __call__(self, x: ArrayLike, h0: ArrayLike = None, lengths: ArrayLike = None,
+    def __call__(self, x: ArrayLike, h0: Optional[ArrayLike] = None,
+                 lengths: Optional[ArrayLike] = None,
                  training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """output (T, B, D*H), h_n (D*num_layers, B, H)."""
+        """Run the stack over a sequence.
+
+        Parameters
+        ----------
+        x : array_like
+            (T, B, I), or (B, T, I) when batch_first, or (T, I) unbatched.
+        h0 : array_like, optional
+            Initial state (D*num_layers, B, H), or (D*num_layers, H) unbatched;
+            None: zeros (or, stateful, the state the last call left).
+        lengths : array_like of int, optional
+            (B,): sequence b has lengths[b] valid steps, 0 <= lengths[b] <= T;
+            later steps output zeros and leave its state alone (PyTorch's
+            packed-sequence result, without packing).
+        training : bool, optional
+            Keep what backward needs; None: the layer's mode (``train()``,
+            ``eval()``).
+
+        Returns
+        -------
+        output : ndarray
+            (T, B, D*H), or (B, T, D*H) when batch_first, or (T, D*H)
+            unbatched; the forward direction's half first.
+        h_n : ndarray
+            Final states (D*num_layers, B, H), layer-major, direction-minor;
+            (D*num_layers, H) unbatched.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an argument of the wrong shape, type or range, naming it.
+        """
         with self._lock:
             output, h_n, _ = self._forward(x, h0, None, lengths, training)
         return output, h_n
 
-    def backward(self, d_output: ArrayLike, d_h_n: ArrayLike = None,
+    def backward(self, d_output: Optional[ArrayLike], d_h_n: Optional[ArrayLike] = None,
                  tape: Optional["Tape"] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """dx, dh0 of the last training forward (or of ``tape``); parameter
-        gradients accumulate into .grads."""
+        """Backpropagate through the last training forward (or the one ``tape`` recorded).
+
+        Parameter gradients accumulate into ``grads``.
+
+        Parameters
+        ----------
+        d_output : array_like or None
+            The gradient of the output, with its shape; None: zeros.
+        d_h_n : array_like, optional
+            The gradient of h_n, with its shape; None: zeros.
+        tape : Tape, optional
+            A ``layer.tape`` taken after an earlier forward of this layer.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient of x, with x's shape.
+        dh0 : ndarray
+            The gradient of the initial state (D*num_layers, B, H), also when
+            it was the implicit zeros.
+
+        Raises
+        ------
+        ValueError
+            When there is no training forward to differentiate, or a gradient
+            has the wrong shape.
+        """
         with self._lock:
             dx, dh0, _ = self._backward(d_output, d_h_n, None, tape)
         return dx, dh0
 
 
+@_doc
 class RNN(_HiddenStateStack):
-    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu.
+
+    PyTorch's torch.nn.RNN: the same arguments, parameter names and results.
+
+    Parameters
+    ----------
+%(sizes)s
+%(stack)s
+%(nonlinearity)s
+%(bias)s
+%(layout)s
+%(creation)s
+%(onnx)s
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> rnn = fastrnn.RNN(4, 8, num_layers=2, seed=0)
+    >>> output, h_n = rnn(np.zeros((5, 3, 4)))            # x (T, B, I)
+    >>> output.shape, h_n.shape
+    ((5, 3, 8), (2, 3, 8))
+    >>> dx, dh0 = rnn.backward(np.ones_like(output))      # grads accumulate in rnn.grads
+    >>> dx.shape, rnn.grads["weight_hh_l1"].shape
+    ((5, 3, 4), (8, 8))
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None, stateful: bool = False, activations=None,
-                 clip: Optional[float] = None) -> None:
+                 dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None,
+                 backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
+                 activations: Activations = None, clip: Optional[float] = None) -> None:
         self.nonlinearity = _check_nonlinearity(nonlinearity)
-        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, dtype, seed, backend, direction,
-                         stateful=stateful, activations=activations, clip=clip)
-
-
-class GRU(_HiddenStateStack):
-    """GRU, gates r, z, n; reset_after=True is PyTorch's (and Keras' default) form."""
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, reset_after: bool = True, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None, stateful: bool = False, activations=None,
-                 clip: Optional[float] = None) -> None:
-        self.reset_after = bool(reset_after)
-        super().__init__("gru" if reset_after else "gru_reset_before", input_size,
-                         hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, seed, backend, direction, stateful=stateful,
+        super().__init__(f"rnn_{nonlinearity}", input_size=input_size, hidden_size=hidden_size,
+                         num_layers=num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
+                         backend=backend, direction=direction, stateful=stateful,
                          activations=activations, clip=clip)
 
 
-class LSTM(_RNNBase):
-    """LSTM, gates i, f, g, o: c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t)."""
+@_doc
+class GRU(_HiddenStateStack):
+    """GRU, gates r, z, n; reset_after=True is PyTorch's (and Keras' default) form.
+
+    r = sigmoid(x W_ir^T + b_ir + h W_hr^T + b_hr), z likewise,
+    n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)), h' = (1 - z) * n + z * h.
+    PyTorch's torch.nn.GRU: the same arguments, parameter names and results.
+
+    Parameters
+    ----------
+%(sizes)s
+%(stack)s
+%(bias)s
+%(layout)s
+%(reset_after)s
+%(creation)s
+%(onnx)s
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> gru = fastrnn.GRU(4, 8, batch_first=True, bidirectional=True, seed=0)
+    >>> output, h_n = gru(np.zeros((3, 5, 4)))            # x (B, T, I)
+    >>> output.shape, h_n.shape
+    ((3, 5, 16), (2, 3, 8))
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, dtype=np.float32,
-                 seed: Optional[int] = None, backend: str = "c",
-                 direction: Optional[str] = None, stateful: bool = False, activations=None,
-                 clip: Optional[float] = None, peepholes: bool = False,
-                 input_forget: bool = False) -> None:
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, dtype, seed, backend, direction, proj_size,
-                         stateful, activations, clip, peepholes, input_forget)
+                 bidirectional: bool = False, reset_after: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None,
+                 backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
+                 activations: Activations = None, clip: Optional[float] = None) -> None:
+        self.reset_after = bool(reset_after)
+        super().__init__("gru" if reset_after else "gru_reset_before", input_size=input_size,
+                         hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed, backend=backend, direction=direction,
+                         stateful=stateful, activations=activations, clip=clip)
 
-    def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
-                 lengths: ArrayLike = None, training: Optional[bool] = None):
-        """output (T, B, D*R), (h_n (D*num_layers, B, R), c_n (D*num_layers, B, H)),
-        with R = proj_size when projecting, else H."""
+
+@_doc
+class LSTM(_RNNBase):
+    """LSTM, gates i, f, g, o: c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t).
+
+    PyTorch's torch.nn.LSTM: the same arguments, parameter names and results;
+    the state is the pair (h, c).
+
+    Parameters
+    ----------
+%(sizes)s
+%(stack)s
+%(bias)s
+%(layout)s
+%(proj_size)s
+%(creation)s
+%(onnx)s
+%(lstm_onnx)s
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> lstm = fastrnn.LSTM(4, 8, proj_size=2, seed=0)
+    >>> output, (h_n, c_n) = lstm(np.zeros((5, 3, 4)))
+    >>> output.shape, h_n.shape, c_n.shape
+    ((5, 3, 2), (1, 3, 2), (1, 3, 8))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None,
+                 backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
+                 activations: Activations = None, clip: Optional[float] = None,
+                 peepholes: bool = False, input_forget: bool = False) -> None:
+        super().__init__("lstm", input_size=input_size, hidden_size=hidden_size,
+                         num_layers=num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
+                         backend=backend, direction=direction, stateful=stateful,
+                         activations=activations, clip=clip, proj_size=proj_size,
+                         peepholes=peepholes, input_forget=input_forget)
+
+    def __call__(self, x: ArrayLike,
+                 state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
+                 lengths: Optional[ArrayLike] = None, training: Optional[bool] = None
+                 ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """Run the stack over a sequence.
+
+        Parameters
+        ----------
+        x : array_like
+            (T, B, I), or (B, T, I) when batch_first, or (T, I) unbatched.
+        state : (h0, c0), optional
+            h0 (D*num_layers, B, R) and c0 (D*num_layers, B, H), without B
+            unbatched, R = proj_size or H; None, or None for either: zeros (or,
+            stateful, the state the last call left).
+        lengths : array_like of int, optional
+            (B,): sequence b has lengths[b] valid steps, 0 <= lengths[b] <= T;
+            later steps output zeros and leave its state alone.
+        training : bool, optional
+            Keep what backward needs; None: the layer's mode.
+
+        Returns
+        -------
+        output : ndarray
+            (T, B, D*R), or (B, T, D*R) when batch_first, or (T, D*R)
+            unbatched; the forward direction's half first.
+        (h_n, c_n) : tuple of ndarray
+            Final states (D*num_layers, B, R) and (D*num_layers, B, H),
+            layer-major, direction-minor; without B unbatched.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an argument of the wrong shape, type or range, naming it.
+        """
         h0, c0 = _pair("state", state)
         with self._lock:
             output, h_n, c_n = self._forward(x, h0, c0, lengths, training)
         return output, (h_n, c_n)
 
-    def backward(self, d_output: ArrayLike, d_state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
-                 tape: Optional["Tape"] = None):
-        """dx, (dh0, dc0) of the last training forward (or of ``tape``); parameter
-        gradients accumulate into .grads."""
+    def backward(self, d_output: Optional[ArrayLike],
+                 d_state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
+                 tape: Optional["Tape"] = None
+                 ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """Backpropagate through the last training forward (or the one ``tape`` recorded).
+
+        Parameter gradients accumulate into ``grads``.
+
+        Parameters
+        ----------
+        d_output : array_like or None
+            The gradient of the output, with its shape; None: zeros.
+        d_state : (d_h_n, d_c_n), optional
+            The gradients of h_n and c_n, with their shapes; None: zeros.
+        tape : Tape, optional
+            A ``layer.tape`` taken after an earlier forward of this layer.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient of x, with x's shape.
+        (dh0, dc0) : tuple of ndarray
+            The gradients of the initial states, shaped as h_n and c_n, also
+            when they were the implicit zeros.
+
+        Raises
+        ------
+        ValueError
+            When there is no training forward to differentiate, or a gradient
+            has the wrong shape.
+        """
         d_h_n, d_c_n = _pair("d_state", d_state)
         with self._lock:
             dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n, tape)
@@ -498,7 +909,26 @@ class LSTM(_RNNBase):
 
 
 class Tape:
-    """The record of one training forward of one layer (see ``layer.tape``)."""
+    """The record of one training forward of one layer (see ``layer.tape``).
+
+    ``layer.backward(..., tape=t)`` differentiates the forward ``t`` recorded,
+    whatever ran since: truncated BPTT keeps one tape per chunk and runs
+    backward from the last chunk to the first, passing each chunk's dh0 as the
+    d_h_n of the chunk before. A tape holds that forward's cache until dropped.
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> gru = fastrnn.GRU(4, 8, seed=0)
+    >>> _, h = gru(np.ones((5, 2, 4)))
+    >>> first = gru.tape
+    >>> out, _ = gru(np.ones((5, 2, 4)), h)
+    >>> second = gru.tape
+    >>> _, dh = gru.backward(np.ones_like(out), tape=second)
+    >>> dx, _ = gru.backward(np.ones_like(out), dh, tape=first)
+    >>> first
+    <fastrnn.Tape of GRU>
+    """
 
     __slots__ = ("_owner", "_saved")
 
@@ -509,336 +939,3 @@ class Tape:
     def __repr__(self) -> str:
         owner = self._owner()
         return f"<fastrnn.Tape of {type(owner).__name__ if owner else 'a deleted layer'}>"
-
-
-# ------------------------------------------------------- Keras-style wrapper
-
-class Bidirectional(Saveable):
-    """Runs a layer in both directions and merges the two outputs (Keras style).
-
-    ``Bidirectional(GRU(8, 16), merge_mode="concat")`` equals ``GRU(8, 16,
-    bidirectional=True)``, whose forward direction starts from the wrapped
-    layer's weights. merge_mode "sum", "mul" or "ave" combine the two halves
-    elementwise instead (output width H). States are the inner layer's.
-    """
-
-    def __init__(self, layer: _RNNBase, merge_mode: str = "concat") -> None:
-        if not isinstance(layer, _RNNBase):
-            raise TypeError(f"layer: expected an RNN, LSTM or GRU, got {type(layer).__name__}")
-        if layer.direction != "forward":
-            raise ValueError(f"layer: expected a forward layer, got direction={layer.direction!r}")
-        if layer.num_layers != 1:
-            raise ValueError(f"layer: expected a single-layer RNN/LSTM/GRU (Keras semantics), "
-                             f"got num_layers={layer.num_layers}; for a bidirectional stack "
-                             f"use bidirectional=True")
-        self.merge_mode = _check_choice("merge_mode", merge_mode, _MERGE_MODES)
-        kwargs = dict(bias=layer.bias, batch_first=layer.batch_first, dropout=layer.dropout,
-                      bidirectional=True, dtype=layer.dtype, backend=layer.backend,
-                      stateful=layer.stateful, activations=layer.activations, clip=layer.clip,
-                      # a copy of the wrapped layer's generator: wrapping must
-                      # not change that layer's later dropout masks
-                      seed=int(copy.deepcopy(layer._rng).integers(2**31)))
-        if isinstance(layer, GRU):
-            kwargs["reset_after"] = layer.reset_after
-        if isinstance(layer, LSTM):
-            kwargs.update(proj_size=layer.proj_size, peepholes=layer.peepholes,
-                          input_forget=layer.input_forget)
-        if type(layer) is RNN:
-            kwargs["nonlinearity"] = layer.nonlinearity
-        self.layer = type(layer)(layer.input_size, layer.hidden_size, **kwargs)
-        for name, value in layer.state_dict().items():
-            self.layer._params[name][...] = value
-        self._halves: Optional[Tuple[np.ndarray, np.ndarray]] = None
-        self._merged_shape: Optional[Tuple[int, ...]] = None
-
-    def __getattr__(self, name: str):
-        # parameters, grads, state_dict, train/eval, backend, ... are the inner layer's
-        if name == "layer":
-            raise AttributeError(name)
-        return getattr(self.layer, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in ("backend", "training"):
-            setattr(self.layer, name, value)
-        else:
-            object.__setattr__(self, name, value)
-
-    def __call__(self, x: ArrayLike, state=None, lengths: ArrayLike = None,
-                 training: Optional[bool] = None):
-        output, state = self.layer(x, state, lengths=lengths, training=training)
-        if self.merge_mode == "concat":
-            return output, state
-        R = self.layer._width
-        fwd, bwd = output[..., :R], output[..., R:]
-        self._halves = (fwd, bwd) if self.merge_mode == "mul" else None
-        self._merged_shape = fwd.shape
-        if self.merge_mode == "sum":
-            return fwd + bwd, state
-        if self.merge_mode == "mul":
-            return fwd * bwd, state
-        return (fwd + bwd) / 2, state
-
-    def backward(self, d_output: ArrayLike, d_state=None):
-        if self.merge_mode != "concat" and d_output is not None:
-            d = _as_array("d_output", d_output, self.layer.dtype)
-            if self._merged_shape is None:
-                raise ValueError("backward: no forward to differentiate")
-            if d.shape != self._merged_shape:
-                raise ValueError(f"d_output: expected the output's shape {self._merged_shape}, "
-                                 f"got {d.shape}")
-            if self.merge_mode == "sum":
-                d_output = np.concatenate([d, d], axis=-1)
-            elif self.merge_mode == "ave":
-                d_output = np.concatenate([d / 2, d / 2], axis=-1)
-            else:
-                fwd, bwd = self._halves
-                d_output = np.concatenate([d * bwd, d * fwd], axis=-1)
-        return self.layer.backward(d_output, d_state)
-
-    def __repr__(self) -> str:
-        return f"Bidirectional({self.layer!r}, merge_mode={self.merge_mode!r})"
-
-    def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
-        config, stack = self.layer._save_config()
-        config["args"]["direction"] = "forward"   # the wrapped layer as it was given
-        return {"class": "Bidirectional", "merge_mode": self.merge_mode, "layer": config}, stack
-
-
-# ------------------------------------------------------------------- cells
-
-class _CellBase(Saveable):
-    """One time step; the same kernels as the layers with T = 1.
-
-    Inference steps on the "c" backend (training=False, or the cell in eval
-    mode) take a fast path: one call of the lean binding _kernels.cell_forward
-    on the layer's current parameters, with a workspace kept by the cell.
-    Arrays that are not ready for it (another dtype, not C-contiguous, lists,
-    wrong shapes) go through the layer path's conversions and checks first,
-    with the same messages. Training steps run the layer, which keeps what
-    backward needs.
-    """
-
-    _stack_type: type
-    # the _kernels.CELLS code when the fast path applies (the class default is
-    # also the value of cells pickled before it existed: the layer path)
-    _fast_kind: Optional[int] = None
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 dtype=np.float32, seed: Optional[int] = None, backend: str = "c",
-                 **kwargs) -> None:
-        self._layer = self._stack_type(input_size, hidden_size, bias=bias, dtype=dtype,
-                                       seed=seed, backend=backend, **kwargs)
-        self._unbatched = False
-        self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
-        # the binding runs PyTorch's cells only (not the general ones)
-        layer = self._layer
-        default = (layer._options is None and not layer.proj_size and layer.num_layers == 1
-                   and layer.direction == "forward" and not layer.stateful)
-        self._fast_kind = _kernels.CELLS[layer._cell] if default else None
-        # the fast path's workspaces: a call takes one (list.pop and append are
-        # atomic), so concurrent calls from threads never share one; grown on demand
-        self._work_pool: List[np.ndarray] = []
-
-    def __getattr__(self, name: str):
-        if name == "_layer":
-            raise AttributeError(name)
-        layer = self._layer
-        if name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            return layer._params[f"{name}_l0"]
-        if name in ("dtype", "bias", "training", "backend", "train", "eval", "zero_grad",
-                    "parameters", "tape", "nonlinearity", "reset_after"):
-            return getattr(layer, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in ("backend", "training"):
-            setattr(self._layer, name, value)
-        elif name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") \
-                and f"{name}_l0" in self._layer._params:
-            # cell.weight_ih = w copies into the parameter the kernels read
-            setattr(self._layer, f"{name}_l0", value)
-        else:
-            object.__setattr__(self, name, value)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_work_pool"] = []   # scratch, made anew on demand
-        return state
-
-    @property
-    def grads(self) -> Dict[str, np.ndarray]:
-        return {k[:-3]: v for k, v in self._layer.grads.items()}
-
-    def state_dict(self) -> Dict[str, np.ndarray]:
-        return {k[:-3]: v for k, v in self._layer.state_dict().items()}
-
-    def load_state_dict(self, state_dict: Dict[str, ArrayLike]) -> None:
-        """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh)."""
-        self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
-
-    def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
-        return class_config(self, (RNNCell, LSTMCell, GRUCell)), self._layer
-
-    def __repr__(self) -> str:
-        layer = self._layer
-        extra = {"rnn_relu": ", nonlinearity='relu'",
-                 "gru_reset_before": ", reset_after=False"}.get(layer._cell, "")
-        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
-                f"bias={layer.bias}, dtype={layer.dtype.name}, backend={layer.backend!r})")
-
-    def _step_input(self, x: ArrayLike) -> np.ndarray:
-        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I)."""
-        x = _as_array("x", x, self._layer.dtype)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"x: expected (B, I) or unbatched (I,), got shape {x.shape}")
-        self._unbatched = x.ndim == 1
-        return x.reshape(1, -1, x.shape[-1])
-
-    def _step_state(self, name: str, value: ArrayLike, B: int) -> Optional[np.ndarray]:
-        """A state (B, H), or (H,) when unbatched, as (1, B, H)."""
-        if value is None:
-            return None
-        arr = _as_array(name, value, self._layer.dtype)
-        expect = (self.hidden_size,) if self._unbatched else (B, self.hidden_size)
-        if arr.shape != expect:
-            raise ValueError(f"{name}: expected shape {expect}, got {arr.shape}")
-        return arr.reshape(1, B, self.hidden_size)
-
-    def _grad_state(self, name: str, value: ArrayLike, tape=None) -> Optional[np.ndarray]:
-        saved = self._layer._saved if tape is None else getattr(tape, "_saved", None)
-        if saved is None:
-            raise ValueError("backward: no training forward to differentiate; call the cell "
-                             "with training=True (the default, or after .train()) first")
-        return self._step_state(name, value, saved["B"])
-
-    def _squeeze(self, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """(1, B, n) -> (B, n), or (n,) when unbatched."""
-        if a is None:
-            return None
-        return a[0, 0] if self._unbatched else a[0]
-
-    def _step_arrays(self, x: ArrayLike, h: ArrayLike, c: ArrayLike):
-        """x, h, c converted and checked by the layer path's code (the same
-        errors), as the binding takes them: (B, I) and (B, H), or (I,) and (H,)."""
-        unbatched = self._unbatched   # kept: it describes the last training call
-        try:
-            x3 = self._step_input(x)                 # dtype, (B, I) or (I,)
-            B = x3.shape[1]
-            h3 = self._step_state("h", h, B)
-            c3 = self._step_state("c", c, B)
-            x3 = self._layer._input(x3)[0]           # input_size, non-empty
-            one = (lambda a: None if a is None else a[0, 0]) if self._unbatched \
-                else (lambda a: None if a is None else a[0])
-            return one(x3), one(h3), one(c3)
-        finally:
-            self._unbatched = unbatched
-
-
-def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: ArrayLike):
-    """The cells' fast path: one inference step, h' (or (h', c') for LSTM) shaped as h.
-
-    The common case (C-contiguous arrays of the cell's dtype and shapes, and a
-    workspace from an earlier call) is one binding call; anything else fails the
-    binding's checks and is then converted and checked as the layer path does
-    (the same errors), which also sizes the workspace. A function rather than a
-    method: every attribute read counts at this scale."""
-    params = layer._params
-    if layer._saved is not None:
-        layer._saved = None       # as after the layer path's inference calls
-    pool = cell._work_pool
-    try:
-        work = pool.pop()         # atomic: concurrent calls never share a workspace
-    except IndexError:
-        work = None               # the first call, or other threads hold them all
-    try:
-        out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
-                                    params["weight_hh_l0"], params.get("bias_ih_l0"),
-                                    params.get("bias_hh_l0"), work)
-    except (TypeError, ValueError):
-        x, h, c = cell._step_arrays(x, h, c)
-        need = _kernels.cell_work_size(cell._fast_kind, 1 if x.ndim == 1 else x.shape[0],
-                                       cell.input_size, cell.hidden_size)
-        if work is None or work.shape[0] < need or work.dtype != layer.dtype:
-            work = np.empty(need, layer.dtype)
-        out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
-                                    params["weight_hh_l0"], params.get("bias_ih_l0"),
-                                    params.get("bias_hh_l0"), work)
-    pool.append(work)
-    return out
-
-
-class _HiddenStateCell(_CellBase):
-    """The call and backward of cells whose only state is h (RNNCell, GRUCell)."""
-
-    def __call__(self, x: ArrayLike, h: ArrayLike = None,
-                 training: Optional[bool] = None) -> np.ndarray:
-        """x (B, I) or (I,); h (B, H) or (H,) (None: zeros) -> the next h."""
-        layer = self._layer
-        if (self._fast_kind is not None and type(layer._backend) is CBackend
-                and not (layer.training if training is None else training)):
-            return _infer(self, layer, x, h, None)
-        x = self._step_input(x)
-        h = self._step_state("h", h, x.shape[1])
-        _, h_n = self._layer(x, h, training=training)
-        return self._squeeze(h_n)
-
-    def backward(self, d_h: ArrayLike, tape=None) -> Tuple[np.ndarray, np.ndarray]:
-        """dx, dh of the last training call (or of ``tape``) given the gradient of
-        its output; parameter gradients accumulate into .grads."""
-        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape)
-        return self._squeeze(dx), self._squeeze(dh)
-
-
-class RNNCell(_HiddenStateCell):
-    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), one step."""
-
-    _stack_type = RNN
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", dtype=np.float32, seed: Optional[int] = None,
-                 backend: str = "c") -> None:
-        super().__init__(input_size, hidden_size, bias, dtype, seed, backend,
-                         nonlinearity=nonlinearity)
-
-
-class GRUCell(_HiddenStateCell):
-    """One GRU step (reset_after=True is PyTorch's GRUCell)."""
-
-    _stack_type = GRU
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 reset_after: bool = True, dtype=np.float32, seed: Optional[int] = None,
-                 backend: str = "c") -> None:
-        super().__init__(input_size, hidden_size, bias, dtype, seed, backend,
-                         reset_after=reset_after)
-
-
-class LSTMCell(_CellBase):
-    """One LSTM step: (h, c) -> (h', c')."""
-
-    _stack_type = LSTM
-
-    def __call__(self, x: ArrayLike, state: Optional[Tuple[ArrayLike, ArrayLike]] = None,
-                 training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """x (B, I) or (I,); state (h, c) each (B, H) or (H,), or None for zeros."""
-        layer = self._layer
-        if (self._fast_kind is not None and type(layer._backend) is CBackend
-                and not (layer.training if training is None else training)):
-            if state is None:
-                return _infer(self, layer, x, None, None)
-            h, c = state if type(state) is tuple and len(state) == 2 else _pair("state", state)
-            return _infer(self, layer, x, h, c)
-        x = self._step_input(x)
-        h, c = _pair("state", state)
-        state3 = (self._step_state("h", h, x.shape[1]), self._step_state("c", c, x.shape[1]))
-        _, (h_n, c_n) = self._layer(x, state3, training=training)
-        return self._squeeze(h_n), self._squeeze(c_n)
-
-    def backward(self, d_state: Tuple[ArrayLike, ArrayLike], tape=None):
-        """dx, (dh, dc) of the last training call (or of ``tape``) given the
-        gradients of its (h', c'); parameter gradients accumulate into .grads."""
-        d_h, d_c = _pair("d_state", d_state)
-        dx, (dh, dc) = self._layer.backward(
-            None, (self._grad_state("d_h", d_h, tape), self._grad_state("d_c", d_c, tape)),
-            tape=tape)
-        return self._squeeze(dx), (self._squeeze(dh), self._squeeze(dc))

@@ -27,7 +27,9 @@ from typing import Any, Dict, Union
 import numpy as np
 
 from fastrnn._archive import CONFIG_KEY, FORMAT, VERSION, PathOrFile, Saveable
-from fastrnn.layers import GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, RNNCell, _RNNBase
+from fastrnn.bidirectional import Bidirectional
+from fastrnn.cells import GRUCell, LSTMCell, RNNCell
+from fastrnn.layers import GRU, LSTM, RNN, _RNNBase
 
 __all__ = ["save", "load"]
 

@@ -1,0 +1,443 @@
+"""RNNCell, LSTMCell and GRUCell: one time step, for streaming (PyTorch's cells).
+
+A cell holds a single-layer RNN/LSTM/GRU and runs it with T = 1, so the
+parameters, kernels and gradients are the layers'; its parameter names are
+PyTorch's cells' (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, the
+layer's without ``_l0``).
+"""
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from fastrnn import _kernels
+from fastrnn._archive import Saveable, class_config
+from fastrnn._backend import CBackend
+from fastrnn._validation import _as_array, _pair
+from fastrnn.layers import (GRU, LSTM, RNN, Tape, _KIND_ARGUMENTS, _RNNBase, _StackWrapper, _doc,
+                            _stack_property)
+
+
+def _parameter(name: str, shape: str) -> property:
+    """The inner layer's parameter ``{name}_l0`` as the cell's ``name``: reading
+    gives the live array, assigning copies into it (checked as load_state_dict
+    checks); AttributeError for a bias of a cell without biases."""
+    key = f"{name}_l0"
+
+    def get(self) -> np.ndarray:
+        params = self._layer._params
+        if key not in params:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
+                                 f"(bias=False)")
+        return params[key]
+
+    def set_(self, value: ArrayLike) -> None:
+        get(self)
+        # cell.weight_ih = w copies into the parameter the kernels read
+        setattr(self._layer, key, value)
+
+    return property(get, set_, doc=f"{shape}, the live parameter; assigning copies into it.")
+
+
+class _CellBase(_StackWrapper, Saveable):
+    """One time step; the same kernels as the layers with T = 1.
+
+    Inference steps on the "c" backend (training=False, or the cell in eval
+    mode) take a fast path: one call of the lean binding _kernels.cell_forward
+    on the layer's current parameters, with a workspace kept by the cell.
+    Arrays that are not ready for it (another dtype, not C-contiguous, lists,
+    wrong shapes) go through the layer path's conversions and checks first,
+    with the same messages. Training steps run the layer, which keeps what
+    backward needs.
+    """
+
+    _stack_type: type
+    # the _kernels.CELLS code when the fast path applies (the class default is
+    # also the value of cells pickled before it existed: the layer path)
+    _fast_kind: Optional[int] = None
+
+    def __init__(self, *, input_size: int, hidden_size: int, bias: bool, dtype: DTypeLike,
+                 seed: Optional[int], backend: str, **options: Any) -> None:
+        self._layer = self._stack_type(input_size, hidden_size, bias=bias, dtype=dtype,
+                                       seed=seed, backend=backend, **options)
+        self._unbatched = False
+        self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
+        # the binding runs PyTorch's cells only (not the general ones)
+        layer = self._layer
+        default = (layer._options is None and not layer.proj_size and layer.num_layers == 1
+                   and layer.direction == "forward" and not layer.stateful)
+        self._fast_kind = _kernels.CELLS[layer._cell] if default else None
+        # the fast path's workspaces: a call takes one (list.pop and append are
+        # atomic), so concurrent calls from threads never share one; grown on demand
+        self._work_pool: List[np.ndarray] = []
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_work_pool"] = []   # scratch, made anew on demand
+        return state
+
+    # -- parameters under PyTorch's cell names (the mode is _StackWrapper's)
+
+    _stack = property(attrgetter("_layer"))
+    weight_ih = _parameter("weight_ih", "(G*H, I)")
+    weight_hh = _parameter("weight_hh", "(G*H, H)")
+    bias_ih = _parameter("bias_ih", "(G*H,)")
+    bias_hh = _parameter("bias_hh", "(G*H,)")
+
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        """Accumulated parameter gradients, under the state_dict names."""
+        return {k[:-3]: v for k, v in self._layer.grads.items()}
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """A copy of the parameters: weight_ih (G*H, I), weight_hh (G*H, H), and
+        with bias bias_ih, bias_hh (G*H,); G is 1, 4 or 3 (RNN, LSTM, GRU)."""
+        return {k[:-3]: v for k, v in self._layer.state_dict().items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
+        """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh).
+
+        Raises
+        ------
+        ValueError
+            When an entry is missing, unexpected or misshapen; nothing changes.
+        """
+        self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
+
+    def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
+        return class_config(self, (RNNCell, LSTMCell, GRUCell)), self._layer
+
+    def __repr__(self) -> str:
+        layer = self._layer
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
+                f"{_KIND_ARGUMENTS.get(layer._cell, '')}, "
+                f"bias={layer.bias}, dtype={layer.dtype.name}, backend={layer.backend!r})")
+
+    # -- the layer path's conversions and checks
+
+    def _step_input(self, x: ArrayLike) -> np.ndarray:
+        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I)."""
+        x = _as_array("x", x, self._layer.dtype)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x: expected (B, I) or unbatched (I,), got shape {x.shape}")
+        self._unbatched = x.ndim == 1
+        return x.reshape(1, -1, x.shape[-1])
+
+    def _step_state(self, name: str, value: ArrayLike, B: int) -> Optional[np.ndarray]:
+        """A state (B, H), or (H,) when unbatched, as (1, B, H)."""
+        if value is None:
+            return None
+        arr = _as_array(name, value, self._layer.dtype)
+        expect = (self.hidden_size,) if self._unbatched else (B, self.hidden_size)
+        if arr.shape != expect:
+            raise ValueError(f"{name}: expected shape {expect}, got {arr.shape}")
+        return arr.reshape(1, B, self.hidden_size)
+
+    def _grad_state(self, name: str, value: ArrayLike, tape: Optional[Tape] = None
+                    ) -> Optional[np.ndarray]:
+        saved = self._layer._saved if tape is None else getattr(tape, "_saved", None)
+        if saved is None:
+            raise ValueError("backward: no training forward to differentiate; call the cell "
+                             "with training=True (the default, or after .train()) first")
+        return self._step_state(name, value, saved["B"])
+
+    def _squeeze(self, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """(1, B, n) -> (B, n), or (n,) when unbatched."""
+        if a is None:
+            return None
+        return a[0, 0] if self._unbatched else a[0]
+
+    def _step_arrays(self, x: ArrayLike, h: ArrayLike, c: ArrayLike):
+        """x, h, c converted and checked by the layer path's code (the same
+        errors), as the binding takes them: (B, I) and (B, H), or (I,) and (H,)."""
+        unbatched = self._unbatched   # kept: it describes the last training call
+        try:
+            x3 = self._step_input(x)                 # dtype, (B, I) or (I,)
+            B = x3.shape[1]
+            h3 = self._step_state("h", h, B)
+            c3 = self._step_state("c", c, B)
+            x3 = self._layer._input(x3)[0]           # input_size, non-empty
+            one = (lambda a: None if a is None else a[0, 0]) if self._unbatched \
+                else (lambda a: None if a is None else a[0])
+            return one(x3), one(h3), one(c3)
+        finally:
+            self._unbatched = unbatched
+
+
+def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: ArrayLike):
+    """The cells' fast path: one inference step, h' (or (h', c') for LSTM) shaped as h.
+
+    The common case (C-contiguous arrays of the cell's dtype and shapes, and a
+    workspace from an earlier call) is one binding call; anything else fails the
+    binding's checks and is then converted and checked as the layer path does
+    (the same errors), which also sizes the workspace. A function rather than a
+    method: every attribute read counts at this scale."""
+    params = layer._params
+    if layer._saved is not None:
+        layer._saved = None       # as after the layer path's inference calls
+    pool = cell._work_pool
+    try:
+        work = pool.pop()         # atomic: concurrent calls never share a workspace
+    except IndexError:
+        work = None               # the first call, or other threads hold them all
+    try:
+        out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
+                                    params["weight_hh_l0"], params.get("bias_ih_l0"),
+                                    params.get("bias_hh_l0"), work)
+    except (TypeError, ValueError):
+        x, h, c = cell._step_arrays(x, h, c)
+        need = _kernels.cell_work_size(cell._fast_kind, 1 if x.ndim == 1 else x.shape[0],
+                                       cell.input_size, cell.hidden_size)
+        if work is None or work.shape[0] < need or work.dtype != layer.dtype:
+            work = np.empty(need, layer.dtype)
+        out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
+                                    params["weight_hh_l0"], params.get("bias_ih_l0"),
+                                    params.get("bias_hh_l0"), work)
+    pool.append(work)
+    return out
+
+
+class _HiddenStateCell(_CellBase):
+    """The call and backward of cells whose only state is h (RNNCell, GRUCell)."""
+
+    def __call__(self, x: ArrayLike, h: Optional[ArrayLike] = None,
+                 training: Optional[bool] = None) -> np.ndarray:
+        """One step.
+
+        Parameters
+        ----------
+        x : array_like
+            (B, I), or (I,) unbatched.
+        h : array_like, optional
+            The state (B, H), or (H,) unbatched; None: zeros.
+        training : bool, optional
+            Keep what backward needs; None: the cell's mode. Inference steps
+            on the "c" backend take the fast path.
+
+        Returns
+        -------
+        ndarray
+            The next state h', (B, H) or (H,).
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an argument of the wrong shape or type, naming it.
+        """
+        layer = self._layer
+        if (self._fast_kind is not None and type(layer._backend) is CBackend
+                and not (layer.training if training is None else training)):
+            return _infer(self, layer, x, h, None)
+        x = self._step_input(x)
+        h = self._step_state("h", h, x.shape[1])
+        _, h_n = self._layer(x, h, training=training)
+        return self._squeeze(h_n)
+
+    def backward(self, d_h: ArrayLike, tape: Optional[Tape] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+        """Backpropagate through the last training call (or the one ``tape`` recorded).
+
+        Parameter gradients accumulate into ``grads``.
+
+        Parameters
+        ----------
+        d_h : array_like
+            The gradient of the call's h', shaped as it.
+        tape : Tape, optional
+            A ``cell.tape`` taken after an earlier training call.
+
+        Returns
+        -------
+        dx, dh : ndarray
+            The gradients of x and of h, shaped as they were.
+
+        Raises
+        ------
+        ValueError
+            When there is no training call to differentiate, or d_h has the
+            wrong shape.
+        """
+        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape)
+        return self._squeeze(dx), self._squeeze(dh)
+
+
+@_doc
+class RNNCell(_HiddenStateCell):
+    """One Elman RNN step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), act tanh or relu.
+
+    PyTorch's torch.nn.RNNCell: the same arguments, parameter names and results.
+
+    Parameters
+    ----------
+%(sizes)s
+%(bias)s
+%(nonlinearity)s
+%(creation)s
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> cell = fastrnn.RNNCell(4, 8, seed=0)
+    >>> h = cell(np.ones((3, 4)))                 # x (B, I), h None: zeros
+    >>> h = cell(np.ones((3, 4)), h)
+    >>> h.shape, cell.weight_ih.shape
+    ((3, 8), (8, 4))
+    """
+
+    _stack_type = RNN
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", dtype: DTypeLike = np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
+                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity)
+
+    nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu".')
+
+
+@_doc
+class GRUCell(_HiddenStateCell):
+    """One GRU step (reset_after=True is PyTorch's GRUCell).
+
+    PyTorch's torch.nn.GRUCell: the same arguments, parameter names and results;
+    gates r, z, n.
+
+    Parameters
+    ----------
+%(sizes)s
+%(bias)s
+%(reset_after)s
+%(creation)s
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> cell = fastrnn.GRUCell(4, 8, seed=0).eval()   # inference: the fast path
+    >>> h = cell(np.ones(4))                          # unbatched x (I,)
+    >>> h.shape
+    (8,)
+    """
+
+    _stack_type = GRU
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 reset_after: bool = True, dtype: DTypeLike = np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
+                         dtype=dtype, seed=seed, backend=backend, reset_after=reset_after)
+
+    reset_after = _stack_property("reset_after", "Whether the reset gate applies after "
+                                                 "the recurrent product (PyTorch's form).")
+
+
+@_doc
+class LSTMCell(_CellBase):
+    """One LSTM step: (h, c) -> (h', c'), gates i, f, g, o.
+
+    PyTorch's torch.nn.LSTMCell: the same arguments, parameter names and results.
+
+    Parameters
+    ----------
+%(sizes)s
+%(bias)s
+%(creation)s
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> cell = fastrnn.LSTMCell(4, 8, seed=0)
+    >>> h, c = cell(np.ones((3, 4)))              # state None: zeros
+    >>> h, c = cell(np.ones((3, 4)), (h, c))
+    >>> dx, (dh, dc) = cell.backward((np.ones_like(h), None))
+    >>> dx.shape, dh.shape, cell.grads["weight_hh"].shape
+    ((3, 4), (3, 8), (32, 8))
+    """
+
+    _stack_type = LSTM
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None,
+                 backend: str = "c") -> None:
+        super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
+                         dtype=dtype, seed=seed, backend=backend)
+
+    def __call__(self, x: ArrayLike,
+                 state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
+                 training: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """One step.
+
+        Parameters
+        ----------
+        x : array_like
+            (B, I), or (I,) unbatched.
+        state : (h, c), optional
+            Each (B, H), or (H,) unbatched; None, or None for either: zeros.
+        training : bool, optional
+            Keep what backward needs; None: the cell's mode. Inference steps
+            on the "c" backend take the fast path.
+
+        Returns
+        -------
+        (h', c') : tuple of ndarray
+            The next state, each shaped as h.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an argument of the wrong shape or type, naming it.
+        """
+        layer = self._layer
+        if (self._fast_kind is not None and type(layer._backend) is CBackend
+                and not (layer.training if training is None else training)):
+            if state is None:
+                return _infer(self, layer, x, None, None)
+            h, c = state if type(state) is tuple and len(state) == 2 else _pair("state", state)
+            return _infer(self, layer, x, h, c)
+        x = self._step_input(x)
+        h, c = _pair("state", state)
+        state3 = (self._step_state("h", h, x.shape[1]), self._step_state("c", c, x.shape[1]))
+        _, (h_n, c_n) = self._layer(x, state3, training=training)
+        return self._squeeze(h_n), self._squeeze(c_n)
+
+    def backward(self, d_state: Tuple[Optional[ArrayLike], Optional[ArrayLike]],
+                 tape: Optional[Tape] = None
+                 ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """Backpropagate through the last training call (or the one ``tape`` recorded).
+
+        Parameter gradients accumulate into ``grads``.
+
+        Parameters
+        ----------
+        d_state : (d_h, d_c)
+            The gradients of the call's h' and c', shaped as they; None for
+            either: zeros.
+        tape : Tape, optional
+            A ``cell.tape`` taken after an earlier training call.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient of x, shaped as it.
+        (dh, dc) : tuple of ndarray
+            The gradients of h and c, shaped as they.
+
+        Raises
+        ------
+        ValueError
+            When there is no training call to differentiate, or a gradient has
+            the wrong shape.
+        """
+        d_h, d_c = _pair("d_state", d_state)
+        dx, (dh, dc) = self._layer.backward(
+            None, (self._grad_state("d_h", d_h, tape), self._grad_state("d_c", d_c, tape)),
+            tape=tape)
+        return self._squeeze(dx), (self._squeeze(dh), self._squeeze(dc))
