@@ -1,5 +1,11 @@
 /* activations.h -- nonlinearities and their derivatives, written once over
  * `real`. Derivatives take the activation's output, as backward has it. */
+/* Macro contract: real (float or double), FN(name) (this instantiation's
+ * name), EXP, TANH and LOG1P (real -> real). */
+#if !defined(real) || !defined(FN) || !defined(EXP) || !defined(TANH) || !defined(LOG1P)
+#error "activations.h needs real, FN, EXP, TANH and LOG1P: include it through kernels_f32.c or kernels_f64.c"
+#endif
+
 
 static inline real FN(sigmoid)(real v) { return (real)1 / ((real)1 + EXP(-v)); }
 static inline real FN(relu)(real v) { return v < (real)0 ? (real)0 : v; }  /* NaN stays NaN */

@@ -10,6 +10,11 @@
  * Row buffers never alias (restrict), so every row loop vectorizes.
  * On return, dh and dc hold the direct part of the gradient of h_{t-1} and
  * c_{t-1} (everything but the dpre W_hh term). */
+/* Macro contract: real, FN(name) and TANH as activations.h, which comes first. */
+#if !defined(real) || !defined(FN) || !defined(TANH)
+#error "cells_impl.h needs real, FN and TANH: include it through kernels_f32.c or kernels_f64.c"
+#endif
+
 
 /* ---------------------------------------------------------------- RNN */
 

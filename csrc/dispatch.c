@@ -4,28 +4,41 @@
  * other architectures have the baseline only. */
 #include "internal.h"
 
-#define real float
-#define FN(name) name##_f32_base
-#include "kernels_api.h"
-#undef FN
-#define FN(name) name##_f32_avx2
-#include "kernels_api.h"
-#undef FN
-#define FN(name) name##_f32_avx512
-#include "kernels_api.h"
-#undef FN
-#undef real
-#define real double
-#define FN(name) name##_f64_base
-#include "kernels_api.h"
-#undef FN
-#define FN(name) name##_f64_avx2
-#include "kernels_api.h"
-#undef FN
-#define FN(name) name##_f64_avx512
-#include "kernels_api.h"
-#undef FN
-#undef real
+/* The variants (kernels_f32*.c, kernels_f64*.c), typed by the API's own
+ * function types, so that each has the API's signature by construction. */
+fastrnn_forward_fn_f32 fastrnn_forward_f32_base, fastrnn_forward_f32_avx2,
+    fastrnn_forward_f32_avx512;
+fastrnn_backward_fn_f32 fastrnn_backward_f32_base, fastrnn_backward_f32_avx2,
+    fastrnn_backward_f32_avx512;
+fastrnn_forward_fn_f64 fastrnn_forward_f64_base, fastrnn_forward_f64_avx2,
+    fastrnn_forward_f64_avx512;
+fastrnn_backward_fn_f64 fastrnn_backward_f64_base, fastrnn_backward_f64_avx2,
+    fastrnn_backward_f64_avx512;
+
+/* The buffer sizes, from the layouts of the kernels (layer_impl.h); they
+ * count elements, so one variant answers for all. */
+size_t fastrnn_cache_size_f32_base(const fastrnn_layer *L);
+size_t fastrnn_forward_work_size_f32_base(const fastrnn_layer *L, int training);
+size_t fastrnn_backward_work_size_f32_base(const fastrnn_layer *L);
+
+typedef struct {
+    fastrnn_forward_fn_f32 *forward_f32;
+    fastrnn_backward_fn_f32 *backward_f32;
+    fastrnn_forward_fn_f64 *forward_f64;
+    fastrnn_backward_fn_f64 *backward_f64;
+} kernel_table;
+
+/* The kernels of each instruction set, indexed by FASTRNN_ISA_* */
+static const kernel_table KERNELS[] = {
+    [FASTRNN_ISA_BASELINE] = {fastrnn_forward_f32_base, fastrnn_backward_f32_base,
+                              fastrnn_forward_f64_base, fastrnn_backward_f64_base},
+#if defined(__x86_64__) && defined(__GNUC__)
+    [FASTRNN_ISA_AVX2] = {fastrnn_forward_f32_avx2, fastrnn_backward_f32_avx2,
+                          fastrnn_forward_f64_avx2, fastrnn_backward_f64_avx2},
+    [FASTRNN_ISA_AVX512] = {fastrnn_forward_f32_avx512, fastrnn_backward_f32_avx512,
+                            fastrnn_forward_f64_avx512, fastrnn_backward_f64_avx512},
+#endif
+};
 
 static int isa_forced = -1;   /* fastrnn_set_isa; -1: the best the CPU has */
 
@@ -55,92 +68,49 @@ int fastrnn_set_isa(int isa)
     return FASTRNN_OK;
 }
 
-int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *work,
-                        const float *x, const float *h0, const float *c0,
-                        const float *w_ih, const float *w_hh,
-                        const float *b_ih, const float *b_hh, const float *w_hr,
-                        const float *peep,
-                        const int *lengths, const int *order, const fastrnn_layer *L)
+size_t fastrnn_cache_size(const fastrnn_layer *L)
 {
-    switch (fastrnn_isa()) {
-    case FASTRNN_ISA_AVX512:
-        return fastrnn_forward_f32_avx512(y, h_n, c_n, cache, work, x, h0, c0, w_ih, w_hh,
-                                          b_ih, b_hh, w_hr, peep, lengths, order, L);
-    case FASTRNN_ISA_AVX2:
-        return fastrnn_forward_f32_avx2(y, h_n, c_n, cache, work, x, h0, c0, w_ih, w_hh,
-                                        b_ih, b_hh, w_hr, peep, lengths, order, L);
-    default:
-        return fastrnn_forward_f32_base(y, h_n, c_n, cache, work, x, h0, c0, w_ih, w_hh,
-                                        b_ih, b_hh, w_hr, peep, lengths, order, L);
-    }
+    return fastrnn_cache_size_f32_base(L);
 }
 
-int fastrnn_forward_f64(double *y, double *h_n, double *c_n, double *cache, double *work,
-                        const double *x, const double *h0, const double *c0,
-                        const double *w_ih, const double *w_hh,
-                        const double *b_ih, const double *b_hh, const double *w_hr,
-                        const double *peep,
-                        const int *lengths, const int *order, const fastrnn_layer *L)
+size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
 {
-    switch (fastrnn_isa()) {
-    case FASTRNN_ISA_AVX512:
-        return fastrnn_forward_f64_avx512(y, h_n, c_n, cache, work, x, h0, c0, w_ih, w_hh,
-                                          b_ih, b_hh, w_hr, peep, lengths, order, L);
-    case FASTRNN_ISA_AVX2:
-        return fastrnn_forward_f64_avx2(y, h_n, c_n, cache, work, x, h0, c0, w_ih, w_hh,
-                                        b_ih, b_hh, w_hr, peep, lengths, order, L);
-    default:
-        return fastrnn_forward_f64_base(y, h_n, c_n, cache, work, x, h0, c0, w_ih, w_hh,
-                                        b_ih, b_hh, w_hr, peep, lengths, order, L);
-    }
+    return fastrnn_forward_work_size_f32_base(L, training);
 }
 
-int fastrnn_backward_f32(float *dx, float *dh0, float *dc0,
-                         float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dw_hr,
-                         float *dpeep, float *work, int accumulate_dx,
-                         const float *dy, const float *dh_n, const float *dc_n,
-                         const float *cache, const float *x,
-                         const float *w_ih, const float *w_hh, const float *w_hr,
-                         const float *peep,
-                         const int *lengths, const int *order, const fastrnn_layer *L)
+size_t fastrnn_backward_work_size(const fastrnn_layer *L)
 {
-    switch (fastrnn_isa()) {
-    case FASTRNN_ISA_AVX512:
-        return fastrnn_backward_f32_avx512(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep,
-                                           work, accumulate_dx, dy, dh_n, dc_n, cache, x, w_ih,
-                                           w_hh, w_hr, peep, lengths, order, L);
-    case FASTRNN_ISA_AVX2:
-        return fastrnn_backward_f32_avx2(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep,
-                                         work, accumulate_dx, dy, dh_n, dc_n, cache, x, w_ih,
-                                         w_hh, w_hr, peep, lengths, order, L);
-    default:
-        return fastrnn_backward_f32_base(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep,
-                                         work, accumulate_dx, dy, dh_n, dc_n, cache, x, w_ih,
-                                         w_hh, w_hr, peep, lengths, order, L);
-    }
+    return fastrnn_backward_work_size_f32_base(L);
 }
 
-int fastrnn_backward_f64(double *dx, double *dh0, double *dc0,
-                         double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
-                         double *dw_hr, double *dpeep, double *work, int accumulate_dx,
-                         const double *dy, const double *dh_n, const double *dc_n,
-                         const double *cache, const double *x,
-                         const double *w_ih, const double *w_hh, const double *w_hr,
-                         const double *peep,
-                         const int *lengths, const int *order, const fastrnn_layer *L)
+int fastrnn_forward_f32(float *y, fastrnn_state_f32 *state_n, float *cache, float *work,
+                        const float *x, const fastrnn_state_f32 *state0,
+                        const fastrnn_params_f32 *W, const fastrnn_layer *L)
 {
-    switch (fastrnn_isa()) {
-    case FASTRNN_ISA_AVX512:
-        return fastrnn_backward_f64_avx512(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep,
-                                           work, accumulate_dx, dy, dh_n, dc_n, cache, x, w_ih,
-                                           w_hh, w_hr, peep, lengths, order, L);
-    case FASTRNN_ISA_AVX2:
-        return fastrnn_backward_f64_avx2(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep,
-                                         work, accumulate_dx, dy, dh_n, dc_n, cache, x, w_ih,
-                                         w_hh, w_hr, peep, lengths, order, L);
-    default:
-        return fastrnn_backward_f64_base(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep,
-                                         work, accumulate_dx, dy, dh_n, dc_n, cache, x, w_ih,
-                                         w_hh, w_hr, peep, lengths, order, L);
-    }
+    return KERNELS[fastrnn_isa()].forward_f32(y, state_n, cache, work, x, state0, W, L);
+}
+
+int fastrnn_forward_f64(double *y, fastrnn_state_f64 *state_n, double *cache, double *work,
+                        const double *x, const fastrnn_state_f64 *state0,
+                        const fastrnn_params_f64 *W, const fastrnn_layer *L)
+{
+    return KERNELS[fastrnn_isa()].forward_f64(y, state_n, cache, work, x, state0, W, L);
+}
+
+int fastrnn_backward_f32(float *dx, fastrnn_state_f32 *dstate0, const fastrnn_params_f32 *dW,
+                         float *work, const float *dy, const fastrnn_state_f32 *dstate_n,
+                         const float *cache, const float *x, const fastrnn_params_f32 *W,
+                         const fastrnn_layer *L)
+{
+    return KERNELS[fastrnn_isa()].backward_f32(dx, dstate0, dW, work, dy, dstate_n, cache, x,
+                                               W, L);
+}
+
+int fastrnn_backward_f64(double *dx, fastrnn_state_f64 *dstate0, const fastrnn_params_f64 *dW,
+                         double *work, const double *dy, const fastrnn_state_f64 *dstate_n,
+                         const double *cache, const double *x, const fastrnn_params_f64 *W,
+                         const fastrnn_layer *L)
+{
+    return KERNELS[fastrnn_isa()].backward_f64(dx, dstate0, dW, work, dy, dstate_n, cache, x,
+                                               W, L);
 }

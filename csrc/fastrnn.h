@@ -68,7 +68,7 @@ typedef struct {
     double alpha, beta;
 } fastrnn_act;
 
-/* The sizes and flags of one layer-direction call. */
+/* One layer-direction call: its sizes, flags and sequence lengths. */
 typedef struct {
     int cell;          /* fastrnn_cell */
     int T, B, I, H;    /* sizes; T, B, I, H >= 1 */
@@ -76,6 +76,10 @@ typedef struct {
     int batch_first;   /* x, y, cache rows are b*T + t instead of t*B + b */
     int reverse;       /* run t = T-1 .. 0 */
     int ldy;           /* row stride of y and dy (D*R for D directions), >= R */
+    const int *lengths;  /* (B) with 0 <= lengths[b] <= T, or NULL (all T) */
+    const int *order;    /* (B) permutation sorting lengths descending; NULL with lengths */
+    int accumulate_dx;   /* backward adds to dx instead of writing it (the second
+                          * direction of a bidirectional layer shares its input) */
     /* The general cells (ONNX's options), used only when general is 1; the
      * default cells above are PyTorch's and take the fast path. */
     int general;
@@ -84,10 +88,22 @@ typedef struct {
     double clip;         /* > 0: every activation's input is clipped to [-clip, clip] */
     int input_forget;    /* LSTM: couple the gates, f = 1 - i */
     /* Threads the call may use for its time loop (0 or 1: the calling thread
-     * only); the bindings fill it from fastrnn_get_num_threads(). Part of the
-     * layer so that the work size and the call agree. */
+     * only); the bindings fill it from fastrnn_get_num_threads(). */
     int threads;
 } fastrnn_layer;
+
+/* The parameters of one layer-direction, and (the same type) their gradients.
+ * Shapes: w_ih (G*H, I), w_hh (G*H, R), b_ih and b_hh (G*H) or both NULL,
+ * w_hr (P, H) with a projection else NULL, peep (3H) LSTM peepholes p_i, p_f,
+ * p_o of the general cells else NULL (i and f see p * c_{t-1}, o sees
+ * p * c_t). The kernels never write through a parameter struct given as
+ * const; gradients accumulate (+=). */
+typedef struct { float *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peep; } fastrnn_params_f32;
+typedef struct { double *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peep; } fastrnn_params_f64;
+
+/* A recurrent state (or its gradient): h (B, R), and c (B, H) for LSTM, else NULL. */
+typedef struct { float *h, *c; } fastrnn_state_f32;
+typedef struct { double *h, *c; } fastrnn_state_f64;
 
 /* Gates per cell kind (1, 4 or 3); 0 for an unknown kind. */
 int fastrnn_num_gates(int cell);
@@ -101,7 +117,9 @@ int fastrnn_num_gates(int cell);
  * Inference keeps no cache; its workspace is independent of T. The sizes
  * depend only on cell, T, B, I, H, P and training: the workspace size is the
  * largest of every loop path (thread count, layout, options), so a size taken
- * before a call fits the call whatever fastrnn_set_num_threads did between. */
+ * before a call fits the call whatever fastrnn_set_num_threads did between.
+ * The layouts themselves are written once, in layer_impl.h (cache_layout,
+ * forward_layout, backward_layout). */
 size_t fastrnn_cache_size(const fastrnn_layer *L);
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training);
 size_t fastrnn_backward_work_size(const fastrnn_layer *L);
@@ -144,61 +162,49 @@ int fastrnn_isa(void);
 int fastrnn_set_isa(int isa);
 
 /* Forward of one layer-direction.
- *   y      (T*B, ldy) rows in memory order; this call writes columns [0, R)
- *          of each row, so pass y + d*R for direction d
- *   h_n    (B, R) final state; c_n (B, H) for LSTM, else unused (may be NULL)
- *   cache  fastrnn_cache_size elements when training, NULL for inference
- *   work   fastrnn_forward_work_size(L, cache != NULL) elements
- *   x      (T*B, I) rows in memory order
- *   h0     (B, R); c0 (B, H) for LSTM
- *   w_ih (G*H, I), w_hh (G*H, R), b_ih (G*H), b_hh (G*H): biases may be NULL
- *   w_hr   (P, H) with a projection, else NULL
- *   peep   (3H) LSTM peepholes p_i, p_f, p_o (general cells only), else NULL:
- *          i and f see p * c_{t-1}, o sees p * c_t
- *   lengths (B) with 0 <= lengths[b] <= T, or NULL (all T)
- *   order   (B) permutation sorting lengths descending (NULL with lengths NULL)
- * Assumed, not checked: buffers of the sizes above, order consistent with
- * lengths, y not overlapping x. */
-int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *work,
-                        const float *x, const float *h0, const float *c0,
-                        const float *w_ih, const float *w_hh,
-                        const float *b_ih, const float *b_hh, const float *w_hr,
-                        const float *peep,
-                        const int *lengths, const int *order, const fastrnn_layer *L);
-int fastrnn_forward_f64(double *y, double *h_n, double *c_n, double *cache, double *work,
-                        const double *x, const double *h0, const double *c0,
-                        const double *w_ih, const double *w_hh,
-                        const double *b_ih, const double *b_hh, const double *w_hr,
-                        const double *peep,
-                        const int *lengths, const int *order, const fastrnn_layer *L);
+ *   y       (T*B, ldy) rows in memory order; this call writes columns [0, R)
+ *           of each row, so pass y + d*R for direction d
+ *   state_n the final state, written
+ *   cache   fastrnn_cache_size elements when training, NULL for inference
+ *   work    fastrnn_forward_work_size(L, cache != NULL) elements
+ *   x       (T*B, I) rows in memory order
+ *   state0  the initial state
+ *   W       the parameters
+ * Assumed, not checked: buffers of the sizes above, L->order consistent with
+ * L->lengths, y not overlapping x.
+ * (The function types declare the API functions below and the kernel
+ * variants of every instruction set, so all agree by construction.) */
+typedef int fastrnn_forward_fn_f32(float *y, fastrnn_state_f32 *state_n, float *cache,
+                                   float *work, const float *x, const fastrnn_state_f32 *state0,
+                                   const fastrnn_params_f32 *W, const fastrnn_layer *L);
+typedef int fastrnn_forward_fn_f64(double *y, fastrnn_state_f64 *state_n, double *cache,
+                                   double *work, const double *x, const fastrnn_state_f64 *state0,
+                                   const fastrnn_params_f64 *W, const fastrnn_layer *L);
+fastrnn_forward_fn_f32 fastrnn_forward_f32;
+fastrnn_forward_fn_f64 fastrnn_forward_f64;
 
 /* Backward (BPTT) of the forward call that filled `cache`.
- *   dx     (T*B, I): written, or added to when accumulate_dx (the second
- *          direction of a bidirectional layer shares its input)
- *   dh0    (B, R) written; dc0 (B, H) written for LSTM
- *   dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep: parameter gradients, accumulated
- *          (+=); NULL for a parameter the layer does not have
- *   work   fastrnn_backward_work_size elements
- *   dy     (T*B, ldy) gradient of y (columns [0, R)), or NULL for zeros
- *   dh_n (B, R), dc_n (B, H) gradients of the final state, or NULL for zeros
- *   cache, x, w_ih, w_hh, w_hr, peep, lengths, order: as given to the forward
+ *   dx       (T*B, I): written, or added to with L->accumulate_dx
+ *   dstate0  gradient of the initial state, written
+ *   dW       parameter gradients, accumulated (+=); NULL members for the
+ *            parameters W does not have
+ *   work     fastrnn_backward_work_size elements
+ *   dy       (T*B, ldy) gradient of y (columns [0, R)), or NULL for zeros
+ *   dstate_n gradient of the final state; NULL members (or dstate_n NULL) for zeros
+ *   cache, x, W, L: as given to the forward
  * Assumed, not checked: as for the forward. */
-int fastrnn_backward_f32(float *dx, float *dh0, float *dc0,
-                         float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dw_hr,
-                         float *dpeep, float *work, int accumulate_dx,
-                         const float *dy, const float *dh_n, const float *dc_n,
-                         const float *cache, const float *x,
-                         const float *w_ih, const float *w_hh, const float *w_hr,
-                         const float *peep,
-                         const int *lengths, const int *order, const fastrnn_layer *L);
-int fastrnn_backward_f64(double *dx, double *dh0, double *dc0,
-                         double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dw_hr,
-                         double *dpeep, double *work, int accumulate_dx,
-                         const double *dy, const double *dh_n, const double *dc_n,
-                         const double *cache, const double *x,
-                         const double *w_ih, const double *w_hh, const double *w_hr,
-                         const double *peep,
-                         const int *lengths, const int *order, const fastrnn_layer *L);
+typedef int fastrnn_backward_fn_f32(float *dx, fastrnn_state_f32 *dstate0,
+                                    const fastrnn_params_f32 *dW, float *work, const float *dy,
+                                    const fastrnn_state_f32 *dstate_n, const float *cache,
+                                    const float *x, const fastrnn_params_f32 *W,
+                                    const fastrnn_layer *L);
+typedef int fastrnn_backward_fn_f64(double *dx, fastrnn_state_f64 *dstate0,
+                                    const fastrnn_params_f64 *dW, double *work, const double *dy,
+                                    const fastrnn_state_f64 *dstate_n, const double *cache,
+                                    const double *x, const fastrnn_params_f64 *W,
+                                    const fastrnn_layer *L);
+fastrnn_backward_fn_f32 fastrnn_backward_f32;
+fastrnn_backward_fn_f64 fastrnn_backward_f64;
 
 #ifdef __cplusplus
 }

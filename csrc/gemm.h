@@ -3,6 +3,16 @@
  * C (M, N) = alpha * op(A) op(B) + beta * C, every matrix row-major with its
  * own leading dimension; op(A) is (M, K), op(B) is (K, N). beta == 0 means C
  * is not read (as in BLAS). */
+/* Macro contract: real (float or double), FN(name) (this instantiation's
+ * name), REAL_BYTES (sizeof(real) for the preprocessor), LANE_INT (the integer
+ * of real's size), BLAS_GEMM and BLAS_GEMM_TYPE (the installed ?gemm and its
+ * type); optionally FASTRNN_VBYTES and FASTRNN_MR (the vector width and
+ * register block of the target). */
+#if !defined(real) || !defined(FN) || !defined(REAL_BYTES) || !defined(LANE_INT) \
+    || !defined(BLAS_GEMM) || !defined(BLAS_GEMM_TYPE)
+#error "gemm.h needs real, FN, REAL_BYTES, LANE_INT, BLAS_GEMM and BLAS_GEMM_TYPE: include it through kernels_f32.c or kernels_f64.c"
+#endif
+
 
 #include <string.h>
 

@@ -54,7 +54,8 @@ static inline int state_width(const fastrnn_layer *L)
 static inline int layer_ok(const fastrnn_layer *L, int gates)
 {
     return gates != 0 && L->T >= 1 && L->B >= 1 && L->I >= 1 && L->H >= 1 && L->P >= 0
-           && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L);
+           && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L)
+           && (L->lengths == NULL || L->order != NULL);
 }
 
 /* Whether the training cache has a third (T*B, H) block: LSTM's c_{t-1},

@@ -11,6 +11,7 @@
 #ifndef FN      /* the variants for other instruction sets define it first */
 #define FN(name) name##_f32_base
 #endif
+#define RT(name) name##_f32   /* the API's types of this precision (fastrnn.h) */
 #define EXP fastrnn_expf   /* vectorizable; see fastmath_f32.h */
 #define TANH fastrnn_tanhf
 #define LOG1P log1pf

@@ -11,6 +11,7 @@
 #ifndef FN      /* the variants for other instruction sets define it first */
 #define FN(name) name##_f64_base
 #endif
+#define RT(name) name##_f64   /* the API's types of this precision (fastrnn.h) */
 #define EXP fastrnn_exp   /* vectorizable; see fastmath_f64.h */
 #define TANH fastrnn_tanh
 #define LOG1P log1p

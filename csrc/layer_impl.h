@@ -3,13 +3,55 @@
  *
  * Forward: P = X W_ih^T + b_ih for many steps in one GEMM (all T when
  * training, where P becomes the gates cache; a bounded chunk of steps in
- * inference), then per step one GEMM R = h W_hh^T + b_hh over the active
- * slots and one fused elementwise pass per row.
- * Backward: per step (reversed) the fused pass gives the pre-activation
- * gradients dP_t and dh_{t-1} = dP_t W_hh + direct terms; after the loop
- * three large GEMMs give dX, dW_ih and dW_hh. */
+ * inference), then per step (forward_step) one GEMM R = h W_hh^T + b_hh over
+ * the active slots and one fused elementwise pass per row.
+ * Backward: per step, reversed (backward_step), the fused pass gives the
+ * pre-activation gradients dP_t and dh_{t-1} = dP_t W_hh + direct terms;
+ * after the loop (weight_gradients) three large GEMMs give dX, dW_ih and dW_hh.
+ *
+ * Macro contract (kernels_f32.c / kernels_f64.c define them):
+ *   real      float or double
+ *   FN(name)  the name of this instantiation's function (precision and ISA suffix)
+ *   RT(name)  the API type of this precision (fastrnn_params_f32, ...)
+ * and cells_impl.h and gemm.h are included first. */
+#if !defined(real) || !defined(FN) || !defined(RT)
+#error "layer_impl.h needs real, FN and RT: include it through kernels_f32.c or kernels_f64.c"
+#endif
 
-/* ============================================================ Forward */
+/* ======================================================= Buffer layout
+ *
+ * Every buffer a call uses is carved from the caller's cache and work arrays
+ * by the three layout functions below, and the sizes the API reports are the
+ * same functions run on a NULL base: one place says where everything lives. */
+
+/* n elements at offset *used of base, or NULL when base is NULL (sizing only) */
+static real *FN(take)(real *base, size_t *used, size_t n)
+{
+    real *p = base ? base + *used : NULL;
+    *used += n;
+    return p;
+}
+
+/* The training cache, rows in memory order (t*B + b, or b*T + t batch-first) */
+typedef struct {
+    real *gates;  /* (T*B, G*H) post-activation gates (pre-activation, general cells) */
+    real *hs;     /* (T*B, R) the state entering each step */
+    real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU the recurrent n-term (reset after)
+                   * or r*h (reset before) */
+    real *ms;     /* (T*B, H) m_t = o * tanh(c_t) before W_hr, with a projection, else NULL */
+} FN(cache_tensors);
+
+/* Assigns K's tensors from base; returns the cache's size in elements */
+static size_t FN(cache_layout)(FN(cache_tensors) *K, real *base, const fastrnn_layer *L)
+{
+    size_t rows = (size_t)L->T * L->B, used = 0;
+    size_t GH = (size_t)fastrnn_num_gates(L->cell) * L->H;
+    K->gates = FN(take)(base, &used, rows * GH);
+    K->hs = FN(take)(base, &used, rows * state_width(L));
+    K->extra = has_extra_cache(L->cell) ? FN(take)(base, &used, rows * L->H) : NULL;
+    K->ms = L->P ? FN(take)(base, &used, rows * L->H) : NULL;
+    return used;
+}
 
 /* Where P (the input projection) lives: row (t, b) is (t - t0)*pst + b*psb,
  * or with by_slot (threaded inference, one step at a time) row i of slot i. */
@@ -21,6 +63,137 @@ typedef struct {
     int by_slot;
 } FN(proj);
 
+/* The buffers of one forward call. Slot-ordered (row i = batch row order[i]). */
+typedef struct {
+    /* the workspace (forward_layout) */
+    real *h;      /* (B, R) state */
+    real *rec;    /* (B, G*H) recurrent pre-activations h W_hh^T + b_hh */
+    real *c;      /* (B, H) LSTM cell state, else NULL */
+    real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
+    real *m;      /* (B, H) o * tanh(c) before the projection W_hr, else NULL */
+    real *w_hh_room, *w_hn_room, *w_hr_room;  /* the per-step operands' copies, when
+                                               * operand_buffered, else NULL */
+    real *w_ih_room;  /* W_ih packed, when projection_packed, else NULL */
+    real *p;      /* inference: P of a chunk of steps (chunk*B, G*H), or of one step's
+                   * slots (B, G*H) in threaded inference; NULL in training */
+    real *xg;     /* threaded inference: x rows gathered by slot (B, I), else NULL */
+    /* the training cache, NULL members in inference */
+    real *hs, *extra, *ms;   /* as cache_layout */
+    /* the operands (gemm.h), prepared once per call */
+    FN(operand) w_hh;  /* W_hh^T (R, G*H); GRU reset before: its r, z blocks (R, 2H) */
+    FN(operand) w_hn;  /* GRU reset before: W_hn^T (H, H) */
+    FN(operand) w_hr;  /* projection: W_hr^T (H, P) */
+    FN(operand) w_ih;  /* W_ih^T (I, G*H), of the input projection */
+} FN(fwd_buffers);
+
+/* Assigns S's workspace members from base for the path L takes; returns the
+ * workspace's size in elements */
+static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_layer *L,
+                                 int training)
+{
+    size_t B = L->B, H = L->H, GH = (size_t)fastrnn_num_gates(L->cell) * H, used = 0;
+    int R = state_width(L), gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
+    int buffered = operand_buffered(L, training);
+    S->h = FN(take)(base, &used, B * R);
+    S->rec = FN(take)(base, &used, B * GH);
+    S->c = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
+    S->rh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
+    S->m = L->P ? FN(take)(base, &used, B * H) : NULL;
+    S->w_hh_room = buffered ? FN(take)(base, &used, operand_size(R, gru_rb ? 2 * L->H : (int)GH))
+                            : NULL;
+    S->w_hn_room = buffered && gru_rb ? FN(take)(base, &used, operand_size(L->H, L->H)) : NULL;
+    S->w_hr_room = buffered && L->P ? FN(take)(base, &used, operand_size(L->H, L->P)) : NULL;
+    S->w_ih_room = projection_packed(L, training)
+                   ? FN(take)(base, &used, operand_size(L->I, (int)GH)) : NULL;
+    S->p = S->xg = NULL;
+    if (projection_by_slice(L, training)) {
+        S->p = FN(take)(base, &used, B * GH);
+        S->xg = FN(take)(base, &used, B * L->I);
+    } else if (!training) {
+        S->p = FN(take)(base, &used, (size_t)infer_chunk_steps(L) * B * GH);
+    }
+    return used;
+}
+
+/* The buffers of one backward call: slot-ordered rows (B, .), or memory-order
+ * rows (T*B, .) for what the weight GEMMs read after the loop */
+typedef struct {
+    real *dh;       /* (B, R) gradient of the state */
+    real *drec;     /* (B, G*H) the step's pre-activation gradients, recurrent side */
+    real *dP;       /* (T*B, G*H) every step's pre-activation gradients, input side */
+    real *dc;       /* (B, H) LSTM: gradient of the cell state, else NULL */
+    real *dPn_rec;  /* (T*B, H) GRU reset after: gradient of the recurrent n-term, else NULL */
+    real *drh;      /* (B, H) GRU reset before: dn W_hn, else NULL */
+    real *dm;       /* (B, H) projection: gradient of m, else NULL */
+    real *dhs;      /* (T*B, P) projection: dh of every step, else NULL */
+    real *w_hh_room, *w_hn_room, *w_hr_room;  /* operand copies, when operand_buffered */
+    /* the per-step operands in their natural (K, N) layout: dh = dP W_hh */
+    FN(operand) w_hh;  /* W_hh (G*H, R); GRU reset before: its r, z blocks (2H, H) */
+    FN(operand) w_hn;  /* GRU reset before: W_hn (H, H) */
+    FN(operand) w_hr;  /* projection: W_hr (P, H) */
+} FN(bwd_buffers);
+
+/* Assigns S's workspace members from base; returns the size in elements */
+static size_t FN(backward_layout)(FN(bwd_buffers) *S, real *base, const fastrnn_layer *L)
+{
+    size_t rows = (size_t)L->T * L->B, B = L->B, H = L->H, used = 0;
+    size_t GH = (size_t)fastrnn_num_gates(L->cell) * H;
+    int R = state_width(L), gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
+    int buffered = operand_buffered(L, 1);   /* training: one thread, all B rows */
+    S->dh = FN(take)(base, &used, B * R);
+    S->drec = FN(take)(base, &used, B * GH);
+    S->dP = FN(take)(base, &used, rows * GH);
+    S->dc = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
+    S->dPn_rec = L->cell == FASTRNN_GRU ? FN(take)(base, &used, rows * H) : NULL;
+    S->drh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
+    S->dm = L->P ? FN(take)(base, &used, B * H) : NULL;
+    S->dhs = L->P ? FN(take)(base, &used, rows * L->P) : NULL;
+    S->w_hh_room = !buffered ? NULL
+        : FN(take)(base, &used, gru_rb ? operand_size(2 * L->H, L->H)
+                                       : operand_size((int)GH, R));
+    S->w_hn_room = buffered && gru_rb ? FN(take)(base, &used, operand_size(L->H, L->H)) : NULL;
+    S->w_hr_room = buffered && L->P ? FN(take)(base, &used, operand_size(L->P, L->H)) : NULL;
+    return used;
+}
+
+/* The sizes the API reports (dispatch.c), in elements: the same for every
+ * precision and instruction set, since the layouts count elements. */
+size_t FN(fastrnn_cache_size)(const fastrnn_layer *L)
+{
+    FN(cache_tensors) K;
+    return FN(cache_layout)(&K, NULL, L);
+}
+
+/* The largest workspace of any path with these sizes: the path depends on the
+ * thread setting, the layout and the options (the general cells run on one
+ * thread), and a size taken before the call must fit whatever path the call
+ * takes (another thread may change the setting in between). */
+size_t FN(fastrnn_forward_work_size)(const fastrnn_layer *L, int training)
+{
+    FN(fwd_buffers) S;
+    size_t most = 0;
+    for (int threads = 1; threads <= FASTRNN_MAX_THREADS; threads++) {
+        for (int batch_first = 0; batch_first <= 1; batch_first++) {
+            fastrnn_layer path = *L;
+            path.threads = threads;
+            path.batch_first = batch_first;
+            path.general = 0;   /* the general cells take the one-thread path */
+            size_t n = FN(forward_layout)(&S, NULL, &path, training);
+            if (n > most)
+                most = n;
+        }
+    }
+    return most;
+}
+
+size_t FN(fastrnn_backward_work_size)(const fastrnn_layer *L)
+{
+    FN(bwd_buffers) S;
+    return FN(backward_layout)(&S, NULL, L);
+}
+
+/* ============================================================ Forward */
+
 /* P's gates of step t, batch row b held by slot i */
 static inline real *FN(proj_gates)(const FN(proj) *P, int t, int b, int i, int GH)
 {
@@ -30,10 +203,10 @@ static inline real *FN(proj_gates)(const FN(proj) *P, int t, int b, int i, int G
 }
 
 /* W_ih^T (I, G*H), the operand of the input projection: dot products for one
- * or two rows, the packed kernel for small GEMMs (W_ih packed into buf), else
- * BLAS on W_ih itself */
+ * or two rows, the packed kernel for small GEMMs (W_ih packed into room),
+ * else BLAS on W_ih itself */
 static FN(operand) FN(projection_operand)(const real *w_ih, const fastrnn_layer *L,
-                                          int training, real *buf)
+                                          int training, real *room)
 {
     int I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
     FN(operand) op = {OP_BLAS, I, GH, w_ih, I, 1};
@@ -41,8 +214,8 @@ static FN(operand) FN(projection_operand)(const real *w_ih, const fastrnn_layer 
         op.kind = OP_NT;
     } else if (projection_packed(L, training)) {
         op.kind = OP_PACKED;
-        FN(pack_tiles)(buf, w_ih, I, GH, 1, (size_t)I);
-        op.p = buf;
+        FN(pack_tiles)(room, w_ih, I, GH, 1, (size_t)I);
+        op.p = room;
     }
     return op;
 }
@@ -66,23 +239,6 @@ static void FN(project_chunk)(FN(proj) *P, const real *x, const FN(operand) *w_i
     }
 }
 
-/* The buffers of one forward call. Slot-ordered (row i = batch row order[i]). */
-typedef struct {
-    real *h;      /* (B, R) state */
-    real *c;      /* (B, H) LSTM cell state, else NULL */
-    real *m;      /* (B, H) o * tanh(c) before the projection W_hr, else NULL */
-    real *rec;    /* (B, G*H) recurrent pre-activations h W_hh^T + b_hh */
-    real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
-    /* training cache in memory order, NULL in inference */
-    real *hs;     /* (T*B, R) state entering each step */
-    real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU n-term or r*h, else NULL */
-    real *ms;     /* (T*B, H) m_t with a projection, else NULL */
-    /* the per-step operands (gemm.h), prepared once per call */
-    FN(operand) w_hh;  /* W_hh^T (R, G*H); GRU reset before: its r, z blocks (R, 2H) */
-    FN(operand) w_hn;  /* GRU reset before: W_hn^T (H, H) */
-    FN(operand) w_hr;  /* projection: W_hr^T (H, P) */
-} FN(fwd_buffers);
-
 /* The active slots of [s0, s1) when the first n of all slots are active: [s0, end) */
 static inline int slice_end(int n, int s0, int s1)
 {
@@ -92,13 +248,15 @@ static inline int slice_end(int n, int s0, int s1)
 /* One step at time t for slots [s0, s1), of which those below n are active:
  * recurrent GEMM + fused pass. Slices touch disjoint rows (threads). */
 static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
-                             const real *b_hh, const real *peep, const int *order, int t,
-                             int n, int s0, int s1, const fastrnn_layer *L)
+                             const RT(fastrnn_params) *W, int t, int n, int s0, int s1,
+                             const fastrnn_layer *L)
 {
     int H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
     int cell = L->cell, training = S->hs != NULL, general = L->general;
     int rec_w = cell == FASTRNN_GRU_RESET_BEFORE ? 2 * H : GH;  /* r, z only */
     int e = slice_end(n, s0, s1);
+    const int *order = L->order;
+    const real *b_hh = W->b_hh;
 
     /* rec[s0:e] = h[s0:e] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
     FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, b_hh);
@@ -130,7 +288,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             /* with a projection the row writes m = o * h(c), projected below */
             real *out = S->m ? S->m + (size_t)i * H : hi;
             if (general)
-                FN(lstm_general_forward_row)(gates, out, ci, ri, peep, H, L);
+                FN(lstm_general_forward_row)(gates, out, ci, ri, W->peep, H, L);
             else
                 FN(lstm_forward_row)(gates, out, ci, ri, H);
             if (S->m && training)
@@ -208,34 +366,35 @@ typedef struct {
     FN(fwd_buffers) *S;
     FN(proj) P;               /* the cache, or the inference chunk (one thread) */
     int chunk;                /* steps per projection chunk */
-    real *slot_p, *xg;        /* threaded inference: P rows (B, GH), gathered x (B, I) */
-    const real *x, *b_ih, *b_hh, *peep;
-    const FN(operand) *w_in;
-    const int *lengths, *order;
+    int by_slice;             /* threaded inference: each slice projects its own rows */
+    const real *x;
+    const RT(fastrnn_params) *W;
     const fastrnn_layer *L;
 } FN(fwd_loop);
 
-/* slot_p[s0:e] = X rows of step t for slots [s0, e) @ W_ih^T + b_ih */
+/* P rows of slots [s0, e) = their x rows of step t @ W_ih^T + b_ih
+ * (threaded inference) */
 static void FN(project_slots)(const FN(fwd_loop) *C, int t, int s0, int e)
 {
     const fastrnn_layer *L = C->L;
+    const FN(fwd_buffers) *S = C->S;
     int I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
-    real *dst = C->slot_p + (size_t)s0 * GH;
+    real *dst = S->p + (size_t)s0 * GH;
     const real *a;
     int lda = I;
     if (e <= s0)
         return;
-    if (!C->order) {   /* slots are batch rows: strided rows of x */
+    if (!L->order) {   /* slots are batch rows: strided rows of x */
         a = C->x + mem_row(L, t, s0) * I;
         lda = L->batch_first ? L->T * I : I;
     } else {           /* sorted slots: gather their rows */
         for (int i = s0; i < e; i++)
-            memcpy(C->xg + (size_t)i * I, C->x + mem_row(L, t, C->order[i]) * I,
+            memcpy(S->xg + (size_t)i * I, C->x + mem_row(L, t, L->order[i]) * I,
                    (size_t)I * sizeof(real));
-        a = C->xg + (size_t)s0 * I;
+        a = S->xg + (size_t)s0 * I;
     }
-    FN(fill_bias)(dst, e - s0, GH, GH, C->b_ih);
-    FN(operand_mul)(C->w_in, e - s0, a, lda, C->b_ih != NULL, dst, GH);
+    FN(fill_bias)(dst, e - s0, GH, GH, C->W->b_ih);
+    FN(operand_mul)(&S->w_ih, e - s0, a, lda, C->W->b_ih != NULL, dst, GH);
 }
 
 /* The whole time loop for slots [s0, s1) */
@@ -244,14 +403,14 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
     FN(fwd_loop) *C = arg;
     const fastrnn_layer *L = C->L;
     int T = L->T, B = L->B;
-    if (C->slot_p) {
+    if (C->by_slice) {
         /* threaded inference: each slice projects its own rows step by step */
-        FN(proj) P = {C->slot_p, 0, 0, 0, 1};
+        FN(proj) P = {C->S->p, 0, 0, 0, 1};
         for (int s = 0; s < T; s++) {
             int t = L->reverse ? T - 1 - s : s;
-            int n = active_slots(C->lengths, C->order, B, t);
+            int n = active_slots(L->lengths, L->order, B, t);
             FN(project_slots)(C, t, s0, slice_end(n, s0, s1));
-            FN(forward_step)(C->y, C->S, &P, C->b_hh, C->peep, C->order, t, n, s0, s1, L);
+            FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
         }
         return;
     }
@@ -261,98 +420,81 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
         if (!C->S->hs)   /* inference, one thread (s0 = 0, s1 = B) */
-            FN(project_chunk)(&P, C->x, C->w_in, C->b_ih, t0, t1, L);
+            FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, L);
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
-            int n = active_slots(C->lengths, C->order, B, t);
-            FN(forward_step)(C->y, C->S, &P, C->b_hh, C->peep, C->order, t, n, s0, s1, L);
+            int n = active_slots(L->lengths, L->order, B, t);
+            FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
         }
     }
 }
 
-int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
-                        const real *x, const real *h0, const real *c0,
-                        const real *w_ih, const real *w_hh,
-                        const real *b_ih, const real *b_hh, const real *w_hr,
-                        const real *peep,
-                        const int *lengths, const int *order, const fastrnn_layer *L)
+/* The parameters a layer needs and may have, and nothing else */
+static int FN(params_ok)(const RT(fastrnn_params) *W, const fastrnn_layer *L)
+{
+    return W->w_ih && W->w_hh && (W->b_ih != NULL) == (W->b_hh != NULL)
+           && (L->P ? W->w_hr != NULL : W->w_hr == NULL)
+           && (!W->peep || (L->cell == FASTRNN_LSTM && L->general));
+}
+
+RT(fastrnn_forward_fn) FN(fastrnn_forward);   /* the API's type (fastrnn.h) */
+
+int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *work,
+                        const real *x, const RT(fastrnn_state) *state0,
+                        const RT(fastrnn_params) *W, const fastrnn_layer *L)
 {
     int G = fastrnn_num_gates(L->cell);
-    if (!layer_ok(L, G) || (lengths && !order) || (L->P && !w_hr)
-        || (peep && (L->cell != FASTRNN_LSTM || !L->general)))
+    if (!layer_ok(L, G) || !FN(params_ok)(W, L))
         return FASTRNN_ERR_ARGUMENT;
     int T = L->T, B = L->B, H = L->H, R = state_width(L), GH = G * H;
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
-    size_t rows = (size_t)T * B;
-
-    /* work: h (B,R) | rec (B,GH) | c (B,H) LSTM | rh (B,H) GRU-RB | m (B,H) projection
-     *       | the operands (when operand_buffered): W_hh, W_hn GRU-RB, W_hr
-     *       | W_ih packed (when projection_packed)
-     *       | inference: P rows (B,GH), x rows (B,I) threaded, else P chunk */
-    FN(fwd_buffers) S = {0};
     int gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE, rec_w = gru_rb ? 2 * H : GH;
-    S.h = work;
-    S.rec = S.h + (size_t)B * R;
-    real *next = S.rec + (size_t)B * GH;
-    if (lstm) { S.c = next; next += (size_t)B * H; }
-    if (gru_rb) { S.rh = next; next += (size_t)B * H; }
-    if (L->P) { S.m = next; next += (size_t)B * H; }
-    int threads = loop_threads(L, training), srows = step_rows(L, training);
-    int buffered = operand_buffered(L, training);
-    S.w_hh = FN(operand_prepare)(w_hh, R, 1, R, rec_w, srows, T, buffered ? next : NULL);
-    next += buffered ? operand_size(R, rec_w) : 0;
-    if (gru_rb) {
-        S.w_hn = FN(operand_prepare)(w_hh + (size_t)2 * H * H, H, 1, H, H, srows, T,
-                                     buffered ? next : NULL);
-        next += buffered ? operand_size(H, H) : 0;
-    }
-    if (L->P) {
-        S.w_hr = FN(operand_prepare)(w_hr, H, 1, H, L->P, srows, T, buffered ? next : NULL);
-        next += buffered ? operand_size(H, L->P) : 0;
-    }
-    FN(operand) w_in = FN(projection_operand)(w_ih, L, training, next);
-    next += projection_packed(L, training) ? operand_size(L->I, GH) : 0;
+    const int *order = L->order;
 
-    /* cache: gates (rows,GH) | hs (rows,R) | cs or GRU extra (rows,H) | ms (rows,H) P */
-    FN(proj) P = {0};
-    int chunk;
-    if (training) {
-        S.hs = cache + rows * GH;
-        if (has_extra_cache(L->cell))
-            S.extra = S.hs + rows * R;
-        if (L->P)
-            S.ms = S.extra + rows * H;
-        P.p = cache;
-        P.pst = L->batch_first ? 1 : (size_t)B;
-        P.psb = L->batch_first ? (size_t)T : 1;
-        chunk = T;
-    } else {
-        P.p = next;
-        P.pst = (size_t)B;
-        P.psb = 1;
-        chunk = infer_chunk_steps(L);
-    }
+    FN(fwd_buffers) S;
+    FN(forward_layout)(&S, work, L, training);
+    FN(cache_tensors) K = {0};
+    if (training)
+        FN(cache_layout)(&K, cache, L);
+    S.hs = K.hs;
+    S.extra = K.extra;
+    S.ms = K.ms;
+
+    /* the operands, prepared for the rows of each per-step product */
+    int srows = step_rows(L, training);
+    S.w_hh = FN(operand_prepare)(W->w_hh, R, 1, R, rec_w, srows, T, S.w_hh_room);
+    if (gru_rb)
+        S.w_hn = FN(operand_prepare)(W->w_hh + (size_t)2 * H * H, H, 1, H, H, srows, T,
+                                     S.w_hn_room);
+    if (L->P)
+        S.w_hr = FN(operand_prepare)(W->w_hr, H, 1, H, L->P, srows, T, S.w_hr_room);
+    S.w_ih = FN(projection_operand)(W->w_ih, L, training, S.w_ih_room);
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
         for (int j = 0; j < R; j++)
-            S.h[(size_t)i * R + j] = h0[(size_t)b * R + j];
+            S.h[(size_t)i * R + j] = state0->h[(size_t)b * R + j];
         if (lstm)
             for (int j = 0; j < H; j++)
-                S.c[(size_t)i * H + j] = c0[(size_t)b * H + j];
+                S.c[(size_t)i * H + j] = state0->c[(size_t)b * H + j];
     }
 
+    FN(fwd_loop) C = {y, &S, {0}, T, projection_by_slice(L, training), x, W, L};
     if (training) {
-        /* P = X @ W_ih.T + b_ih, all steps in memory order (one chunk) */
-        FN(fill_bias)(P.p, (int)rows, GH, GH, b_ih);
-        FN(operand_mul)(&w_in, (int)rows, x, L->I, b_ih != NULL, P.p, GH);
-        P.t0 = 0;
+        /* P = X @ W_ih.T + b_ih, all steps in memory order: the gates cache */
+        size_t rows = (size_t)T * B;
+        C.P.p = K.gates;
+        C.P.pst = L->batch_first ? 1 : (size_t)B;
+        C.P.psb = L->batch_first ? (size_t)T : 1;
+        FN(fill_bias)(C.P.p, (int)rows, GH, GH, W->b_ih);
+        FN(operand_mul)(&S.w_ih, (int)rows, x, L->I, W->b_ih != NULL, C.P.p, GH);
+    } else {
+        C.P.p = S.p;
+        C.P.pst = (size_t)B;
+        C.P.psb = 1;
+        C.chunk = infer_chunk_steps(L);
     }
-    FN(fwd_loop) C = {y, &S, P, chunk, NULL, NULL, x, b_ih, b_hh, peep, &w_in, lengths, order, L};
-    if (threads > 1 && !training) {
-        C.slot_p = next;
-        C.xg = next + (size_t)B * GH;
-    }
+    int threads = loop_threads(L, training);
     if (threads > 1)
         fastrnn_run_slices(threads, B, FN(forward_loop), &C);
     else
@@ -361,223 +503,228 @@ int FN(fastrnn_forward)(real *y, real *h_n, real *c_n, real *cache, real *work,
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);
         for (int j = 0; j < R; j++)
-            h_n[(size_t)b * R + j] = S.h[(size_t)i * R + j];
+            state_n->h[(size_t)b * R + j] = S.h[(size_t)i * R + j];
         if (lstm)
             for (int j = 0; j < H; j++)
-                c_n[(size_t)b * H + j] = S.c[(size_t)i * H + j];
+                state_n->c[(size_t)b * H + j] = S.c[(size_t)i * H + j];
     }
     return FASTRNN_OK;
 }
 
 /* =========================================================== Backward */
 
-int FN(fastrnn_backward)(real *dx, real *dh0, real *dc0,
-                         real *dw_ih, real *dw_hh, real *db_ih, real *db_hh, real *dw_hr,
-                         real *dpeep, real *work, int accumulate_dx,
-                         const real *dy, const real *dh_n, const real *dc_n,
-                         const real *cache, const real *x,
-                         const real *w_ih, const real *w_hh, const real *w_hr,
-                         const real *peep,
-                         const int *lengths, const int *order, const fastrnn_layer *L)
+/* One step at time t, the mirror of forward_step, for the n active slots:
+ * dh gets y's gradient, the fused pass gives the pre-activation gradients,
+ * and dh_{t-1} = dP_t W_hh + the direct terms. Inactive rows pass their
+ * gradient through untouched and send nothing to the parameters or x. */
+static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache_tensors) *K,
+                              real *dpeep, const real *peep, int t, int n,
+                              const fastrnn_layer *L)
 {
-    int G = fastrnn_num_gates(L->cell);
-    if (!layer_ok(L, G) || (lengths && !order) || (L->P && (!w_hr || !dw_hr))
-        || (peep && (L->cell != FASTRNN_LSTM || !L->general)))
-        return FASTRNN_ERR_ARGUMENT;
-    if (cache == NULL)
-        return FASTRNN_ERR_NO_CACHE;
-    int T = L->T, B = L->B, I = L->I, H = L->H, R = state_width(L), GH = G * H;
-    int cell = L->cell, lstm = cell == FASTRNN_LSTM, general = L->general;
-    size_t rows = (size_t)T * B;
-
-    /* cache: gates (rows,GH) | hs (rows,R) | extra (rows,H) | ms (rows,H) P */
-    const real *gates_all = cache, *hs = cache + rows * GH, *extra = hs + rows * R;
-    const real *ms = extra + rows * H;
-
-    /* work: dh (B,R) | drec (B,GH) slots | dP (rows,GH) memory order
-     *       | dc (B,H) LSTM | dPn_rec (rows,H) GRU | drh (B,H) GRU-RB
-     *       | dm (B,H), dhs (rows,P) projection
-     *       | the operands (when operand_buffered): W_hh (or GRU-RB's
-     *         W_hh[:2H] and W_hn), W_hr */
-    real *dh = work, *drec = dh + (size_t)B * R, *dP = drec + (size_t)B * GH;
-    real *next = dP + rows * GH, *dc = NULL, *dPn_rec = NULL, *drh = NULL;
-    real *dm = NULL, *dhs = NULL;
-    if (lstm) { dc = next; next += (size_t)B * H; }
-    if (cell == FASTRNN_GRU) { dPn_rec = next; next += rows * H; }
-    if (cell == FASTRNN_GRU_RESET_BEFORE) { drh = next; next += (size_t)B * H; }
-    if (L->P) { dm = next; dhs = dm + (size_t)B * H; next = dhs + rows * L->P; }
-
-    /* the per-step operands, in their natural (K, N) layout: dh = dP W_hh */
-    int buffered = operand_buffered(L, 1);   /* training: one thread, all B rows */
-    FN(operand) op_hh, op_hn = {0}, op_hr = {0};
-    if (cell == FASTRNN_GRU_RESET_BEFORE) {
-        op_hh = FN(operand_prepare)(w_hh, H, 0, 2 * H, H, B, T, buffered ? next : NULL);
-        next += buffered ? operand_size(2 * H, H) : 0;
-        op_hn = FN(operand_prepare)(w_hh + (size_t)2 * H * H, H, 0, H, H, B, T,
-                                    buffered ? next : NULL);
-        next += buffered ? operand_size(H, H) : 0;
-    } else {
-        op_hh = FN(operand_prepare)(w_hh, R, 0, GH, R, B, T, buffered ? next : NULL);
-        next += buffered ? operand_size(GH, R) : 0;
-    }
-    if (L->P)
-        op_hr = FN(operand_prepare)(w_hr, H, 0, L->P, H, B, T, buffered ? next : NULL);
+    int B = L->B, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
+    int cell = L->cell, general = L->general;
+    const int *order = L->order;
+    real *dh = S->dh, *drec = S->drec, *dP = S->dP;
 
     for (int i = 0; i < B; i++) {
-        int b = slot_row(order, i);
-        for (int j = 0; j < R; j++)
-            dh[(size_t)i * R + j] = dh_n ? dh_n[(size_t)b * R + j] : (real)0;
-        if (lstm)
-            for (int j = 0; j < H; j++)
-                dc[(size_t)i * H + j] = dc_n ? dc_n[(size_t)b * H + j] : (real)0;
+        size_t row = mem_row(L, t, slot_row(order, i));
+        real *dhi = dh + (size_t)i * R;
+        if (i < n && dy)
+            for (int j = 0; j < R; j++)
+                dhi[j] += dy[row * L->ldy + j];
+        if (i >= n) {
+            for (int j = 0; j < GH; j++)
+                dP[row * GH + j] = (real)0;
+            if (S->dPn_rec)
+                for (int j = 0; j < H; j++)
+                    S->dPn_rec[row * H + j] = (real)0;
+        }
+        if (S->dhs)
+            for (int j = 0; j < R; j++)
+                S->dhs[row * R + j] = i < n ? dhi[j] : (real)0;
+    }
+    if (S->dm) {
+        /* backprop through h = m @ W_hr.T:  dm[:n] = dh[:n] @ W_hr */
+        FN(operand_mul)(&S->w_hr, n, dh, R, 0, S->dm, H);
     }
 
-    for (int s = 0; s < T; s++) {
-        /* reverse of the forward's order */
-        int t = L->reverse ? s : T - 1 - s;
-        int n = active_slots(lengths, order, B, t);
-
-        /* dh of the active rows gets y's gradient; inactive rows pass theirs
-         * through untouched and send nothing to the parameters or x */
-        for (int i = 0; i < B; i++) {
-            size_t row = mem_row(L, t, slot_row(order, i));
-            real *dhi = dh + (size_t)i * R;
-            if (i < n && dy)
-                for (int j = 0; j < R; j++)
-                    dhi[j] += dy[row * L->ldy + j];
-            if (i >= n) {
-                for (int j = 0; j < GH; j++)
-                    dP[row * GH + j] = (real)0;
-                if (dPn_rec)
-                    for (int j = 0; j < H; j++)
-                        dPn_rec[row * H + j] = (real)0;
-            }
-            if (dhs)
-                for (int j = 0; j < R; j++)
-                    dhs[row * R + j] = i < n ? dhi[j] : (real)0;
+    for (int i = 0; i < n; i++) {
+        size_t row = mem_row(L, t, slot_row(order, i));
+        real *dhi = dh + (size_t)i * R, *dri = drec + (size_t)i * GH;
+        const real *gates = K->gates + row * GH, *h_prev = K->hs + row * R;
+        switch (cell) {
+        case FASTRNN_RNN_TANH:
+        case FASTRNN_RNN_RELU:
+            if (general)
+                FN(rnn_general_backward_row)(dri, dhi, gates, H, L);
+            else
+                FN(rnn_backward_row)(dri, dhi, gates, H, cell == FASTRNN_RNN_RELU);
+            break;
+        case FASTRNN_LSTM: {
+            real *dout = S->dm ? S->dm + (size_t)i * H : dhi, *dci = S->dc + (size_t)i * H;
+            if (general)
+                FN(lstm_general_backward_row)(dri, dout, dci, gates, K->extra + row * H, peep,
+                                              dpeep, H, L);
+            else
+                FN(lstm_backward_row)(dri, dout, dci, gates, K->extra + row * H, H);
+            break;
         }
-        if (dm) {
-            /* backprop through h = m @ W_hr.T:  dm[:n] = dh[:n] @ W_hr */
-            FN(operand_mul)(&op_hr, n, dh, R, 0, dm, H);
+        case FASTRNN_GRU:
+            if (general)
+                FN(gru_general_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
+                                             K->extra + row * H, H, L);
+            else
+                FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
+                                     K->extra + row * H, H);
+            for (int j = 0; j < H; j++)
+                S->dPn_rec[row * H + j] = dri[2 * H + j];
+            break;
+        case FASTRNN_GRU_RESET_BEFORE:
+            if (general)
+                FN(gru_rb_general_backward_zn_row)(dri, dhi, gates, h_prev, H, L);
+            else
+                FN(gru_rb_backward_zn_row)(dri, dhi, gates, h_prev, H);
+            break;
         }
+    }
 
+    if (cell == FASTRNN_GRU_RESET_BEFORE) {
+        /* drh[:n] = dn_pre[:n] @ W_hn */
+        FN(operand_mul)(&S->w_hn, n, drec + 2 * H, GH, 0, S->drh, H);
         for (int i = 0; i < n; i++) {
             size_t row = mem_row(L, t, slot_row(order, i));
-            real *dhi = dh + (size_t)i * R, *dri = drec + (size_t)i * GH;
-            const real *gates = gates_all + row * GH, *h_prev = hs + row * R;
-            switch (cell) {
-            case FASTRNN_RNN_TANH:
-            case FASTRNN_RNN_RELU:
-                if (general)
-                    FN(rnn_general_backward_row)(dri, dhi, gates, H, L);
-                else
-                    FN(rnn_backward_row)(dri, dhi, gates, H, cell == FASTRNN_RNN_RELU);
-                break;
-            case FASTRNN_LSTM: {
-                real *dout = dm ? dm + (size_t)i * H : dhi, *dci = dc + (size_t)i * H;
-                if (general)
-                    FN(lstm_general_backward_row)(dri, dout, dci, gates, extra + row * H, peep,
-                                                  dpeep, H, L);
-                else
-                    FN(lstm_backward_row)(dri, dout, dci, gates, extra + row * H, H);
-                break;
-            }
-            case FASTRNN_GRU:
-                if (general)
-                    FN(gru_general_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
-                                                 extra + row * H, H, L);
-                else
-                    FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
-                                         extra + row * H, H);
-                for (int j = 0; j < H; j++)
-                    dPn_rec[row * H + j] = dri[2 * H + j];
-                break;
-            case FASTRNN_GRU_RESET_BEFORE:
-                if (general)
-                    FN(gru_rb_general_backward_zn_row)(dri, dhi, gates, h_prev, H, L);
-                else
-                    FN(gru_rb_backward_zn_row)(dri, dhi, gates, h_prev, H);
-                break;
-            }
+            real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
+            const real *gates = K->gates + row * GH, *h_prev = K->hs + row * H;
+            if (general)
+                FN(gru_rb_general_backward_r_row)(dri, dhi, gates, h_prev,
+                                                  S->drh + (size_t)i * H, H, L);
+            else
+                FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, S->drh + (size_t)i * H, H);
         }
-
-        if (cell == FASTRNN_GRU_RESET_BEFORE) {
-            /* drh[:n] = dn_pre[:n] @ W_hn */
-            FN(operand_mul)(&op_hn, n, drec + 2 * H, GH, 0, drh, H);
-            for (int i = 0; i < n; i++) {
-                size_t row = mem_row(L, t, slot_row(order, i));
-                real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
-                const real *gates = gates_all + row * GH, *h_prev = hs + row * H;
-                if (general)
-                    FN(gru_rb_general_backward_r_row)(dri, dhi, gates, h_prev,
-                                                      drh + (size_t)i * H, H, L);
-                else
-                    FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, drh + (size_t)i * H, H);
-            }
-            /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
-            FN(operand_mul)(&op_hh, n, drec, GH, 1, dh, H);
-        } else {
-            /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
-             * step t only through W_hh, so dh is overwritten */
-            FN(operand_mul)(&op_hh, n, drec, GH, dm == NULL, dh, R);
-        }
-
-        if (cell != FASTRNN_GRU) {
-            /* the input side equals the recurrent side: keep it in memory order */
-            for (int i = 0; i < n; i++) {
-                size_t row = mem_row(L, t, slot_row(order, i));
-                for (int j = 0; j < GH; j++)
-                    dP[row * GH + j] = drec[(size_t)i * GH + j];
-            }
-        }
+        /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
+        FN(operand_mul)(&S->w_hh, n, drec, GH, 1, dh, H);
+    } else {
+        /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
+         * step t only through W_hh, so dh is overwritten */
+        FN(operand_mul)(&S->w_hh, n, drec, GH, S->dm == NULL, dh, R);
     }
 
-    for (int i = 0; i < B; i++) {
-        int b = slot_row(order, i);
-        for (int j = 0; j < R; j++)
-            dh0[(size_t)b * R + j] = dh[(size_t)i * R + j];
-        if (lstm)
-            for (int j = 0; j < H; j++)
-                dc0[(size_t)b * H + j] = dc[(size_t)i * H + j];
+    if (cell != FASTRNN_GRU) {
+        /* the input side equals the recurrent side: keep it in memory order */
+        for (int i = 0; i < n; i++) {
+            size_t row = mem_row(L, t, slot_row(order, i));
+            for (int j = 0; j < GH; j++)
+                dP[row * GH + j] = drec[(size_t)i * GH + j];
+        }
     }
+}
+
+/* After the loop, the GEMMs over all steps: dX, and the parameter gradients
+ * (accumulated), the mirror of the forward's input projection */
+static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
+                                 const FN(bwd_buffers) *S, const FN(cache_tensors) *K,
+                                 const real *x, const RT(fastrnn_params) *W,
+                                 const fastrnn_layer *L)
+{
+    int I = L->I, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
+    int rows = L->T * L->B;   /* fits an int: the bindings check T*B*widest */
+    const real *dP = S->dP, *hs = K->hs;
 
     /* dX = dP @ W_ih  (added to the other direction's when accumulating) */
-    FN(gemm)(0, 0, (int)rows, I, GH, (real)1, dP, GH, w_ih, I,
-             accumulate_dx ? (real)1 : (real)0, dx, I);
+    FN(gemm)(0, 0, rows, I, GH, (real)1, dP, GH, W->w_ih, I,
+             L->accumulate_dx ? (real)1 : (real)0, dx, I);
     /* dW_ih += dP.T @ X */
-    FN(gemm)(1, 0, GH, I, (int)rows, (real)1, dP, GH, x, I, (real)1, dw_ih, I);
-    if (db_ih)
-        FN(add_column_sums)(db_ih, dP, rows, GH, GH);
-    if (dhs) {
+    FN(gemm)(1, 0, GH, I, rows, (real)1, dP, GH, x, I, (real)1, dW->w_ih, I);
+    if (dW->b_ih)
+        FN(add_column_sums)(dW->b_ih, dP, (size_t)rows, GH, GH);
+    if (S->dhs) {
         /* dW_hr += dHS.T @ MS */
-        FN(gemm)(1, 0, R, H, (int)rows, (real)1, dhs, R, ms, H, (real)1, dw_hr, H);
+        FN(gemm)(1, 0, R, H, rows, (real)1, S->dhs, R, K->ms, H, (real)1, dW->w_hr, H);
     }
 
-    switch (cell) {
+    switch (L->cell) {
     case FASTRNN_GRU:
         /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dPn_rec.T @ HS */
-        FN(gemm)(1, 0, 2 * H, H, (int)rows, (real)1, dP, GH, hs, H, (real)1, dw_hh, H);
-        FN(gemm)(1, 0, H, H, (int)rows, (real)1, dPn_rec, H, hs, H, (real)1,
-                 dw_hh + (size_t)2 * H * H, H);
-        if (db_hh) {
-            FN(add_column_sums)(db_hh, dP, rows, 2 * H, GH);
-            FN(add_column_sums)(db_hh + 2 * H, dPn_rec, rows, H, H);
+        FN(gemm)(1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
+        FN(gemm)(1, 0, H, H, rows, (real)1, S->dPn_rec, H, hs, H, (real)1,
+                 dW->w_hh + (size_t)2 * H * H, H);
+        if (dW->b_hh) {
+            FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, 2 * H, GH);
+            FN(add_column_sums)(dW->b_hh + 2 * H, S->dPn_rec, (size_t)rows, H, H);
         }
         break;
     case FASTRNN_GRU_RESET_BEFORE:
         /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dP[:, 2H:].T @ (R*HS) */
-        FN(gemm)(1, 0, 2 * H, H, (int)rows, (real)1, dP, GH, hs, H, (real)1, dw_hh, H);
-        FN(gemm)(1, 0, H, H, (int)rows, (real)1, dP + 2 * H, GH, extra, H, (real)1,
-                 dw_hh + (size_t)2 * H * H, H);
-        if (db_hh)
-            FN(add_column_sums)(db_hh, dP, rows, GH, GH);
+        FN(gemm)(1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
+        FN(gemm)(1, 0, H, H, rows, (real)1, dP + 2 * H, GH, K->extra, H, (real)1,
+                 dW->w_hh + (size_t)2 * H * H, H);
+        if (dW->b_hh)
+            FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, GH, GH);
         break;
     default:
         /* dW_hh += dP.T @ HS */
-        FN(gemm)(1, 0, GH, R, (int)rows, (real)1, dP, GH, hs, R, (real)1, dw_hh, R);
-        if (db_hh)
-            FN(add_column_sums)(db_hh, dP, rows, GH, GH);
+        FN(gemm)(1, 0, GH, R, rows, (real)1, dP, GH, hs, R, (real)1, dW->w_hh, R);
+        if (dW->b_hh)
+            FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, GH, GH);
         break;
     }
+}
+
+RT(fastrnn_backward_fn) FN(fastrnn_backward);   /* the API's type (fastrnn.h) */
+
+int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_params) *dW,
+                         real *work, const real *dy, const RT(fastrnn_state) *dstate_n,
+                         const real *cache, const real *x, const RT(fastrnn_params) *W,
+                         const fastrnn_layer *L)
+{
+    int G = fastrnn_num_gates(L->cell);
+    if (!layer_ok(L, G) || !FN(params_ok)(W, L) || !dW->w_ih || !dW->w_hh
+        || (L->P && !dW->w_hr) || (W->peep && !dW->peep))
+        return FASTRNN_ERR_ARGUMENT;
+    if (cache == NULL)
+        return FASTRNN_ERR_NO_CACHE;
+    int T = L->T, B = L->B, H = L->H, R = state_width(L), GH = G * H;
+    int lstm = L->cell == FASTRNN_LSTM, gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
+    const int *order = L->order;
+    const real *dh_n = dstate_n ? dstate_n->h : NULL, *dc_n = dstate_n ? dstate_n->c : NULL;
+
+    FN(cache_tensors) K;
+    FN(cache_layout)(&K, (real *)cache, L);   /* read only */
+    FN(bwd_buffers) S;
+    FN(backward_layout)(&S, work, L);
+    if (gru_rb) {
+        S.w_hh = FN(operand_prepare)(W->w_hh, H, 0, 2 * H, H, B, T, S.w_hh_room);
+        S.w_hn = FN(operand_prepare)(W->w_hh + (size_t)2 * H * H, H, 0, H, H, B, T,
+                                     S.w_hn_room);
+    } else {
+        S.w_hh = FN(operand_prepare)(W->w_hh, R, 0, GH, R, B, T, S.w_hh_room);
+    }
+    if (L->P)
+        S.w_hr = FN(operand_prepare)(W->w_hr, H, 0, L->P, H, B, T, S.w_hr_room);
+
+    for (int i = 0; i < B; i++) {
+        int b = slot_row(order, i);
+        for (int j = 0; j < R; j++)
+            S.dh[(size_t)i * R + j] = dh_n ? dh_n[(size_t)b * R + j] : (real)0;
+        if (lstm)
+            for (int j = 0; j < H; j++)
+                S.dc[(size_t)i * H + j] = dc_n ? dc_n[(size_t)b * H + j] : (real)0;
+    }
+
+    for (int s = 0; s < T; s++) {
+        int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
+        int n = active_slots(L->lengths, order, B, t);
+        FN(backward_step)(&S, dy, &K, dW->peep, W->peep, t, n, L);
+    }
+
+    for (int i = 0; i < B; i++) {
+        int b = slot_row(order, i);
+        for (int j = 0; j < R; j++)
+            dstate0->h[(size_t)b * R + j] = S.dh[(size_t)i * R + j];
+        if (lstm)
+            for (int j = 0; j < H; j++)
+                dstate0->c[(size_t)b * H + j] = S.dc[(size_t)i * H + j];
+    }
+    FN(weight_gradients)(dx, dW, &S, &K, x, W, L);
     return FASTRNN_OK;
 }

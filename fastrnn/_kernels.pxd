@@ -13,6 +13,19 @@ cdef extern from "fastrnn.h" nogil:
         FASTRNN_GRU
         FASTRNN_GRU_RESET_BEFORE
 
+    ctypedef enum fastrnn_activation:
+        FASTRNN_ACT_SIGMOID
+        FASTRNN_ACT_TANH
+        FASTRNN_ACT_RELU
+        FASTRNN_ACT_AFFINE
+        FASTRNN_ACT_LEAKY_RELU
+        FASTRNN_ACT_THRESHOLDED_RELU
+        FASTRNN_ACT_SCALED_TANH
+        FASTRNN_ACT_HARD_SIGMOID
+        FASTRNN_ACT_ELU
+        FASTRNN_ACT_SOFTSIGN
+        FASTRNN_ACT_SOFTPLUS
+
     ctypedef struct fastrnn_act:
         int kind
         double alpha, beta
@@ -24,11 +37,36 @@ cdef extern from "fastrnn.h" nogil:
         int batch_first
         int reverse
         int ldy
+        const int *lengths
+        const int *order
+        int accumulate_dx
         int general
         fastrnn_act act[3]
         double clip
         int input_forget
         int threads
+
+    ctypedef struct fastrnn_params_f32:
+        float *w_ih
+        float *w_hh
+        float *b_ih
+        float *b_hh
+        float *w_hr
+        float *peep
+    ctypedef struct fastrnn_params_f64:
+        double *w_ih
+        double *w_hh
+        double *b_ih
+        double *b_hh
+        double *w_hr
+        double *peep
+
+    ctypedef struct fastrnn_state_f32:
+        float *h
+        float *c
+    ctypedef struct fastrnn_state_f64:
+        double *h
+        double *c
 
     int fastrnn_num_gates(int cell)
     size_t fastrnn_cache_size(const fastrnn_layer *L)
@@ -48,43 +86,32 @@ cdef extern from "fastrnn.h" nogil:
     void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm)
     int fastrnn_gemm_is_blas()
 
+    void fastrnn_set_num_threads(int n)
+    int fastrnn_get_num_threads()
+    int fastrnn_loop_threads(const fastrnn_layer *L, int training)
+
     enum:
         FASTRNN_ISA_BASELINE
         FASTRNN_ISA_AVX2
         FASTRNN_ISA_AVX512
     int fastrnn_best_isa()
     int fastrnn_isa()
-    void fastrnn_set_num_threads(int n)
-    int fastrnn_get_num_threads()
-    int fastrnn_loop_threads(const fastrnn_layer *L, int training)
     int fastrnn_set_isa(int isa)
 
-    int fastrnn_forward_f32(float *y, float *h_n, float *c_n, float *cache, float *work,
-                            const float *x, const float *h0, const float *c0,
-                            const float *w_ih, const float *w_hh,
-                            const float *b_ih, const float *b_hh, const float *w_hr,
-                            const float *peep,
-                            const int *lengths, const int *order, const fastrnn_layer *L)
-    int fastrnn_forward_f64(double *y, double *h_n, double *c_n, double *cache, double *work,
-                            const double *x, const double *h0, const double *c0,
-                            const double *w_ih, const double *w_hh,
-                            const double *b_ih, const double *b_hh, const double *w_hr,
-                            const double *peep,
-                            const int *lengths, const int *order, const fastrnn_layer *L)
+    int fastrnn_forward_f32(float *y, fastrnn_state_f32 *state_n, float *cache,
+                            float *work, const float *x, const fastrnn_state_f32 *state0,
+                            const fastrnn_params_f32 *W, const fastrnn_layer *L)
+    int fastrnn_forward_f64(double *y, fastrnn_state_f64 *state_n, double *cache,
+                            double *work, const double *x, const fastrnn_state_f64 *state0,
+                            const fastrnn_params_f64 *W, const fastrnn_layer *L)
 
-    int fastrnn_backward_f32(float *dx, float *dh0, float *dc0,
-                             float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dw_hr,
-                             float *dpeep, float *work, int accumulate_dx,
-                             const float *dy, const float *dh_n, const float *dc_n,
-                             const float *cache, const float *x,
-                             const float *w_ih, const float *w_hh, const float *w_hr,
-                             const float *peep,
-                             const int *lengths, const int *order, const fastrnn_layer *L)
-    int fastrnn_backward_f64(double *dx, double *dh0, double *dc0,
-                             double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
-                             double *dw_hr, double *dpeep, double *work, int accumulate_dx,
-                             const double *dy, const double *dh_n, const double *dc_n,
-                             const double *cache, const double *x,
-                             const double *w_ih, const double *w_hh, const double *w_hr,
-                             const double *peep,
-                             const int *lengths, const int *order, const fastrnn_layer *L)
+    int fastrnn_backward_f32(float *dx, fastrnn_state_f32 *dstate0,
+                             const fastrnn_params_f32 *dW, float *work, const float *dy,
+                             const fastrnn_state_f32 *dstate_n, const float *cache,
+                             const float *x, const fastrnn_params_f32 *W,
+                             const fastrnn_layer *L)
+    int fastrnn_backward_f64(double *dx, fastrnn_state_f64 *dstate0,
+                             const fastrnn_params_f64 *dW, double *work, const double *dy,
+                             const fastrnn_state_f64 *dstate_n, const double *cache,
+                             const double *x, const fastrnn_params_f64 *W,
+                             const fastrnn_layer *L)

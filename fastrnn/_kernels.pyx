@@ -30,8 +30,11 @@ CELLS = {
 
 # ONNX's activations, by fastrnn's (snake_case) names
 ACTIVATIONS = {
-    "sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leaky_relu": 4, "thresholded_relu": 5,
-    "scaled_tanh": 6, "hard_sigmoid": 7, "elu": 8, "softsign": 9, "softplus": 10,
+    "sigmoid": FASTRNN_ACT_SIGMOID, "tanh": FASTRNN_ACT_TANH, "relu": FASTRNN_ACT_RELU,
+    "affine": FASTRNN_ACT_AFFINE, "leaky_relu": FASTRNN_ACT_LEAKY_RELU,
+    "thresholded_relu": FASTRNN_ACT_THRESHOLDED_RELU, "scaled_tanh": FASTRNN_ACT_SCALED_TANH,
+    "hard_sigmoid": FASTRNN_ACT_HARD_SIGMOID, "elu": FASTRNN_ACT_ELU,
+    "softsign": FASTRNN_ACT_SOFTSIGN, "softplus": FASTRNN_ACT_SOFTPLUS,
 }
 
 _INT_MAX = 2**31 - 1
@@ -318,15 +321,14 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
     if wf.shape[0] < fastrnn_backward_work_size(&L):
         raise ValueError("work: too small")
     lf, of = _lengths_and_order(lengths, T, B)
+    L.accumulate_dx = accumulate_dx
     if dt == np.float32:
-        _backward[float](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
+        _backward[float](&L, dxf, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, pp, lf, of)
     else:
-        _backward[double](&L, dxf, accumulate_dx, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
+        _backward[double](&L, dxf, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
                           dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, pp, lf, of)
 
-
-# The one place where the dtype picks the C function.
 
 cdef inline floating *_ptr(floating[::1] a) noexcept nogil:
     return NULL if a is None else &a[0]
@@ -344,9 +346,75 @@ cdef inline const int *_iptr(const int[::1] a) noexcept nogil:
     return &a[0]
 
 
-cdef _raise_status(int status):
+STATUS_MESSAGES = {
+    FASTRNN_ERR_ARGUMENT: "fastrnn kernel: a size or flag outside the documented range "
+                          "(a bug in the checks of fastrnn._kernels)",
+    FASTRNN_ERR_NO_CACHE: "cache: backward needs the cache of a training forward",
+}
+
+
+cdef int _raise_status(int status) except -1:
     if status != FASTRNN_OK:
-        raise ValueError(f"fastrnn kernel rejected its arguments (status {status})")
+        raise ValueError(STATUS_MESSAGES.get(status, f"fastrnn kernel: unknown status {status}"))
+    return 0
+
+
+# ------------------------------------------------- the one dtype dispatch point
+#
+# Every kernel call (the layers' forward and backward, and the cells' lean
+# step below) goes through these two functions: kind b'f' runs the float32
+# kernels, b'd' the float64 ones. The callers hand over untyped pointers
+# already checked for that dtype. p holds the parameters w_ih, w_hh, b_ih,
+# b_hh, w_hr, peep (NULL: absent), dp their gradients.
+
+cdef int _run_forward(char kind, void *y, void *h_n, void *c_n, void *cache, void *work,
+                      const void *x, const void *h0, const void *c0, void **p,
+                      const fastrnn_layer *L) noexcept nogil:
+    cdef fastrnn_params_f32 W32
+    cdef fastrnn_params_f64 W64
+    cdef fastrnn_state_f32 s0_32, sn_32
+    cdef fastrnn_state_f64 s0_64, sn_64
+    if kind == b'f':
+        W32 = fastrnn_params_f32(<float *>p[0], <float *>p[1], <float *>p[2], <float *>p[3],
+                                 <float *>p[4], <float *>p[5])
+        s0_32 = fastrnn_state_f32(<float *>h0, <float *>c0)
+        sn_32 = fastrnn_state_f32(<float *>h_n, <float *>c_n)
+        return fastrnn_forward_f32(<float *>y, &sn_32, <float *>cache, <float *>work,
+                                   <const float *>x, &s0_32, &W32, L)
+    W64 = fastrnn_params_f64(<double *>p[0], <double *>p[1], <double *>p[2], <double *>p[3],
+                             <double *>p[4], <double *>p[5])
+    s0_64 = fastrnn_state_f64(<double *>h0, <double *>c0)
+    sn_64 = fastrnn_state_f64(<double *>h_n, <double *>c_n)
+    return fastrnn_forward_f64(<double *>y, &sn_64, <double *>cache, <double *>work,
+                               <const double *>x, &s0_64, &W64, L)
+
+
+cdef int _run_backward(char kind, void *dx, void *dh0, void *dc0, void **dp, void *work,
+                       const void *dy, const void *dh_n, const void *dc_n, const void *cache,
+                       const void *x, void **p, const fastrnn_layer *L) noexcept nogil:
+    cdef fastrnn_params_f32 W32, dW32
+    cdef fastrnn_params_f64 W64, dW64
+    cdef fastrnn_state_f32 d0_32, dn_32
+    cdef fastrnn_state_f64 d0_64, dn_64
+    if kind == b'f':
+        W32 = fastrnn_params_f32(<float *>p[0], <float *>p[1], <float *>p[2], <float *>p[3],
+                                 <float *>p[4], <float *>p[5])
+        dW32 = fastrnn_params_f32(<float *>dp[0], <float *>dp[1], <float *>dp[2],
+                                  <float *>dp[3], <float *>dp[4], <float *>dp[5])
+        d0_32 = fastrnn_state_f32(<float *>dh0, <float *>dc0)
+        dn_32 = fastrnn_state_f32(<float *>dh_n, <float *>dc_n)
+        return fastrnn_backward_f32(<float *>dx, &d0_32, &dW32, <float *>work,
+                                    <const float *>dy, &dn_32, <const float *>cache,
+                                    <const float *>x, &W32, L)
+    W64 = fastrnn_params_f64(<double *>p[0], <double *>p[1], <double *>p[2], <double *>p[3],
+                             <double *>p[4], <double *>p[5])
+    dW64 = fastrnn_params_f64(<double *>dp[0], <double *>dp[1], <double *>dp[2],
+                              <double *>dp[3], <double *>dp[4], <double *>dp[5])
+    d0_64 = fastrnn_state_f64(<double *>dh0, <double *>dc0)
+    dn_64 = fastrnn_state_f64(<double *>dh_n, <double *>dc_n)
+    return fastrnn_backward_f64(<double *>dx, &d0_64, &dW64, <double *>work,
+                                <const double *>dy, &dn_64, <const double *>cache,
+                                <const double *>x, &W64, L)
 
 
 cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n,
@@ -355,22 +423,20 @@ cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n
               const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] b_ih,
               const floating[::1] b_hh, const floating[::1] w_hr, const floating[::1] peep,
               const int[::1] lengths, const int[::1] order):
+    """The checked arrays' pointers, then the kernel without the GIL."""
     cdef int status
+    cdef char kind = b'f' if floating is float else b'd'
+    cdef void *p[6]
+    p[:] = [<void *>_cptr(w_ih), <void *>_cptr(w_hh), <void *>_cptr(b_ih), <void *>_cptr(b_hh),
+            <void *>_cptr(w_hr), <void *>_cptr(peep)]
+    L.lengths, L.order = _iptr(lengths), _iptr(order)
     with nogil:
-        if floating is float:
-            status = fastrnn_forward_f32(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
-                                         _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
-                                         _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
-                                         _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
-        else:
-            status = fastrnn_forward_f64(_ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
-                                         _ptr(work), _cptr(x), _cptr(h0), _cptr(c0),
-                                         _cptr(w_ih), _cptr(w_hh), _cptr(b_ih), _cptr(b_hh),
-                                         _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
+        status = _run_forward(kind, _ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
+                              _ptr(work), _cptr(x), _cptr(h0), _cptr(c0), p, L)
     _raise_status(status)
 
 
-cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[::1] dh0,
+cdef _backward(fastrnn_layer *L, floating[::1] dx, floating[::1] dh0,
                floating[::1] dc0, floating[::1] dw_ih, floating[::1] dw_hh,
                floating[::1] db_ih, floating[::1] db_hh, floating[::1] dw_hr,
                floating[::1] dpeep, floating[::1] work,
@@ -378,25 +444,23 @@ cdef _backward(fastrnn_layer *L, floating[::1] dx, bint accumulate_dx, floating[
                const floating[::1] dc_n, const floating[::1] cache, const floating[::1] x,
                const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] w_hr,
                const floating[::1] peep, const int[::1] lengths, const int[::1] order):
+    """The checked arrays' pointers, then the kernel without the GIL."""
     cdef int status
+    cdef char kind = b'f' if floating is float else b'd'
     cdef const floating *dyp = NULL
+    cdef void *p[6]
+    cdef void *dp[6]
     if dy is not None:
         dyp = &dy[y_offset]
+    # backward reads no bias
+    p[:] = [<void *>_cptr(w_ih), <void *>_cptr(w_hh), NULL, NULL, <void *>_cptr(w_hr),
+            <void *>_cptr(peep)]
+    dp[:] = [<void *>_ptr(dw_ih), <void *>_ptr(dw_hh), <void *>_ptr(db_ih), <void *>_ptr(db_hh),
+             <void *>_ptr(dw_hr), <void *>_ptr(dpeep)]
+    L.lengths, L.order = _iptr(lengths), _iptr(order)
     with nogil:
-        if floating is float:
-            status = fastrnn_backward_f32(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
-                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(dw_hr),
-                                          _ptr(dpeep), _ptr(work),
-                                          accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
-                                          _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
-                                          _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
-        else:
-            status = fastrnn_backward_f64(_ptr(dx), _ptr(dh0), _ptr(dc0), _ptr(dw_ih),
-                                          _ptr(dw_hh), _ptr(db_ih), _ptr(db_hh), _ptr(dw_hr),
-                                          _ptr(dpeep), _ptr(work),
-                                          accumulate_dx, dyp, _cptr(dh_n), _cptr(dc_n),
-                                          _cptr(cache), _cptr(x), _cptr(w_ih), _cptr(w_hh),
-                                          _cptr(w_hr), _cptr(peep), _iptr(lengths), _iptr(order), L)
+        status = _run_backward(kind, _ptr(dx), _ptr(dh0), _ptr(dc0), dp, _ptr(work), dyp,
+                               _cptr(dh_n), _cptr(dc_n), _cptr(cache), _cptr(x), p, L)
     _raise_status(status)
 
 
@@ -502,6 +566,7 @@ def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
     cdef const void *h0
     cdef const void *c0
     cdef void *y
+    cdef void *p[6]
     try:
         kind = _get(&vwi, w_ih, "w_ih", 0, False)   # w_ih's dtype is every array's
         itemsize = 4 if kind == b'f' else 8
@@ -561,21 +626,10 @@ def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
         if lstm:
             c_n = _empty(shape, dtype)
             _get(&vcn, c_n, "c_n", kind, True)
+        p[:] = [vwi.buf, vwh.buf, vbi.buf, vbh.buf, NULL, NULL]
         with nogil:
-            if kind == b'f':
-                status = fastrnn_forward_f32(<float *>y, <float *>vhn.buf, <float *>vcn.buf, NULL,
-                                             <float *>work_p, <const float *>vx.buf,
-                                             <const float *>h0, <const float *>c0,
-                                             <const float *>vwi.buf, <const float *>vwh.buf,
-                                             <const float *>vbi.buf, <const float *>vbh.buf,
-                                             NULL, NULL, NULL, NULL, &L)
-            else:
-                status = fastrnn_forward_f64(<double *>y, <double *>vhn.buf, <double *>vcn.buf,
-                                             NULL, <double *>work_p, <const double *>vx.buf,
-                                             <const double *>h0, <const double *>c0,
-                                             <const double *>vwi.buf, <const double *>vwh.buf,
-                                             <const double *>vbi.buf, <const double *>vbh.buf,
-                                             NULL, NULL, NULL, NULL, &L)
+            status = _run_forward(kind, y, vhn.buf, vcn.buf, NULL, work_p, vx.buf, h0, c0, p,
+                                  &L)
         _raise_status(status)
         return (h_n, c_n) if lstm else h_n
     finally:

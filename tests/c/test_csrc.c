@@ -172,32 +172,67 @@ static void test_layer_round_trip(int cell)
     for (int i = 0; i < GH * L.I; i++) w_ih[i] = 0.3f * (float)cos((double)i);
     for (int i = 0; i < GH * L.H; i++) w_hh[i] = 0.2f * (float)sin(0.7 * i);
 
-    int status = fastrnn_forward_f32(y, hn, cn, cache, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
-                                     NULL, NULL, lengths, order, &L);
+    fastrnn_state_f32 state0 = {h0, c0}, state_n = {hn, cn}, dstate0 = {dh0, dc0};
+    fastrnn_params_f32 W = {.w_ih = w_ih, .w_hh = w_hh}, dW = {.w_ih = dw_ih, .w_hh = dw_hh};
+    if (cell != FASTRNN_LSTM)
+        state0.c = state_n.c = dstate0.c = NULL;
+    L.lengths = lengths;
+    L.order = order;
+    int status = fastrnn_forward_f32(y, &state_n, cache, work, x, &state0, &W, &L);
     check(status == FASTRNN_OK, "forward status", status);
     /* row b = 0 has length 2: its outputs at t >= 2 are zero */
     check(y[(size_t)(3 * L.B + 0) * L.H] == 0.0f, "output zero past the length", 0);
-    status = fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, NULL, NULL, work, 0, y,
-                                  NULL, NULL, cache, x, w_ih, w_hh, NULL, NULL, lengths, order, &L);
+    status = fastrnn_backward_f32(dx, &dstate0, &dW, work, y, NULL, cache, x, &W, &L);
     check(status == FASTRNN_OK, "backward status", status);
     double norm = 0;
     for (int i = 0; i < GH * L.I; i++) norm += fabs(dw_ih[i]);
     check(isfinite(norm) && norm > 0, "weight gradient finite and non-zero", norm);
-    check(fastrnn_backward_f32(dx, dh0, dc0, dw_ih, dw_hh, NULL, NULL, NULL, NULL, work, 0, y,
-                               NULL, NULL, NULL, x, w_ih, w_hh, NULL, NULL, lengths, order, &L)
+    check(fastrnn_backward_f32(dx, &dstate0, &dW, work, y, NULL, NULL, x, &W, &L)
           == FASTRNN_ERR_NO_CACHE,
           "backward without cache refused", 0);
+    L.order = NULL;
+    check(fastrnn_forward_f32(y, &state_n, NULL, work, x, &state0, &W, &L) == FASTRNN_ERR_ARGUMENT,
+          "lengths without an order refused", 0);
+    L.lengths = NULL;
+    fastrnn_params_f32 no_w_hh = {.w_ih = w_ih};
+    check(fastrnn_forward_f32(y, &state_n, NULL, work, x, &state0, &no_w_hh, &L)
+          == FASTRNN_ERR_ARGUMENT, "missing w_hh refused", 0);
     L.cell = 99;
-    check(fastrnn_forward_f32(y, hn, cn, NULL, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
-                              NULL, NULL, NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT,
+    check(fastrnn_forward_f32(y, &state_n, NULL, work, x, &state0, &W, &L) == FASTRNN_ERR_ARGUMENT,
           "unknown cell refused", 0);
     L.cell = FASTRNN_GRU;
     L.P = 2;   /* a projection is for LSTM only */
-    check(fastrnn_forward_f32(y, hn, cn, NULL, work, x, h0, c0, w_ih, w_hh, NULL, NULL,
-                              w_hh, NULL, NULL, NULL, &L) == FASTRNN_ERR_ARGUMENT,
-          "GRU projection refused", 0);
+    fastrnn_params_f32 with_w_hr = {.w_ih = w_ih, .w_hh = w_hh, .w_hr = w_hh};
+    check(fastrnn_forward_f32(y, &state_n, NULL, work, x, &state0, &with_w_hr, &L)
+          == FASTRNN_ERR_ARGUMENT, "GRU projection refused", 0);
     free(x); free(y); free(hn); free(cn); free(h0); free(c0); free(w_ih); free(w_hh);
     free(cache); free(work); free(dx); free(dh0); free(dc0); free(dw_ih); free(dw_hh);
+}
+
+/* The layouts count elements, so the sizes the API reports (from the float
+ * baseline variant, dispatch.c) hold for the double kernels too. */
+size_t fastrnn_cache_size_f64_base(const fastrnn_layer *L);
+size_t fastrnn_forward_work_size_f64_base(const fastrnn_layer *L, int training);
+size_t fastrnn_backward_work_size_f64_base(const fastrnn_layer *L);
+
+static void test_sizes_precision_free(void)
+{
+    int mismatches = 0, cases = 0;
+    for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
+        for (int B = 1; B <= 80; B += 13)
+            for (int P = 0; P <= (cell == FASTRNN_LSTM ? 3 : 0); P += 3)
+                for (int training = 0; training <= 1; training++) {
+                    fastrnn_layer L = {.cell = cell, .T = 7, .B = B, .I = 9, .H = 6, .P = P,
+                                       .ldy = 6, .threads = 4};
+                    mismatches += fastrnn_cache_size(&L) != fastrnn_cache_size_f64_base(&L);
+                    mismatches += fastrnn_forward_work_size(&L, training)
+                                  != fastrnn_forward_work_size_f64_base(&L, training);
+                    mismatches += fastrnn_backward_work_size(&L)
+                                  != fastrnn_backward_work_size_f64_base(&L);
+                    cases++;
+                }
+    check(mismatches == 0, "sizes equal for float and double", mismatches);
+    check(cases > 0, "size cases", cases);
 }
 
 int main(void)
@@ -206,6 +241,7 @@ int main(void)
     test_activations();
     test_activations_f64();
     test_step_kernels();
+    test_sizes_precision_free();
     for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
         test_layer_round_trip(cell);
     printf("%d passed, %d failed\n", passed, failed);
