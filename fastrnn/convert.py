@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fastrnn._validation import ACTIVATION_DEFAULTS, _snake
+from fastrnn._validation import _DEFAULT_ACTIVATIONS, ACTIVATION_DEFAULTS, _snake
 from fastrnn.bidirectional import Bidirectional
 from fastrnn.cells import GRUCell, LSTMCell, RNNCell, _CellBase
 from fastrnn.layers import GRU, LSTM, RNN, _RNNBase
@@ -113,9 +113,7 @@ def _suffixes(stack: _RNNBase) -> Tuple[str, ...]:
 def _check_default_cells(stack: _RNNBase, target: str) -> None:
     """ValueError unless the layer runs PyTorch's cells (default activations, no
     clip, peepholes or input_forget), the only ones the Keras conversions write."""
-    kind = _kind(stack)
-    default = {"rnn": (getattr(stack, "nonlinearity", "tanh"),),
-               "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}[kind]
+    default = _DEFAULT_ACTIVATIONS[stack._cell]
     acts = getattr(stack, "activations", None)
     if acts is not None:
         names = tuple(str(a if isinstance(a, str) else a[0]).lower() for a in acts)

@@ -392,3 +392,11 @@ def test_chunked_inference_matches_training_and_reference(cell, dtype, shape, ba
     for name in c_infer:
         assert_close(f"{name} (c inference vs c training)", c_infer[name], c_train[name], dtype)
         assert_close(f"{name} (c inference vs numpy)", c_infer[name], reference[name], dtype)
+
+
+def test_one_definition_of_the_cell_kinds():
+    """fastrnn.kinds, the bindings' map onto the C enum and the C gate counts agree."""
+    from fastrnn import kinds
+    assert tuple(_kernels.CELLS) == kinds.CELLS
+    for cell in kinds.CELLS:
+        assert _kernels.num_gates(cell) == kinds.NUM_GATES[cell], cell
