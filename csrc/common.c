@@ -17,6 +17,41 @@ int fastrnn_gemm_is_blas(void)
     return fastrnn_blas_sgemm != NULL && fastrnn_blas_dgemm != NULL;
 }
 
+/* ------------------------------------------------- BLAS threads during calls */
+
+static fastrnn_blas_get_threads_fn blas_get_threads = NULL;
+static fastrnn_blas_set_threads_fn blas_set_threads = NULL;
+static pthread_mutex_t blas_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int calls_running = 0;     /* kernel calls in progress (any thread) */
+static int blas_threads_saved = 0;  /* the setting the first of them found */
+
+void fastrnn_set_blas_threading(fastrnn_blas_get_threads_fn get, fastrnn_blas_set_threads_fn set)
+{
+    pthread_mutex_lock(&blas_mutex);
+    blas_get_threads = get;
+    blas_set_threads = set;
+    pthread_mutex_unlock(&blas_mutex);
+}
+
+void fastrnn_blas_serial_begin(void)
+{
+    pthread_mutex_lock(&blas_mutex);
+    if (calls_running++ == 0 && blas_get_threads && blas_set_threads) {
+        blas_threads_saved = blas_get_threads();
+        if (blas_threads_saved > 1)
+            blas_set_threads(1);
+    }
+    pthread_mutex_unlock(&blas_mutex);
+}
+
+void fastrnn_blas_serial_end(void)
+{
+    pthread_mutex_lock(&blas_mutex);
+    if (--calls_running == 0 && blas_set_threads && blas_threads_saved > 1)
+        blas_set_threads(blas_threads_saved);
+    pthread_mutex_unlock(&blas_mutex);
+}
+
 int fastrnn_num_gates(int cell)
 {
     switch (cell) {

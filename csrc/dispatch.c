@@ -3,6 +3,9 @@
  * AVX-512. The default build thus runs on any x86-64 and is fast on new ones;
  * other architectures have the baseline only. */
 #include "internal.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 /* The variants (kernels_f32*.c, kernels_f64*.c), typed by the API's own
  * function types, so that each has the API's signature by construction. */
@@ -68,6 +71,42 @@ int fastrnn_set_isa(int isa)
     return FASTRNN_OK;
 }
 
+/* Denormal numbers (below 1.2e-38 in float32) take a slow path in the FPU
+ * on many CPUs: states that decay toward zero can make a call many times
+ * slower. Each kernel call flushes them to zero (FTZ: results, DAZ: inputs)
+ * and restores the caller's setting when it returns; the time loop's threads
+ * inherit it (pthread_create copies the floating-point environment). Values
+ * below the smallest normal number (1.2e-38 in float32, 2.2e-308 in float64)
+ * become 0: an absolute change smaller than those. */
+#if defined(__x86_64__) || defined(__i386__)
+#define FTZ_DAZ 0x8040u   /* MXCSR bits: flush to zero (15), denormals are zero (6) */
+typedef unsigned int fp_mode;
+static fp_mode flush_denormals(void)
+{
+    fp_mode saved = _mm_getcsr();
+    _mm_setcsr(saved | FTZ_DAZ);
+    return saved;
+}
+static void restore_denormals(fp_mode saved) { _mm_setcsr(saved); }
+#else
+typedef int fp_mode;   /* other architectures: the caller's mode as it is */
+static fp_mode flush_denormals(void) { return 0; }
+static void restore_denormals(fp_mode saved) { (void)saved; }
+#endif
+
+/* What every kernel call sets for its duration: denormals flushed, BLAS serial */
+static fp_mode enter_call(void)
+{
+    fastrnn_blas_serial_begin();
+    return flush_denormals();
+}
+
+static void leave_call(fp_mode saved)
+{
+    restore_denormals(saved);
+    fastrnn_blas_serial_end();
+}
+
 size_t fastrnn_cache_size(const fastrnn_layer *L)
 {
     return fastrnn_cache_size_f32_base(L);
@@ -87,14 +126,20 @@ int fastrnn_forward_f32(float *y, fastrnn_state_f32 *state_n, float *cache, floa
                         const float *x, const fastrnn_state_f32 *state0,
                         const fastrnn_params_f32 *W, const fastrnn_layer *L)
 {
-    return KERNELS[fastrnn_isa()].forward_f32(y, state_n, cache, work, x, state0, W, L);
+    fp_mode saved = enter_call();
+    int status = KERNELS[fastrnn_isa()].forward_f32(y, state_n, cache, work, x, state0, W, L);
+    leave_call(saved);
+    return status;
 }
 
 int fastrnn_forward_f64(double *y, fastrnn_state_f64 *state_n, double *cache, double *work,
                         const double *x, const fastrnn_state_f64 *state0,
                         const fastrnn_params_f64 *W, const fastrnn_layer *L)
 {
-    return KERNELS[fastrnn_isa()].forward_f64(y, state_n, cache, work, x, state0, W, L);
+    fp_mode saved = enter_call();
+    int status = KERNELS[fastrnn_isa()].forward_f64(y, state_n, cache, work, x, state0, W, L);
+    leave_call(saved);
+    return status;
 }
 
 int fastrnn_backward_f32(float *dx, fastrnn_state_f32 *dstate0, const fastrnn_params_f32 *dW,
@@ -102,8 +147,11 @@ int fastrnn_backward_f32(float *dx, fastrnn_state_f32 *dstate0, const fastrnn_pa
                          const float *cache, const float *x, const fastrnn_params_f32 *W,
                          const fastrnn_layer *L)
 {
-    return KERNELS[fastrnn_isa()].backward_f32(dx, dstate0, dW, work, dy, dstate_n, cache, x,
-                                               W, L);
+    fp_mode saved = enter_call();
+    int status = KERNELS[fastrnn_isa()].backward_f32(dx, dstate0, dW, work, dy, dstate_n, cache,
+                                                     x, W, L);
+    leave_call(saved);
+    return status;
 }
 
 int fastrnn_backward_f64(double *dx, fastrnn_state_f64 *dstate0, const fastrnn_params_f64 *dW,
@@ -111,6 +159,9 @@ int fastrnn_backward_f64(double *dx, fastrnn_state_f64 *dstate0, const fastrnn_p
                          const double *cache, const double *x, const fastrnn_params_f64 *W,
                          const fastrnn_layer *L)
 {
-    return KERNELS[fastrnn_isa()].backward_f64(dx, dstate0, dW, work, dy, dstate_n, cache, x,
-                                               W, L);
+    fp_mode saved = enter_call();
+    int status = KERNELS[fastrnn_isa()].backward_f64(dx, dstate0, dW, work, dy, dstate_n, cache,
+                                                     x, W, L);
+    leave_call(saved);
+    return status;
 }

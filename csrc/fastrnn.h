@@ -142,6 +142,15 @@ void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm);
 /* 1 when BLAS is in use, 0 for the naive GEMM. */
 int fastrnn_gemm_is_blas(void);
 
+/* The BLAS's own thread setting (e.g. OpenBLAS's openblas_get_num_threads /
+ * openblas_set_num_threads), or NULL for a BLAS whose threads cannot be set.
+ * While any kernel call runs, the BLAS is set to one thread and the kernels
+ * split their large products over their own threads (fastrnn_layer.threads);
+ * the last call to return restores the setting. */
+typedef int (*fastrnn_blas_get_threads_fn)(void);
+typedef void (*fastrnn_blas_set_threads_fn)(int n);
+void fastrnn_set_blas_threading(fastrnn_blas_get_threads_fn get, fastrnn_blas_set_threads_fn set);
+
 /* Threads of the time loops of later calls (a process-wide setting, >= 1;
  * BLAS's own threads are set through BLAS). */
 void fastrnn_set_num_threads(int n);

@@ -46,9 +46,10 @@ static void FN(gemm_naive)(int trans_a, int trans_b, int M, int N, int K, real a
     }
 }
 
-static void FN(gemm)(int trans_a, int trans_b, int M, int N, int K, real alpha,
-                     const real *A, int lda, const real *Bm, int ldb,
-                     real beta, real *C, int ldc)
+/* One BLAS call (or the naive GEMM) in the calling thread */
+static void FN(gemm_serial)(int trans_a, int trans_b, int M, int N, int K, real alpha,
+                            const real *A, int lda, const real *Bm, int ldb,
+                            real beta, real *C, int ldc)
 {
     if (M <= 0 || N <= 0)
         return;
@@ -62,6 +63,58 @@ static void FN(gemm)(int trans_a, int trans_b, int M, int N, int K, real alpha,
      * hand BLAS the operands swapped, with M and N swapped. */
     char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
     blas(&tb, &ta, &N, &M, &K, &alpha, Bm, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+/* A GEMM split into slices of C's rows, or of its columns when it has fewer
+ * rows than columns: each slice is one serial BLAS call in its own thread */
+typedef struct {
+    int trans_a, trans_b, M, N, K;
+    real alpha, beta;
+    const real *A, *Bm;
+    real *C;
+    int lda, ldb, ldc, by_cols;
+} FN(gemm_job);
+
+static void FN(gemm_slice)(void *arg, int s0, int s1)
+{
+    const FN(gemm_job) *j = arg;
+    if (s1 <= s0)
+        return;
+    if (j->by_cols) {
+        /* C[:, s0:s1] = op(A) op(B)[:, s0:s1] */
+        const real *b = j->trans_b ? j->Bm + (size_t)s0 * j->ldb : j->Bm + s0;
+        FN(gemm_serial)(j->trans_a, j->trans_b, j->M, s1 - s0, j->K, j->alpha, j->A, j->lda,
+                        b, j->ldb, j->beta, j->C + s0, j->ldc);
+    } else {
+        /* C[s0:s1] = op(A)[s0:s1] op(B) */
+        const real *a = j->trans_a ? j->A + s0 : j->A + (size_t)s0 * j->lda;
+        FN(gemm_serial)(j->trans_a, j->trans_b, s1 - s0, j->N, j->K, j->alpha, a, j->lda,
+                        j->Bm, j->ldb, j->beta, j->C + (size_t)s0 * j->ldc, j->ldc);
+    }
+}
+
+/* C = alpha op(A) op(B) + beta C on up to `threads` threads. BLAS runs
+ * serially inside fastrnn's calls (dispatch.c): a threaded BLAS leaves its
+ * workers spin-waiting after each product, which on a machine whose other
+ * cores are busy made training up to 20x slower than one thread. These
+ * threads end with the product. Products below FASTRNN_SPLIT_GEMM_MACS
+ * multiply-adds stay in one thread (a thread start costs ~10-30 us). */
+static void FN(gemm)(int threads, int trans_a, int trans_b, int M, int N, int K, real alpha,
+                     const real *A, int lda, const real *Bm, int ldb,
+                     real beta, real *C, int ldc)
+{
+    if (threads < 2 || (double)M * N * K < FASTRNN_SPLIT_GEMM_MACS) {
+        FN(gemm_serial)(trans_a, trans_b, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+        return;
+    }
+    FN(gemm_job) job = {trans_a, trans_b, M, N, K, alpha, beta, A, Bm, C, lda, ldb, ldc, M < N};
+    int extent = job.by_cols ? N : M;
+    if (threads > extent / FASTRNN_MIN_SPLIT)
+        threads = extent / FASTRNN_MIN_SPLIT;
+    if (threads < 2)
+        FN(gemm_slice)(&job, 0, extent);
+    else
+        fastrnn_run_slices(threads, extent, FN(gemm_slice), &job);
 }
 
 /* out (cols, rows) = in (rows, cols)^T, row-major (in with row stride ld); in
@@ -348,16 +401,18 @@ typedef struct {
     const real *p;  /* NT, BLAS with trans: (N, K) rows; SMALL, BLAS: (K, N); PACKED: tiles */
     int ld;         /* row stride of p (not PACKED) */
     int trans;      /* BLAS: p holds W^T */
+    int threads;    /* BLAS: threads of each product (FN(gemm)) */
 } FN(operand);
 
 /* The operand W (K, N) for products of at most `rows` rows over `steps`
  * steps. W is given as (N, K) rows when transposed, else (K, N) rows, with
  * row stride ld; buf holds operand_size(K, N) elements when
- * operand_buffered(rows), and may be NULL otherwise. */
+ * operand_buffered(rows), and may be NULL otherwise; threads: of each BLAS
+ * product (FN(gemm)), when BLAS is the kernel chosen. */
 static FN(operand) FN(operand_prepare)(const real *W, int ld, int transposed, int K, int N,
-                                       int rows, int steps, real *buf)
+                                       int rows, int steps, real *buf, int threads)
 {
-    FN(operand) op = {OP_BLAS, K, N, W, ld, transposed};
+    FN(operand) op = {OP_BLAS, K, N, W, ld, transposed, threads};
     if (rows <= FASTRNN_SMALL_ROWS) {
         if (transposed && steps < FASTRNN_TRANSPOSE_STEPS) {
             op.kind = OP_NT;
@@ -394,7 +449,7 @@ static void FN(operand_mul)(const FN(operand) *op, int M, const real *A, int lda
         FN(gemm_packed)(M, op->N, op->K, A, lda, op->p, accumulate, C, ldc);
         break;
     default:
-        FN(gemm)(0, op->trans, M, op->N, op->K, (real)1, A, lda, op->p, op->ld,
+        FN(gemm)(op->threads, 0, op->trans, M, op->N, op->K, (real)1, A, lda, op->p, op->ld,
                  accumulate ? (real)1 : (real)0, C, ldc);
     }
 }

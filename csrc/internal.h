@@ -29,6 +29,11 @@ static inline size_t operand_size(int K, int N)
     return (size_t)K * (((size_t)N + FASTRNN_TILE_PAD - 1) / FASTRNN_TILE_PAD * FASTRNN_TILE_PAD);
 }
 
+/* Bracket every kernel call (dispatch.c): BLAS runs serially in between,
+ * whatever its own setting (fastrnn_set_blas_threading). */
+void fastrnn_blas_serial_begin(void);
+void fastrnn_blas_serial_end(void);
+
 /* Runs fn(ctx, s0, s1) on nthreads contiguous slices of [0, B) at once, the
  * first in the calling thread; a slice whose thread cannot start runs in the
  * caller after the others. */
@@ -114,6 +119,19 @@ static inline int loop_threads(const fastrnn_layer *L, int training)
         || weights > FASTRNN_SLICE_WEIGHTS)
         return 1;
     return n;
+}
+
+/* GEMMs of at least this many multiply-adds are split over the call's
+ * threads (gemm.h FN(gemm)), in slices of at least FASTRNN_MIN_SPLIT rows or
+ * columns each; below, a thread start costs more than it saves. */
+#define FASTRNN_SPLIT_GEMM_MACS (4.0 * 1024 * 1024)
+#define FASTRNN_MIN_SPLIT 16
+
+/* Threads of the call's BLAS products (the loop's own threads are loop_threads) */
+static inline int gemm_threads(const fastrnn_layer *L)
+{
+    int n = L->threads;
+    return n < 1 ? 1 : (n > FASTRNN_MAX_THREADS ? FASTRNN_MAX_THREADS : n);
 }
 
 /* Rows of each per-step product: the batch, or a thread's slice of it */

@@ -209,7 +209,7 @@ static FN(operand) FN(projection_operand)(const real *w_ih, const fastrnn_layer 
                                           int training, real *room)
 {
     int I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
-    FN(operand) op = {OP_BLAS, I, GH, w_ih, I, 1};
+    FN(operand) op = {OP_BLAS, I, GH, w_ih, I, 1, gemm_threads(L)};
     if (projection_rows(L, training) <= FASTRNN_SMALL_ROWS) {
         op.kind = OP_NT;
     } else if (projection_packed(L, training)) {
@@ -461,13 +461,13 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
     S.ms = K.ms;
 
     /* the operands, prepared for the rows of each per-step product */
-    int srows = step_rows(L, training);
-    S.w_hh = FN(operand_prepare)(W->w_hh, R, 1, R, rec_w, srows, T, S.w_hh_room);
+    int srows = step_rows(L, training), gt = gemm_threads(L);
+    S.w_hh = FN(operand_prepare)(W->w_hh, R, 1, R, rec_w, srows, T, S.w_hh_room, gt);
     if (gru_rb)
         S.w_hn = FN(operand_prepare)(W->w_hh + (size_t)2 * H * H, H, 1, H, H, srows, T,
-                                     S.w_hn_room);
+                                     S.w_hn_room, gt);
     if (L->P)
-        S.w_hr = FN(operand_prepare)(W->w_hr, H, 1, H, L->P, srows, T, S.w_hr_room);
+        S.w_hr = FN(operand_prepare)(W->w_hr, H, 1, H, L->P, srows, T, S.w_hr_room, gt);
     S.w_ih = FN(projection_operand)(W->w_ih, L, training, S.w_ih_room);
 
     for (int i = 0; i < B; i++) {
@@ -628,25 +628,26 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
 {
     int I = L->I, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
     int rows = L->T * L->B;   /* fits an int: the bindings check T*B*widest */
+    int threads = gemm_threads(L);
     const real *dP = S->dP, *hs = K->hs;
 
     /* dX = dP @ W_ih  (added to the other direction's when accumulating) */
-    FN(gemm)(0, 0, rows, I, GH, (real)1, dP, GH, W->w_ih, I,
+    FN(gemm)(threads, 0, 0, rows, I, GH, (real)1, dP, GH, W->w_ih, I,
              L->accumulate_dx ? (real)1 : (real)0, dx, I);
     /* dW_ih += dP.T @ X */
-    FN(gemm)(1, 0, GH, I, rows, (real)1, dP, GH, x, I, (real)1, dW->w_ih, I);
+    FN(gemm)(threads, 1, 0, GH, I, rows, (real)1, dP, GH, x, I, (real)1, dW->w_ih, I);
     if (dW->b_ih)
         FN(add_column_sums)(dW->b_ih, dP, (size_t)rows, GH, GH);
     if (S->dhs) {
         /* dW_hr += dHS.T @ MS */
-        FN(gemm)(1, 0, R, H, rows, (real)1, S->dhs, R, K->ms, H, (real)1, dW->w_hr, H);
+        FN(gemm)(threads, 1, 0, R, H, rows, (real)1, S->dhs, R, K->ms, H, (real)1, dW->w_hr, H);
     }
 
     switch (L->cell) {
     case FASTRNN_GRU:
         /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dPn_rec.T @ HS */
-        FN(gemm)(1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
-        FN(gemm)(1, 0, H, H, rows, (real)1, S->dPn_rec, H, hs, H, (real)1,
+        FN(gemm)(threads, 1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
+        FN(gemm)(threads, 1, 0, H, H, rows, (real)1, S->dPn_rec, H, hs, H, (real)1,
                  dW->w_hh + (size_t)2 * H * H, H);
         if (dW->b_hh) {
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, 2 * H, GH);
@@ -655,15 +656,15 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
         break;
     case FASTRNN_GRU_RESET_BEFORE:
         /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dP[:, 2H:].T @ (R*HS) */
-        FN(gemm)(1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
-        FN(gemm)(1, 0, H, H, rows, (real)1, dP + 2 * H, GH, K->extra, H, (real)1,
+        FN(gemm)(threads, 1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
+        FN(gemm)(threads, 1, 0, H, H, rows, (real)1, dP + 2 * H, GH, K->extra, H, (real)1,
                  dW->w_hh + (size_t)2 * H * H, H);
         if (dW->b_hh)
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, GH, GH);
         break;
     default:
         /* dW_hh += dP.T @ HS */
-        FN(gemm)(1, 0, GH, R, rows, (real)1, dP, GH, hs, R, (real)1, dW->w_hh, R);
+        FN(gemm)(threads, 1, 0, GH, R, rows, (real)1, dP, GH, hs, R, (real)1, dW->w_hh, R);
         if (dW->b_hh)
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, GH, GH);
         break;
@@ -692,15 +693,16 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
     FN(cache_layout)(&K, (real *)cache, L);   /* read only */
     FN(bwd_buffers) S;
     FN(backward_layout)(&S, work, L);
+    int gt = gemm_threads(L);
     if (gru_rb) {
-        S.w_hh = FN(operand_prepare)(W->w_hh, H, 0, 2 * H, H, B, T, S.w_hh_room);
+        S.w_hh = FN(operand_prepare)(W->w_hh, H, 0, 2 * H, H, B, T, S.w_hh_room, gt);
         S.w_hn = FN(operand_prepare)(W->w_hh + (size_t)2 * H * H, H, 0, H, H, B, T,
-                                     S.w_hn_room);
+                                     S.w_hn_room, gt);
     } else {
-        S.w_hh = FN(operand_prepare)(W->w_hh, R, 0, GH, R, B, T, S.w_hh_room);
+        S.w_hh = FN(operand_prepare)(W->w_hh, R, 0, GH, R, B, T, S.w_hh_room, gt);
     }
     if (L->P)
-        S.w_hr = FN(operand_prepare)(W->w_hr, H, 0, L->P, H, B, T, S.w_hr_room);
+        S.w_hr = FN(operand_prepare)(W->w_hr, H, 0, L->P, H, B, T, S.w_hr_room, gt);
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);

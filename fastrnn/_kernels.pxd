@@ -86,6 +86,11 @@ cdef extern from "fastrnn.h" nogil:
     void fastrnn_set_gemm(fastrnn_sgemm_fn sgemm, fastrnn_dgemm_fn dgemm)
     int fastrnn_gemm_is_blas()
 
+    ctypedef int (*fastrnn_blas_get_threads_fn)()
+    ctypedef void (*fastrnn_blas_set_threads_fn)(int n)
+    void fastrnn_set_blas_threading(fastrnn_blas_get_threads_fn get,
+                                    fastrnn_blas_set_threads_fn set)
+
     void fastrnn_set_num_threads(int n)
     int fastrnn_get_num_threads()
     int fastrnn_loop_threads(const fastrnn_layer *L, int training)

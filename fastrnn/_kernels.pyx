@@ -55,6 +55,16 @@ def blas_enabled():
 
 set_blas(True)
 
+
+def set_blas_threading(uintptr_t get_threads, uintptr_t set_threads):
+    """The addresses of the BLAS's int get_num_threads(void) and void
+    set_num_threads(int) (0, 0: none): the kernels then run BLAS serially
+    during their calls and split large products over their own threads."""
+    if (get_threads == 0) != (set_threads == 0):
+        raise ValueError("set_blas_threading: give both functions or neither")
+    fastrnn_set_blas_threading(<fastrnn_blas_get_threads_fn>get_threads,
+                               <fastrnn_blas_set_threads_fn>set_threads)
+
 ISAS = {"baseline": FASTRNN_ISA_BASELINE, "avx2": FASTRNN_ISA_AVX2, "avx512": FASTRNN_ISA_AVX512}
 
 

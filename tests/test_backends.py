@@ -400,3 +400,19 @@ def test_one_definition_of_the_cell_kinds():
     assert tuple(_kernels.CELLS) == kinds.CELLS
     for cell in kinds.CELLS:
         assert _kernels.num_gates(cell) == kinds.NUM_GATES[cell], cell
+
+
+def test_denormals_flushed_inside_calls_only(dtype):
+    """A call flushes denormal states to zero and leaves the caller's
+    floating-point mode as it was (NumPy keeps computing denormals after)."""
+    info = np.finfo(dtype)
+    layer = fastrnn.RNN(4, 4, bias=False, dtype=dtype, seed=0)
+    sd = {k: np.zeros_like(v) for k, v in layer.state_dict().items()}
+    sd["weight_hh_l0"][...] = 0.5 * np.eye(4, dtype=dtype)
+    layer.load_state_dict(sd)
+    h0 = np.full((1, 2, 4), info.tiny * 4, dtype)      # normal, halves each step
+    out, h_n = layer(np.zeros((6, 2, 4), dtype), h0, training=False)
+    assert np.all(out[:2] != 0)                         # 2 and 1 x tiny: normal
+    assert np.all(out[2:] == 0) and np.all(h_n == 0)    # below tiny: flushed
+    # the caller's mode is back: NumPy still produces a denormal
+    assert np.asarray(info.tiny, dtype) * dtype.type(0.25) != 0

@@ -136,7 +136,7 @@ static void test_step_kernels(void)
                             gemm_naive_test(0, transposed, M, N, K, 1.0f, A, K, W, ld,
                                             acc ? 1.0f : 0.0f, want, N);
                             operand_test op = operand_prepare_test(W, ld, transposed, K, N, M,
-                                                                   steps, buf);
+                                                                   steps, buf, 1);
                             operand_mul_test(&op, M, A, K, acc, got, N);
                             for (int i = 0; i < M * N; i++) {
                                 double e = fabs((double)got[i] - want[i]);
@@ -209,6 +209,37 @@ static void test_layer_round_trip(int cell)
     free(cache); free(work); free(dx); free(dh0); free(dc0); free(dw_ih); free(dw_hh);
 }
 
+/* gemm split over threads (slices of C's rows, or of its columns when C is
+ * wide) equals one serial product, for every transpose */
+static void test_split_gemm(void)
+{
+    double worst = 0;
+    int cases = 0;
+    int shapes[2][3] = {{150, 70, 420}, {40, 260, 420}};   /* tall (rows), wide (columns) */
+    for (int s = 0; s < 2; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *A = malloc(sizeof(float) * M * K), *Bm = malloc(sizeof(float) * K * N);
+        float *want = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
+        for (int i = 0; i < M * K; i++) A[i] = (float)sin(0.37 * i);
+        for (int i = 0; i < K * N; i++) Bm[i] = (float)cos(0.11 * i);
+        for (int ta = 0; ta <= 1; ta++)
+            for (int tb = 0; tb <= 1; tb++) {
+                int lda = ta ? M : K, ldb = tb ? K : N;
+                for (int i = 0; i < M * N; i++) want[i] = got[i] = (float)(i % 3);
+                gemm_naive_test(ta, tb, M, N, K, 0.5f, A, lda, Bm, ldb, 1.0f, want, N);
+                gemm_test(3, ta, tb, M, N, K, 0.5f, A, lda, Bm, ldb, 1.0f, got, N);
+                for (int i = 0; i < M * N; i++) {
+                    double e = fabs((double)got[i] - want[i]);
+                    if (e > worst) worst = e;
+                }
+                cases++;
+            }
+        free(A); free(Bm); free(want); free(got);
+    }
+    check(worst == 0, "split gemm equals the serial one", worst);
+    check(cases == 8, "split gemm cases", cases);
+}
+
 /* The layouts count elements, so the sizes the API reports (from the float
  * baseline variant, dispatch.c) hold for the double kernels too. */
 size_t fastrnn_cache_size_f64_base(const fastrnn_layer *L);
@@ -242,6 +273,7 @@ int main(void)
     test_activations_f64();
     test_step_kernels();
     test_sizes_precision_free();
+    test_split_gemm();
     for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
         test_layer_round_trip(cell);
     printf("%d passed, %d failed\n", passed, failed);
