@@ -13,7 +13,6 @@ shared machine: read them with their noise.
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 import time
@@ -21,21 +20,10 @@ import time
 import numpy as np
 
 import fastrnn
-from fastrnn.threads import _available_cpus
+from fastrnn.bench.report import cpu_model, usable_cpus
 
 SHAPES = {"S1": (100, 1, 64, 64), "S2": (50, 16, 128, 128), "S3": (100, 64, 256, 256)}
 LAYERS = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def seconds_per_step(cell: str, shape: str, threads: int, budget: float) -> float:
@@ -63,8 +51,8 @@ def main() -> None:
     parser.add_argument("--idle", action="store_true", help="no busy process")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     args = parser.parse_args()
-    default = min(_available_cpus(), 8)
-    print(f"{cpu_model()}, {_available_cpus()} CPUs; default threads {default}; "
+    default = min(usable_cpus(), 8)
+    print(f"{cpu_model()}, {usable_cpus()} CPUs; default threads {default}; "
           f"{'idle' if args.idle else 'one core kept busy by another process'}")
     busy = None if args.idle else subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

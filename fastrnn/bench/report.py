@@ -31,6 +31,27 @@ QUICK_SECOND_PASS_UNTIL = 40.0
 
 # ------------------------------------------------------------------ tables
 
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), so that figures from
+    different machines can be told apart."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.platform()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 def _ms(entry: Dict[str, Any]) -> str:
     status = entry.get("status", "n/a")
     if status != "ok":
@@ -323,8 +344,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     # ---- print
     print(f"## fastrnn {fastrnn.__version__} against its peers\n")
-    print(f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.platform()}; {args.threads} threads "
+    print(f"- machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs, "
+          f"{usable_cpus()} usable by this process; {args.threads} threads "
           f"({'; '.join(thread_info['pools'])})")
     print("- versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()))
     print(f"- GEMM peak (float32, best of square {','.join(map(str, peak_sizes))} at the start "
@@ -381,7 +402,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     report = {
         "meta": {"threads": args.threads, "thread_pools": thread_info["pools"],
                  "versions": _versions(), "machine": platform.machine(),
-                 "cpus": os.cpu_count(), "seconds": elapsed,
+                 "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+                 "usable_cpus": usable_cpus(), "seconds": elapsed,
                  "timing": f"{STAT} over interleaved rounds of each round's fastest call",
                  "load_average": {"start": load_start, "end": load_end},
                  "gemm_peak_gflops": peak, "gemm_peak_by_library": by_library,
