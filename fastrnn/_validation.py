@@ -9,7 +9,9 @@ checks and converts in one line.
 """
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -68,9 +70,13 @@ def _activations(cell: str, activations: Activations) -> Tuple[Tuple[str, float,
 
 # ------------------------------------------------------- constructor arguments
 
-def _check_positive_int(name: str, value: Any) -> int:
+def _check_positive_int(name: str, value: Any, most: Optional[int] = None,
+                        why: str = "") -> int:
+    """value as an int >= 1 (and <= most, the reason for which is ``why``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"{name}: expected at most {most} ({why}), got {value!r}")
     return int(value)
 
 
@@ -193,3 +199,91 @@ def _pair(name: str, value: Any) -> Tuple[Any, Any]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"{name}: expected a tuple (h, c) or None, got {type(value).__name__}")
     return value[0], value[1]
+
+
+# ---------------------------------------------------------------- size bounds
+
+#: The kernels' sizes are C ints: every dimension, and the element count of
+#: every (T*B, columns) matrix of a call, must fit in 32 bits.
+INT_MAX = 2**31 - 1
+
+# The bound where the machine's memory cannot be read (an x86-64 process's
+# address space).
+_FALLBACK_LIMIT = 2**47
+
+# What NumPy and Python spend on one parameter array besides its data (the
+# array object and its entries in the parameter and gradient dicts), counted
+# so that a stack of very many tiny layers is bounded too.
+ARRAY_OVERHEAD = 256
+
+
+def _cgroup_limit() -> Optional[Tuple[int, str]]:
+    """The memory limit of this process's cgroup (v2, or v1), if it has one."""
+    paths = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                hierarchy, controllers, group = line.rstrip("\n").split(":", 2)
+                if hierarchy == "0":
+                    paths.append(f"/sys/fs/cgroup{group.rstrip('/')}/memory.max")
+                elif "memory" in controllers.split(","):
+                    paths.append(f"/sys/fs/cgroup/memory{group.rstrip('/')}"
+                                 f"/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    paths += ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    for path in paths:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text), f"the memory limit of this process's cgroup, {path}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_limit() -> Tuple[int, str]:
+    """The most bytes one request may need, and what sets that bound: the least
+    of the machine's physical memory, this process's cgroup memory limit and
+    its address-space limit (RLIMIT_AS); 2**47 where none can be read. Read
+    once per process."""
+    limits = []
+    try:
+        limits.append((os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
+                       "the machine's physical memory"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    cgroup = _cgroup_limit()
+    if cgroup is not None:
+        limits.append(cgroup)
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limits.append((soft, "this process's address-space limit, RLIMIT_AS"))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    limits = [(n, why) for n, why in limits if n > 0]
+    return min(limits) if limits else (_FALLBACK_LIMIT, "2**47 bytes, the address space of "
+                                                        "an x86-64 process")
+
+
+def _bytes(n: int) -> str:
+    """n bytes, with a readable size: '17179869184 bytes (16.0 GiB)'."""
+    size, unit = float(n), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    return f"{n} bytes" if unit == "bytes" else f"{n} bytes ({size:.1f} {unit})"
+
+
+def _check_memory(name: str, nbytes: int, what: str) -> None:
+    """MemoryError naming ``name`` when ``what`` would need more than ``nbytes``
+    the machine can give (see _memory_limit), before anything is allocated."""
+    limit, source = _memory_limit()
+    if nbytes > limit:
+        raise MemoryError(f"{name}: {what} would need {_bytes(nbytes)}, more than this "
+                          f"process can be given: {_bytes(limit)}, {source}")

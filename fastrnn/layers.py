@@ -38,11 +38,11 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import BACKENDS
-from fastrnn._validation import (Activations, _activations, _as_array, _c_array, _check_bias,
-                                 _check_choice, _check_clip, _check_dropout,
-                                 _check_lstm_options, _check_nonlinearity,
-                                 _check_positive_int, _check_proj_size, _direction, _dtype,
-                                 _lengths, _numbers, _pair)
+from fastrnn._validation import (ARRAY_OVERHEAD, INT_MAX, Activations, _activations, _as_array,
+                                 _c_array, _check_bias, _check_choice, _check_clip,
+                                 _check_dropout, _check_lstm_options, _check_memory,
+                                 _check_nonlinearity, _check_positive_int, _check_proj_size,
+                                 _direction, _dtype, _lengths, _numbers, _pair)
 from fastrnn.kinds import NUM_GATES
 
 _T = TypeVar("_T")
@@ -239,8 +239,13 @@ class _RNNBase(_ParameterAttributes, Saveable):
                  direction: Optional[str], stateful: bool, activations: Activations,
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
                  input_forget: bool = False) -> None:
-        self.input_size = _check_positive_int("input_size", input_size)
-        self.hidden_size = _check_positive_int("hidden_size", hidden_size)
+        G = NUM_GATES[cell]
+        self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
+                                              "the kernels' sizes are 32-bit C ints")
+        # the gate rows G*H and both directions' outputs 2*H are C ints too
+        self.hidden_size = _check_positive_int("hidden_size", hidden_size, INT_MAX // max(G, 2),
+                                               f"{max(G, 2)}*hidden_size must fit the kernels' "
+                                               f"32-bit C ints")
         self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
         self.dropout = _check_dropout(dropout)
@@ -265,8 +270,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._saved: Optional[dict] = None
+        self._check_parameter_memory()   # before the first parameter is allocated
 
-        G, H, R = NUM_GATES[cell], self.hidden_size, self._width
+        H, R = self.hidden_size, self._width
         bound = 1.0 / np.sqrt(H)
         self._params: Dict[str, np.ndarray] = {}
         for layer in range(self.num_layers):
@@ -285,6 +291,62 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self.grads: Dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     # -- configuration
+
+    def _parameter_bytes(self, input_size: int, hidden_size: int, num_layers: int) -> int:
+        """Bytes the parameters and their gradients of this configuration with
+        these sizes take, with the arrays' overhead and the float64 draw of the
+        largest one at initialisation (Python ints: no overflow)."""
+        G, I, H, L, D = NUM_GATES[self._cell], input_size, hidden_size, num_layers, \
+            self.num_directions
+        P = min(self.proj_size, H - 1)
+        R = P or H
+        per_direction = G * H * R + 2 * G * H * self.bias + P * H + 3 * H * self.peepholes
+        elements = D * (L * per_direction + G * H * (I + (L - 1) * D * R))
+        arrays = D * L * (2 + 2 * self.bias + bool(P) + self.peepholes)
+        largest = G * H * max(I, D * R if L > 1 else 0, R)
+        return 2 * (elements * self.dtype.itemsize + arrays * ARRAY_OVERHEAD) + 8 * largest
+
+    def _check_parameter_memory(self) -> None:
+        """MemoryError when the parameters and their gradients would need more
+        than this process can be given (see fastrnn._validation._memory_limit),
+        naming the size argument whose reduction to 1 would save the most."""
+        sizes = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                 "num_layers": self.num_layers}
+        nbytes = self._parameter_bytes(**sizes)
+        culprit = min(sizes, key=lambda name: self._parameter_bytes(**{**sizes, name: 1}))
+        config = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        if self.num_directions > 1:
+            config += ", bidirectional"
+        if self.proj_size:
+            config += f", proj_size={self.proj_size}"
+        _check_memory(culprit, nbytes, f"{culprit}={sizes[culprit]} ({config}, "
+                                       f"{self.dtype.name}): the parameters and their gradients")
+
+    def _check_call_size(self, T: int, B: int, training: bool, converts: bool) -> None:
+        """ValueError when x makes a matrix beyond the C kernels' 32-bit sizes;
+        MemoryError when the call would allocate more than this process can be
+        given. A training call counts its backward too, so that a backward never
+        runs out of memory after its forward was accepted. Both name x."""
+        G, H, R, D, L, I = (NUM_GATES[self._cell], self.hidden_size, self._width,
+                            self.num_directions, self.num_layers, self.input_size)
+        rows, W, GH = T * B, D * R, G * H
+        widest = max(I, W, GH)
+        if self._backend.name == "c" and rows * widest > INT_MAX:
+            raise ValueError(f"x: T*B = {T}*{B} rows of up to {widest} columns make matrices "
+                             f"of {rows * widest} elements, beyond the C kernels' 32-bit "
+                             f"sizes ({INT_MAX}); split the sequence into chunks (truncated "
+                             f"BPTT, see Tape) or the batch")
+        n = rows * I * converts + D * GH * (I + R)         # x as the layer's dtype, packed weights
+        if training:
+            n += rows * I                                    # the x backward reads
+            n += L * rows * W * (2 if self.dropout and L > 1 else 1)   # outputs (and masks)
+            n += L * D * rows * (GH + R + 2 * H)             # the caches: gates, states, c or n
+            n += rows * (GH + H + self.proj_size + 2 * max(I, W) + W)  # backward: dP, dx, dy
+        else:
+            n += 2 * rows * W + B * GH * min(T, 64)          # two layers' outputs, the workspace
+        _check_memory("x", n * self.dtype.itemsize,
+                      f"a {'training' if training else 'inference'} call on x of T={T}, B={B} "
+                      f"(outputs{', training caches of T*B*G*H and more' if training else ''})")
 
     @property
     def _width(self) -> int:
@@ -457,30 +519,34 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     # -- forward
 
-    def _input(self, x: ArrayLike) -> Tuple[np.ndarray, bool, bool]:
+    def _input(self, x: ArrayLike, training: bool = False) -> Tuple[np.ndarray, bool, bool]:
         """x as a 3-D array in the layer's layout, whether it was unbatched, and
-        whether it shares memory with the caller's data."""
-        if (type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous
-                and x.flags.aligned):
-            callers = x   # the common case, ready as it is (no conversion, no copy)
-        else:
-            callers = _numbers("x", x)
-            x = _c_array(callers, self.dtype)
+        whether it shares memory with the caller's data. Its shape and the size
+        of the call (see _check_call_size) are checked before x is converted."""
+        ready = (type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous
+                 and x.flags.aligned)
+        # the common case is ready as it is (no conversion, no copy)
+        callers = x if ready else _numbers("x", x)
+        shape = callers.shape
+        if len(shape) not in (2, 3):
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x: expected a 3-D input {layout} or a 2-D unbatched input "
+                             f"(T, I), got shape {shape}")
+        if shape[-1] != self.input_size:
+            raise ValueError(f"x: input has inconsistent input_size: got {shape[-1]} "
+                             f"expected {self.input_size}")
+        if 0 in shape:
+            raise ValueError(f"x: expected a non-empty input, got shape {shape}")
+        T, B = (shape[0], 1) if len(shape) == 2 else \
+            (shape[1], shape[0]) if self.batch_first else shape[:2]
+        self._check_call_size(T, B, training, not ready)
+        x = callers if ready else _c_array(callers, self.dtype)
         if x.ndim == 2:
             x, unbatched = x[:, None, :], True   # (T, I) -> (T, 1, I)
             if self.batch_first:
                 x = x.transpose(1, 0, 2)
-        elif x.ndim == 3:
-            unbatched = False
         else:
-            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise ValueError(f"x: expected a 3-D input {layout} or a 2-D unbatched input "
-                             f"(T, I), got shape {x.shape}")
-        if x.shape[2] != self.input_size:
-            raise ValueError(f"x: input has inconsistent input_size: got {x.shape[2]} "
-                             f"expected {self.input_size}")
-        if 0 in x.shape:
-            raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
+            unbatched = False
         if not x.flags.c_contiguous:   # an unbatched batch-first input, transposed
             x = _c_array(x)
         return x, unbatched, x is callers or np.may_share_memory(x, callers)
@@ -504,7 +570,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
         return arr
 
     def _forward(self, x, h0, c0, lengths, training):
-        x, unbatched, shares = self._input(x)
+        training = self.training if training is None else bool(training)
+        x, unbatched, shares = self._input(x, training)
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
         if unbatched and lengths is not None:
             if np.size(lengths) != 1:
@@ -523,7 +590,6 @@ class _RNNBase(_ParameterAttributes, Saveable):
         h0 = self._state("h0", h0, B, unbatched_state)
         c0 = (self._state("c0", c0, B, unbatched_state, self.hidden_size)
               if self._cell == "lstm" else None)
-        training = self.training if training is None else bool(training)
 
         D, R = self.num_directions, self._width
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
