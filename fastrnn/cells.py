@@ -3,7 +3,8 @@
 A cell holds a single-layer RNN/LSTM/GRU and runs it with T = 1, so the
 parameters, kernels and gradients are the layers'; its parameter names are
 PyTorch's cells' (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, the
-layer's without ``_l0``).
+layer's without ``_l0``). Weights move between a one-layer layer and a cell
+by name: each one's load_state_dict takes the other's names as well as its own.
 """
 from __future__ import annotations
 
@@ -92,20 +93,46 @@ class _CellBase(_StackWrapper, Saveable):
         """Accumulated parameter gradients, under the state_dict names."""
         return {k[:-3]: v for k, v in self._layer.grads.items()}
 
+    def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
+        """(name, live array) of every parameter, in state_dict order."""
+        return [(k[:-3], v) for k, v in self._layer.named_parameters()]
+
     def state_dict(self) -> Dict[str, np.ndarray]:
         """A copy of the parameters: weight_ih (G*H, I), weight_hh (G*H, H), and
         with bias bias_ih, bias_hh (G*H,); G is 1, 4 or 3 (RNN, LSTM, GRU)."""
         return {k[:-3]: v for k, v in self._layer.state_dict().items()}
 
     def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
-        """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh).
+        """Load parameters by PyTorch's cell names, or a one-layer layer's.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            ``weight_ih``, ``weight_hh`` and with bias ``bias_ih``, ``bias_hh``
+            (a PyTorch cell's state_dict loads as is), or the same under a
+            one-layer, one-direction layer's names (``weight_ih_l0``, ...:
+            that layer's ``state_dict()``); each with its shape, converted to
+            the cell's dtype.
 
         Raises
         ------
         ValueError
-            When an entry is missing, unexpected or misshapen; nothing changes.
+            When an entry is missing, unexpected or misshapen (the message
+            lists the names expected).
+        TypeError
+            When state_dict is not a mapping, or an entry is not real numbers.
+            Nothing changes when anything is raised.
+
+        Examples
+        --------
+        >>> import fastrnn
+        >>> lstm = fastrnn.LSTM(4, 8, seed=0)               # trained as a layer ...
+        >>> cell = fastrnn.LSTMCell(4, 8)
+        >>> cell.load_state_dict(lstm.state_dict())         # ... run step by step
+        >>> bool((cell.weight_hh == lstm.weight_hh_l0).all())
+        True
         """
-        self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
+        self._layer._load_state_dict(state_dict, cell_first=True)
 
     def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
         return class_config(self, (RNNCell, LSTMCell, GRUCell)), self._layer

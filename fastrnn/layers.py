@@ -479,28 +479,54 @@ class _RNNBase(_ParameterAttributes, Saveable):
             Every name of ``state_dict()``, nothing else, each with its shape;
             values are converted to the layer's dtype. A PyTorch module's
             ``{k: v.detach().numpy() for k, v in module.state_dict().items()}``
-            loads as is.
+            loads as is. A one-layer layer that is not bidirectional also
+            takes its cell's names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+            ``bias_hh``): a cell's ``state_dict()``, or a PyTorch cell's.
 
         Raises
         ------
         ValueError
-            When an entry is missing, unexpected or misshapen.
+            When an entry is missing, unexpected or misshapen (the message
+            lists the names expected).
         TypeError
             When state_dict is not a mapping, or an entry is not real numbers.
             Nothing changes when anything is raised.
         """
+        self._load_state_dict(state_dict, cell_first=False)
+
+    def _cell_names(self) -> Optional[Dict[str, str]]:
+        """{cell name: parameter key} (``weight_ih`` -> ``weight_ih_l0``) of a
+        one-layer layer that is not bidirectional: the names its cell uses; None
+        for other layers."""
+        if self.num_layers != 1 or self.bidirectional:
+            return None
+        return {key[:-len("_l0")]: key for key in self._params}
+
+    def _load_state_dict(self, state_dict: Mapping[str, ArrayLike], cell_first: bool) -> None:
+        """load_state_dict under the layer's names or its cell's (see _cell_names),
+        whichever state_dict uses; when it uses neither, the messages speak of
+        the cell's names if cell_first (a cell's load_state_dict), else the layer's."""
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"load_state_dict: expected a mapping of names to arrays, "
+            raise TypeError(f"state_dict: expected a mapping of names to arrays, "
                             f"got {type(state_dict).__name__}")
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
+        own = {key: key for key in self._params}
+        cell = self._cell_names()
+        choices = [own] if cell is None else [cell, own] if cell_first else [own, cell]
+        names = next((c for c in choices if any(k in c for k in state_dict)), choices[0])
+        missing = [k for k in names if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in names]
         if missing or unexpected:
-            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            other = [list(c) for c in choices if c is not names]
+            also = f" (or the names {other[0]})" if other else ""
+            got = [f"missing {missing}"] * bool(missing) + [f"unexpected {unexpected}"] * \
+                bool(unexpected)
+            raise ValueError(f"state_dict: expected the names {list(names)}{also}, got "
+                             f"{' and '.join(got)}")
         loaded = {}
-        for k, v in state_dict.items():
-            arr = _as_array(f"state_dict[{k!r}]", v, self.dtype)
+        for name, k in names.items():
+            arr = _as_array(f"state_dict[{name!r}]", state_dict[name], self.dtype)
             if arr.shape != self._params[k].shape:
-                raise ValueError(f"load_state_dict: {k!r} expected shape "
+                raise ValueError(f"state_dict[{name!r}]: expected shape "
                                  f"{self._params[k].shape}, got {arr.shape}")
             loaded[k] = arr
         for k, arr in loaded.items():
