@@ -1,6 +1,6 @@
 """Sizes are checked before anything is allocated (issue 8, item 2).
 
-A constructor or a call whose memory would exceed what the
+A constructor, a call or ``fastrnn.load`` whose memory would exceed what the
 process can be given (the least of physical memory, the cgroup limit and
 RLIMIT_AS: fastrnn._validation._memory_limit) raises MemoryError naming the
 argument and the bytes, and sizes beyond the C kernels' 32-bit ints raise
@@ -11,6 +11,8 @@ came after the allocation.
 """
 from __future__ import annotations
 
+import io
+import json
 import re
 import tracemalloc
 
@@ -19,6 +21,7 @@ import pytest
 
 import fastrnn
 from fastrnn import _validation
+from fastrnn._archive import CONFIG_KEY
 
 LAYERS = [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU]
 CELLS = [fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell]
@@ -142,3 +145,66 @@ def test_a_refused_call_changes_nothing(small_bound):
         layer(huge(100_000, 2, 3))
     dx, _ = layer.backward(np.ones_like(out))      # the first forward is still there
     assert dx.shape == (5, 2, 3)
+
+
+# ------------------------------------------------------------- load
+
+def crafted(args, cls="GRU", **extra):
+    """A fastrnn file of a few hundred bytes: a configuration and no weights."""
+    buffer = io.BytesIO()
+    config = {"format": "fastrnn", "version": 1, "class": cls, "args": args, **extra}
+    np.savez(buffer, **{CONFIG_KEY: np.array(json.dumps(config))})
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU", "RNNCell", "GRUCell", "LSTMCell"])
+def test_load_refuses_a_huge_configuration_before_building(cls):
+    args = {"input_size": 3, "hidden_size": 2**28}
+    if cls in ("RNN", "LSTM", "GRU"):
+        args = {"input_size": 3, "hidden_size": 4, "num_layers": 2**31}
+    file = crafted(args, cls)
+    assert len(file.getvalue()) < 1000
+    peak, error = allocated_peak(lambda: fastrnn.load(file))
+    assert isinstance(error, MemoryError), error
+    message = str(error)
+    assert message.startswith("path:") and ("num_layers" in message or "hidden_size" in message)
+    assert "bytes" in message and peak < 10**6, (peak, message)
+
+
+def test_load_refuses_a_huge_bidirectional_configuration():
+    file = crafted(None, "Bidirectional", merge_mode="sum",
+                   layer={"class": "LSTM", "args": {"input_size": 2**20, "hidden_size": 2**25}})
+    with pytest.raises(MemoryError, match="^path:.*hidden_size"):
+        fastrnn.load(file)
+
+
+def test_load_refuses_sizes_beyond_the_c_ints():
+    with pytest.raises(ValueError, match="^path:.*hidden_size.*32-bit"):
+        fastrnn.load(crafted({"input_size": 3, "hidden_size": 2**64}))
+
+
+def test_load_reads_no_entry_larger_than_its_configuration_says():
+    # a valid configuration, and an entry whose header claims 2**40 floats (4 TiB)
+    good = io.BytesIO()
+    fastrnn.save(fastrnn.GRU(3, 4), good)
+    good.seek(0)
+    with np.load(good, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (2**20, 2**20)})
+    import zipfile
+    file = io.BytesIO()
+    with zipfile.ZipFile(file, "w") as z:
+        for k, v in arrays.items():
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, v, allow_pickle=False)
+            z.writestr(k + ".npy", header.getvalue() + b"\0" * 64 if k == "weight_hh_l0"
+                       else entry.getvalue())
+    file.seek(0)
+    peak, error = allocated_peak(lambda: fastrnn.load(file))
+    assert isinstance(error, ValueError), error
+    assert re.search(r"^path:.*'weight_hh_l0'.*\(12, 4\).*\(1048576, 1048576\)", str(error)), \
+        str(error)
+    assert peak < 10**6, f"{peak} bytes allocated before the refusal"
