@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+from collections.abc import Iterable
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -52,17 +53,26 @@ def _activations(cell: str, activations: Activations) -> Tuple[Tuple[str, float,
         activations = defaults
     if isinstance(activations, str):
         activations = [activations]
+    if not isinstance(activations, Iterable):
+        raise TypeError(f"activations: expected a list of {len(defaults)} ({', '.join(defaults)}"
+                        f" by default), each a name, (name, alpha) or (name, alpha, beta), "
+                        f"got {activations!r}")
     activations = list(activations)
     if len(activations) != len(defaults):
         raise ValueError(f"activations: expected {len(defaults)} for this cell "
                          f"({', '.join(defaults)} by default), got {len(activations)}")
     checked = []
     for spec in activations:
-        name, *params = (spec,) if isinstance(spec, str) else tuple(spec)
+        parts = (spec,) if isinstance(spec, str) else \
+            tuple(spec) if isinstance(spec, Iterable) else ()
+        name, params = (parts[0], parts[1:]) if parts else (None, ())
         key = _snake(name) if isinstance(name, str) else name
         if key not in ACTIVATION_DEFAULTS or len(params) > 2:
             raise ValueError(f"activations: expected names among {sorted(ACTIVATION_DEFAULTS)} "
                              f"optionally with (alpha, beta), got {spec!r}")
+        if not all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in params):
+            raise TypeError(f"activations: expected alpha and beta to be real numbers, "
+                            f"got {spec!r}")
         alpha, beta = (list(params) + list(ACTIVATION_DEFAULTS[key][len(params):]))[:2]
         checked.append((key, float(alpha), float(beta)))
     return tuple(checked)
@@ -78,6 +88,16 @@ def _check_positive_int(name: str, value: Any, most: Optional[int] = None,
     if most is not None and value > most:
         raise ValueError(f"{name}: expected at most {most} ({why}), got {value!r}")
     return int(value)
+
+
+def _check_seed(seed: Any) -> np.random.Generator:
+    """The random generator of ``seed`` (None, a non-negative integer, or what
+    numpy.random.default_rng takes)."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"seed: expected None or a non-negative integer, got {seed!r} "
+                      f"({e})") from None
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -101,9 +121,14 @@ def _check_dropout(dropout: Any) -> float:
 
 
 def _check_bias(bias: Any) -> bool:
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias: expected True or False, got {bias!r}")
-    return bool(bias)
+    return _check_flag("bias", bias)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    """value as a bool: True or False (NumPy's too), nothing merely truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _check_nonlinearity(nonlinearity: Any) -> str:
@@ -197,8 +222,28 @@ def _pair(name: str, value: Any) -> Tuple[Any, Any]:
     if value is None:
         return None, None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {type(value).__name__}")
+        got = (f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list))
+               else type(value).__name__)
+        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {got}")
     return value[0], value[1]
+
+
+def _state_array(name: str, value: ArrayLike, dtype: np.dtype, expect: Tuple[int, ...],
+                 layout: str, pair_hint: bool) -> np.ndarray:
+    """A state converted to dtype and checked to have the shape ``expect``
+    (described by ``layout``). With pair_hint (an RNN's or GRU's h), an (h, c)
+    tuple that fails the checks is named as what it is: an LSTM's state."""
+    try:
+        arr = _as_array(name, value, dtype)
+        if arr.shape != expect:
+            raise ValueError(f"{name}: expected shape {expect}{layout}, got {arr.shape}")
+    except (TypeError, ValueError):
+        if pair_hint and isinstance(value, tuple) and len(value) == 2:
+            raise TypeError(f"{name}: expected one array of shape {expect}{layout}, got a "
+                            f"tuple of 2 (an (h, c) pair is an LSTM's state; an RNN's and a "
+                            f"GRU's is h alone)") from None
+        raise
+    return arr
 
 
 # ---------------------------------------------------------------- size bounds

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from fastrnn import _kernels
 from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import CBackend
-from fastrnn._validation import _as_array, _pair
+from fastrnn._validation import _numbers, _pair, _state_array
 from fastrnn.layers import (GRU, LSTM, RNN, Tape, _KIND_ARGUMENTS, _RNNBase, _StackWrapper, _doc,
                             _stack_property)
 
@@ -145,22 +145,27 @@ class _CellBase(_StackWrapper, Saveable):
 
     # -- the layer path's conversions and checks
 
-    def _step_input(self, x: ArrayLike) -> np.ndarray:
-        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I)."""
-        x = _as_array("x", x, self._layer.dtype)
+    def _step_input(self, x: ArrayLike) -> Tuple[np.ndarray, bool]:
+        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I), and whether
+        it was unbatched."""
+        x = _numbers("x", x)
         if x.ndim not in (1, 2):
             raise ValueError(f"x: expected (B, I) or unbatched (I,), got shape {x.shape}")
-        self._unbatched = x.ndim == 1
-        return x.reshape(1, -1, x.shape[-1])
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x: input has inconsistent input_size: got {x.shape[-1]} "
+                             f"expected {self.input_size}")
+        if x.size == 0:
+            raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
+        return x.reshape(1, -1, x.shape[-1]), x.ndim == 1
 
-    def _step_state(self, name: str, value: ArrayLike, B: int) -> Optional[np.ndarray]:
+    def _step_state(self, name: str, value: ArrayLike, B: int, unbatched: bool
+                    ) -> Optional[np.ndarray]:
         """A state (B, H), or (H,) when unbatched, as (1, B, H)."""
         if value is None:
             return None
-        arr = _as_array(name, value, self._layer.dtype)
-        expect = (self.hidden_size,) if self._unbatched else (B, self.hidden_size)
-        if arr.shape != expect:
-            raise ValueError(f"{name}: expected shape {expect}, got {arr.shape}")
+        expect = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        arr = _state_array(name, value, self._layer.dtype, expect, "",
+                           self._layer._cell != "lstm")
         return arr.reshape(1, B, self.hidden_size)
 
     def _grad_state(self, name: str, value: ArrayLike, tape: Optional[Tape] = None
@@ -169,7 +174,7 @@ class _CellBase(_StackWrapper, Saveable):
         if saved is None:
             raise ValueError("backward: no training forward to differentiate; call the cell "
                              "with training=True (the default, or after .train()) first")
-        return self._step_state(name, value, saved["B"])
+        return self._step_state(name, value, saved["B"], self._unbatched)
 
     def _squeeze(self, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """(1, B, n) -> (B, n), or (n,) when unbatched."""
@@ -180,18 +185,14 @@ class _CellBase(_StackWrapper, Saveable):
     def _step_arrays(self, x: ArrayLike, h: ArrayLike, c: ArrayLike):
         """x, h, c converted and checked by the layer path's code (the same
         errors), as the binding takes them: (B, I) and (B, H), or (I,) and (H,)."""
-        unbatched = self._unbatched   # kept: it describes the last training call
-        try:
-            x3 = self._step_input(x)                 # dtype, (B, I) or (I,)
-            B = x3.shape[1]
-            h3 = self._step_state("h", h, B)
-            c3 = self._step_state("c", c, B)
-            x3 = self._layer._input(x3)[0]           # input_size, non-empty
-            one = (lambda a: None if a is None else a[0, 0]) if self._unbatched \
-                else (lambda a: None if a is None else a[0])
-            return one(x3), one(h3), one(c3)
-        finally:
-            self._unbatched = unbatched
+        x3, unbatched = self._step_input(x)          # (B, I) or (I,)
+        B = x3.shape[1]
+        h3 = self._step_state("h", h, B, unbatched)
+        c3 = self._step_state("c", c, B, unbatched)
+        x3 = self._layer._input(x3)[0]                # dtype, input_size, non-empty
+        one = (lambda a: None if a is None else a[0, 0]) if unbatched \
+            else (lambda a: None if a is None else a[0])
+        return one(x3), one(h3), one(c3)
 
 
 def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: ArrayLike):
@@ -258,9 +259,10 @@ class _HiddenStateCell(_CellBase):
         if (self._fast_kind is not None and type(layer._backend) is CBackend
                 and not (layer.training if training is None else training)):
             return _infer(self, layer, x, h, None)
-        x = self._step_input(x)
-        h = self._step_state("h", h, x.shape[1])
+        x, unbatched = self._step_input(x)
+        h = self._step_state("h", h, x.shape[1], unbatched)
         _, h_n = self._layer(x, h, training=training)
+        self._unbatched = unbatched   # the call succeeded: backward's shapes
         return self._squeeze(h_n)
 
     def backward(self, d_h: ArrayLike, tape: Optional[Tape] = None
@@ -429,10 +431,12 @@ class LSTMCell(_CellBase):
                 return _infer(self, layer, x, None, None)
             h, c = state if type(state) is tuple and len(state) == 2 else _pair("state", state)
             return _infer(self, layer, x, h, c)
-        x = self._step_input(x)
+        x, unbatched = self._step_input(x)
         h, c = _pair("state", state)
-        state3 = (self._step_state("h", h, x.shape[1]), self._step_state("c", c, x.shape[1]))
+        B = x.shape[1]
+        state3 = (self._step_state("h", h, B, unbatched), self._step_state("c", c, B, unbatched))
         _, (h_n, c_n) = self._layer(x, state3, training=training)
+        self._unbatched = unbatched   # the call succeeded: backward's shapes
         return self._squeeze(h_n), self._squeeze(c_n)
 
     def backward(self, d_state: Tuple[Optional[ArrayLike], Optional[ArrayLike]],

@@ -40,9 +40,10 @@ from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import BACKENDS
 from fastrnn._validation import (ARRAY_OVERHEAD, INT_MAX, Activations, _activations, _as_array,
                                  _c_array, _check_bias, _check_choice, _check_clip,
-                                 _check_dropout, _check_lstm_options, _check_memory,
+                                 _check_dropout, _check_flag, _check_lstm_options, _check_memory,
                                  _check_nonlinearity, _check_positive_int, _check_proj_size,
-                                 _direction, _dtype, _lengths, _numbers, _pair)
+                                 _check_seed, _direction, _dtype, _lengths, _numbers, _pair,
+                                 _state_array)
 from fastrnn.kinds import NUM_GATES
 
 _T = TypeVar("_T")
@@ -267,7 +268,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self._options = (self.activations, self.clip, self.input_forget) if general else None
         self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
         self.backend = backend
-        self._rng = np.random.default_rng(seed)
+        self._rng = _check_seed(seed)
         self._lock = threading.Lock()
         self._saved: Optional[dict] = None
         self._check_parameter_memory()   # before the first parameter is allocated
@@ -385,8 +386,13 @@ class _RNNBase(_ParameterAttributes, Saveable):
         Returns
         -------
         The layer itself.
+
+        Raises
+        ------
+        TypeError
+            When mode is not True or False (as PyTorch's Module.train).
         """
-        self.training = bool(mode)
+        self.training = _check_flag("mode", mode)
         return self
 
     def eval(self: _Stack) -> _Stack:
@@ -583,20 +589,17 @@ class _RNNBase(_ParameterAttributes, Saveable):
         shape = (self.num_layers * self.num_directions, B, width or self._width)
         if value is None:
             return np.zeros(shape, self.dtype)
-        arr = _as_array(name, value, self.dtype)
+        pair_hint = self._cell != "lstm"
         if unbatched:
-            if arr.shape != (shape[0], shape[2]):
-                raise ValueError(f"{name}: expected shape {(shape[0], shape[2])} for "
-                                 f"unbatched input, got {arr.shape}")
+            arr = _state_array(name, value, self.dtype, (shape[0], shape[2]),
+                               " for unbatched input", pair_hint)
             return np.ascontiguousarray(arr[:, None, :])
-        if arr.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape} (D*num_layers, B, "
-                             f"{'H' if shape[2] == self.hidden_size else 'proj_size'}), "
-                             f"got {arr.shape}")
-        return arr
+        return _state_array(name, value, self.dtype, shape,
+                            f" (D*num_layers, B, "
+                            f"{'H' if shape[2] == self.hidden_size else 'proj_size'})", pair_hint)
 
     def _forward(self, x, h0, c0, lengths, training):
-        training = self.training if training is None else bool(training)
+        training = self.training if training is None else _check_flag("training", training)
         x, unbatched, shares = self._input(x, training)
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
         if unbatched and lengths is not None:
@@ -619,7 +622,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
         D, R = self.num_directions, self._width
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
-        saved = {"layers": [], "unbatched": unbatched, "B": B}
+        saved = {"layers": [], "unbatched": unbatched, "B": B, "backend": self._backend.name}
         layer_in = x
         if training and lengths is not None:
             # padding takes part in the weight-gradient GEMMs (with zero
@@ -665,13 +668,21 @@ class _RNNBase(_ParameterAttributes, Saveable):
     def _backward(self, d_output, d_h_n, d_c_n, tape: Optional["Tape"] = None):
         if tape is None:
             saved = self._saved
-        elif not isinstance(tape, Tape) or tape._owner() is not self:
-            raise ValueError("tape: expected a Tape taken from this layer's .tape")
+        elif not isinstance(tape, Tape):
+            raise ValueError(f"tape: expected a Tape taken from this layer's .tape, "
+                             f"got {type(tape).__name__}")
+        elif tape._owner() is not self:
+            raise ValueError("tape: expected a Tape taken from this layer's .tape, got one "
+                             "of another layer")
         else:
             saved = tape._saved
         if saved is None:
             raise ValueError("backward: no training forward to differentiate; call the layer "
                              "with training=True (the default, or after .train()) first")
+        if saved["backend"] != self.backend:
+            raise ValueError(f"tape: expected a record of backend {self.backend!r}, got one of "
+                             f"{saved['backend']!r} (recorded before the backend changed); run "
+                             f"the forward again")
         unbatched, B = saved["unbatched"], saved["B"]
         D, H, R, L = self.num_directions, self.hidden_size, self._width, self.num_layers
         x_shape = saved["layers"][0][2]
@@ -786,8 +797,9 @@ class _HiddenStateStack(_RNNBase):
         Raises
         ------
         ValueError
-            When there is no training forward to differentiate, or a gradient
-            has the wrong shape.
+            When there is no training forward to differentiate, ``tape`` is
+            not this layer's or was recorded under another backend, or a
+            gradient has the wrong shape.
         """
         with self._lock:
             dx, dh0, _ = self._backward(d_output, d_h_n, None, tape)
@@ -991,8 +1003,9 @@ class LSTM(_RNNBase):
         Raises
         ------
         ValueError
-            When there is no training forward to differentiate, or a gradient
-            has the wrong shape.
+            When there is no training forward to differentiate, ``tape`` is
+            not this layer's or was recorded under another backend, or a
+            gradient has the wrong shape.
         """
         d_h_n, d_c_n = _pair("d_state", d_state)
         with self._lock:
