@@ -265,11 +265,14 @@ class _HiddenStateCell(_CellBase):
         self._unbatched = unbatched   # the call succeeded: backward's shapes
         return self._squeeze(h_n)
 
-    def backward(self, d_h: ArrayLike, tape: Optional[Tape] = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_h: ArrayLike, tape: Optional[Tape] = None,
+                 retain_graph: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training call (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A call is differentiated once, as in PyTorch: a second backward of it
+        raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -277,6 +280,8 @@ class _HiddenStateCell(_CellBase):
             The gradient of the call's h', shaped as it.
         tape : Tape, optional
             A ``cell.tape`` taken after an earlier training call.
+        retain_graph : bool, default False
+            Keep what the call kept, so that it can be differentiated again.
 
         Returns
         -------
@@ -286,10 +291,20 @@ class _HiddenStateCell(_CellBase):
         Raises
         ------
         ValueError
-            When there is no training call to differentiate, or d_h has the
-            wrong shape.
+            When there is no training call to differentiate, it was
+            differentiated already, or d_h has the wrong shape.
+
+        Examples
+        --------
+        >>> import numpy as np, fastrnn
+        >>> cell = fastrnn.GRUCell(4, 8, seed=0)
+        >>> h = cell(np.ones((3, 4)))
+        >>> dx, dh = cell.backward(np.ones_like(h))
+        >>> dx.shape, dh.shape, sorted(cell.grads)
+        ((3, 4), (3, 8), ['bias_hh', 'bias_ih', 'weight_hh', 'weight_ih'])
         """
-        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape)
+        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape,
+                                      retain_graph=retain_graph)
         return self._squeeze(dx), self._squeeze(dh)
 
 
@@ -440,11 +455,14 @@ class LSTMCell(_CellBase):
         return self._squeeze(h_n), self._squeeze(c_n)
 
     def backward(self, d_state: Tuple[Optional[ArrayLike], Optional[ArrayLike]],
-                 tape: Optional[Tape] = None
+                 tape: Optional[Tape] = None, retain_graph: bool = False
                  ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Backpropagate through the last training call (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A call is differentiated once, as in PyTorch: a second backward of it
+        raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -453,6 +471,8 @@ class LSTMCell(_CellBase):
             either: zeros.
         tape : Tape, optional
             A ``cell.tape`` taken after an earlier training call.
+        retain_graph : bool, default False
+            Keep what the call kept, so that it can be differentiated again.
 
         Returns
         -------
@@ -464,11 +484,13 @@ class LSTMCell(_CellBase):
         Raises
         ------
         ValueError
-            When there is no training call to differentiate, or a gradient has
-            the wrong shape.
+            When there is no training call to differentiate, it was
+            differentiated already, or a gradient has the wrong shape.
+        TypeError
+            When d_state is not a pair.
         """
         d_h, d_c = _pair("d_state", d_state)
         dx, (dh, dc) = self._layer.backward(
             None, (self._grad_state("d_h", d_h, tape), self._grad_state("d_c", d_c, tape)),
-            tape=tape)
+            tape=tape, retain_graph=retain_graph)
         return self._squeeze(dx), (self._squeeze(dh), self._squeeze(dc))

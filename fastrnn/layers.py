@@ -405,7 +405,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
         (None after an inference forward). ``backward(..., tape=t)`` differentiates
         that forward, so truncated BPTT over several calls keeps one tape per call
         and runs backward in reverse, passing each call's dh0 as the d_h_n of the
-        call before. A tape holds the forward's cache until dropped."""
+        call before. A tape holds the forward's cache until dropped, or until
+        its backward (a forward is differentiated once, unless that backward
+        passes ``retain_graph=True``)."""
         return None if self._saved is None else Tape(self, self._saved)
 
     def reset_state(self) -> None:
@@ -622,7 +624,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
         D, R = self.num_directions, self._width
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
-        saved = {"layers": [], "unbatched": unbatched, "B": B, "backend": self._backend.name}
+        saved = {"layers": [], "unbatched": unbatched, "B": B, "backend": self._backend.name,
+                 "differentiated": False}
         layer_in = x
         if training and lengths is not None:
             # padding takes part in the weight-gradient GEMMs (with zero
@@ -665,7 +668,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     # -- backward
 
-    def _backward(self, d_output, d_h_n, d_c_n, tape: Optional["Tape"] = None):
+    def _backward(self, d_output, d_h_n, d_c_n, tape: Optional["Tape"] = None,
+                  retain_graph: bool = False):
+        retain_graph = _check_flag("retain_graph", retain_graph)
         if tape is None:
             saved = self._saved
         elif not isinstance(tape, Tape):
@@ -683,6 +688,11 @@ class _RNNBase(_ParameterAttributes, Saveable):
             raise ValueError(f"tape: expected a record of backend {self.backend!r}, got one of "
                              f"{saved['backend']!r} (recorded before the backend changed); run "
                              f"the forward again")
+        if saved["differentiated"]:
+            # as PyTorch: "Trying to backward through the graph a second time"
+            raise ValueError("backward: this forward was differentiated already (its parameter "
+                             "gradients are in grads); run the forward again, or pass "
+                             "retain_graph=True to a backward that should keep it")
         unbatched, B = saved["unbatched"], saved["B"]
         D, H, R, L = self.num_directions, self.hidden_size, self._width, self.num_layers
         x_shape = saved["layers"][0][2]
@@ -722,6 +732,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 if mask is not None:
                     dx *= mask   # backprop through the dropout between layers
             dy = dx
+        if not retain_graph:
+            # a forward is differentiated once; its caches go back to the backend
+            saved["differentiated"], saved["layers"] = True, None
         dx = dy
         if unbatched:
             dx = dx[:, 0] if not self.batch_first else dx[0]
@@ -772,10 +785,14 @@ class _HiddenStateStack(_RNNBase):
         return output, h_n
 
     def backward(self, d_output: Optional[ArrayLike], d_h_n: Optional[ArrayLike] = None,
-                 tape: Optional["Tape"] = None) -> Tuple[np.ndarray, np.ndarray]:
+                 tape: Optional["Tape"] = None, retain_graph: bool = False
+                 ) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training forward (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A forward is differentiated once, as in PyTorch: a second backward of
+        it raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -785,6 +802,9 @@ class _HiddenStateStack(_RNNBase):
             The gradient of h_n, with its shape; None: zeros.
         tape : Tape, optional
             A ``layer.tape`` taken after an earlier forward of this layer.
+        retain_graph : bool, default False
+            Keep what the forward kept, so that it can be differentiated
+            again (PyTorch's ``retain_graph``); by default it is released.
 
         Returns
         -------
@@ -797,12 +817,26 @@ class _HiddenStateStack(_RNNBase):
         Raises
         ------
         ValueError
-            When there is no training forward to differentiate, ``tape`` is
-            not this layer's or was recorded under another backend, or a
-            gradient has the wrong shape.
+            When there is no training forward to differentiate, it was
+            differentiated already, ``tape`` is not this layer's or was
+            recorded under another backend, or a gradient has the wrong shape.
+        TypeError
+            When a gradient is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np, fastrnn
+        >>> gru = fastrnn.GRU(4, 8, seed=0)
+        >>> out, h_n = gru(np.ones((5, 2, 4)))
+        >>> dx, dh0 = gru.backward(np.ones_like(out), retain_graph=True)
+        >>> dx, dh0 = gru.backward(None, np.ones_like(h_n))   # the same forward, once more
+        >>> gru.backward(np.ones_like(out))
+        Traceback (most recent call last):
+        ...
+        ValueError: backward: this forward was differentiated already (its parameter gradients are in grads); run the forward again, or pass retain_graph=True to a backward that should keep it
         """
         with self._lock:
-            dx, dh0, _ = self._backward(d_output, d_h_n, None, tape)
+            dx, dh0, _ = self._backward(d_output, d_h_n, None, tape, retain_graph)
         return dx, dh0
 
 
@@ -977,11 +1011,14 @@ class LSTM(_RNNBase):
 
     def backward(self, d_output: Optional[ArrayLike],
                  d_state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
-                 tape: Optional["Tape"] = None
+                 tape: Optional["Tape"] = None, retain_graph: bool = False
                  ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Backpropagate through the last training forward (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A forward is differentiated once, as in PyTorch: a second backward of
+        it raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -991,6 +1028,9 @@ class LSTM(_RNNBase):
             The gradients of h_n and c_n, with their shapes; None: zeros.
         tape : Tape, optional
             A ``layer.tape`` taken after an earlier forward of this layer.
+        retain_graph : bool, default False
+            Keep what the forward kept, so that it can be differentiated
+            again (PyTorch's ``retain_graph``); by default it is released.
 
         Returns
         -------
@@ -1003,13 +1043,24 @@ class LSTM(_RNNBase):
         Raises
         ------
         ValueError
-            When there is no training forward to differentiate, ``tape`` is
-            not this layer's or was recorded under another backend, or a
-            gradient has the wrong shape.
+            When there is no training forward to differentiate, it was
+            differentiated already, ``tape`` is not this layer's or was
+            recorded under another backend, or a gradient has the wrong shape.
+        TypeError
+            When d_state is not a pair, or a gradient is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np, fastrnn
+        >>> lstm = fastrnn.LSTM(4, 8, seed=0)
+        >>> out, (h_n, c_n) = lstm(np.ones((5, 2, 4)))
+        >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(out))
+        >>> dx.shape, dc0.shape
+        ((5, 2, 4), (1, 2, 8))
         """
         d_h_n, d_c_n = _pair("d_state", d_state)
         with self._lock:
-            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n, tape)
+            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n, tape, retain_graph)
         return dx, (dh0, dc0)
 
 
@@ -1020,6 +1071,9 @@ class Tape:
     whatever ran since: truncated BPTT keeps one tape per chunk and runs
     backward from the last chunk to the first, passing each chunk's dh0 as the
     d_h_n of the chunk before. A tape holds that forward's cache until dropped.
+
+    A tape is differentiated once: its backward releases the cache, unless
+    that backward passes ``retain_graph=True``.
 
     Examples
     --------
