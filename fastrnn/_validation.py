@@ -9,7 +9,10 @@ checks and converts in one line.
 """
 from __future__ import annotations
 
+import functools
 import numbers
+import os
+from collections.abc import Iterable
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -50,17 +53,26 @@ def _activations(cell: str, activations: Activations) -> Tuple[Tuple[str, float,
         activations = defaults
     if isinstance(activations, str):
         activations = [activations]
+    if not isinstance(activations, Iterable):
+        raise TypeError(f"activations: expected a list of {len(defaults)} ({', '.join(defaults)}"
+                        f" by default), each a name, (name, alpha) or (name, alpha, beta), "
+                        f"got {activations!r}")
     activations = list(activations)
     if len(activations) != len(defaults):
         raise ValueError(f"activations: expected {len(defaults)} for this cell "
                          f"({', '.join(defaults)} by default), got {len(activations)}")
     checked = []
     for spec in activations:
-        name, *params = (spec,) if isinstance(spec, str) else tuple(spec)
+        parts = (spec,) if isinstance(spec, str) else \
+            tuple(spec) if isinstance(spec, Iterable) else ()
+        name, params = (parts[0], parts[1:]) if parts else (None, ())
         key = _snake(name) if isinstance(name, str) else name
         if key not in ACTIVATION_DEFAULTS or len(params) > 2:
             raise ValueError(f"activations: expected names among {sorted(ACTIVATION_DEFAULTS)} "
                              f"optionally with (alpha, beta), got {spec!r}")
+        if not all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in params):
+            raise TypeError(f"activations: expected alpha and beta to be real numbers, "
+                            f"got {spec!r}")
         alpha, beta = (list(params) + list(ACTIVATION_DEFAULTS[key][len(params):]))[:2]
         checked.append((key, float(alpha), float(beta)))
     return tuple(checked)
@@ -68,10 +80,24 @@ def _activations(cell: str, activations: Activations) -> Tuple[Tuple[str, float,
 
 # ------------------------------------------------------- constructor arguments
 
-def _check_positive_int(name: str, value: Any) -> int:
+def _check_positive_int(name: str, value: Any, most: Optional[int] = None,
+                        why: str = "") -> int:
+    """value as an int >= 1 (and <= most, the reason for which is ``why``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"{name}: expected at most {most} ({why}), got {value!r}")
     return int(value)
+
+
+def _check_seed(seed: Any) -> np.random.Generator:
+    """The random generator of ``seed`` (None, a non-negative integer, or what
+    numpy.random.default_rng takes)."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"seed: expected None or a non-negative integer, got {seed!r} "
+                      f"({e})") from None
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -95,9 +121,14 @@ def _check_dropout(dropout: Any) -> float:
 
 
 def _check_bias(bias: Any) -> bool:
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias: expected True or False, got {bias!r}")
-    return bool(bias)
+    return _check_flag("bias", bias)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    """value as a bool: True or False (NumPy's too), nothing merely truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def _check_nonlinearity(nonlinearity: Any) -> str:
@@ -191,5 +222,113 @@ def _pair(name: str, value: Any) -> Tuple[Any, Any]:
     if value is None:
         return None, None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {type(value).__name__}")
+        got = (f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list))
+               else type(value).__name__)
+        raise TypeError(f"{name}: expected a tuple (h, c) or None, got {got}")
     return value[0], value[1]
+
+
+def _state_array(name: str, value: ArrayLike, dtype: np.dtype, expect: Tuple[int, ...],
+                 layout: str, pair_hint: bool) -> np.ndarray:
+    """A state converted to dtype and checked to have the shape ``expect``
+    (described by ``layout``). With pair_hint (an RNN's or GRU's h), an (h, c)
+    tuple that fails the checks is named as what it is: an LSTM's state."""
+    try:
+        arr = _as_array(name, value, dtype)
+        if arr.shape != expect:
+            raise ValueError(f"{name}: expected shape {expect}{layout}, got {arr.shape}")
+    except (TypeError, ValueError):
+        if pair_hint and isinstance(value, tuple) and len(value) == 2:
+            raise TypeError(f"{name}: expected one array of shape {expect}{layout}, got a "
+                            f"tuple of 2 (an (h, c) pair is an LSTM's state; an RNN's and a "
+                            f"GRU's is h alone)") from None
+        raise
+    return arr
+
+
+# ---------------------------------------------------------------- size bounds
+
+#: The kernels' sizes are C ints: every dimension, and the element count of
+#: every (T*B, columns) matrix of a call, must fit in 32 bits.
+INT_MAX = 2**31 - 1
+
+# The bound where the machine's memory cannot be read (an x86-64 process's
+# address space).
+_FALLBACK_LIMIT = 2**47
+
+# What NumPy and Python spend on one parameter array besides its data (the
+# array object and its entries in the parameter and gradient dicts), counted
+# so that a stack of very many tiny layers is bounded too.
+ARRAY_OVERHEAD = 256
+
+
+def _cgroup_limit() -> Optional[Tuple[int, str]]:
+    """The memory limit of this process's cgroup (v2, or v1), if it has one."""
+    paths = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                hierarchy, controllers, group = line.rstrip("\n").split(":", 2)
+                if hierarchy == "0":
+                    paths.append(f"/sys/fs/cgroup{group.rstrip('/')}/memory.max")
+                elif "memory" in controllers.split(","):
+                    paths.append(f"/sys/fs/cgroup/memory{group.rstrip('/')}"
+                                 f"/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    paths += ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    for path in paths:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text), f"the memory limit of this process's cgroup, {path}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_limit() -> Tuple[int, str]:
+    """The most bytes one request may need, and what sets that bound: the least
+    of the machine's physical memory, this process's cgroup memory limit and
+    its address-space limit (RLIMIT_AS); 2**47 where none can be read. Read
+    once per process."""
+    limits = []
+    try:
+        limits.append((os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
+                       "the machine's physical memory"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    cgroup = _cgroup_limit()
+    if cgroup is not None:
+        limits.append(cgroup)
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limits.append((soft, "this process's address-space limit, RLIMIT_AS"))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    limits = [(n, why) for n, why in limits if n > 0]
+    return min(limits) if limits else (_FALLBACK_LIMIT, "2**47 bytes, the address space of "
+                                                        "an x86-64 process")
+
+
+def _bytes(n: int) -> str:
+    """n bytes, with a readable size: '17179869184 bytes (16.0 GiB)'."""
+    size, unit = float(n), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    return f"{n} bytes" if unit == "bytes" else f"{n} bytes ({size:.1f} {unit})"
+
+
+def _check_memory(name: str, nbytes: int, what: str) -> None:
+    """MemoryError naming ``name`` when ``what`` would need more than ``nbytes``
+    the machine can give (see _memory_limit), before anything is allocated."""
+    limit, source = _memory_limit()
+    if nbytes > limit:
+        raise MemoryError(f"{name}: {what} would need {_bytes(nbytes)}, more than this "
+                          f"process can be given: {_bytes(limit)}, {source}")

@@ -191,8 +191,8 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
             return fwd * bwd, state
         return (fwd + bwd) / 2, state
 
-    def backward(self, d_output: Optional[ArrayLike], d_state: Any = None
-                 ) -> Tuple[np.ndarray, Any]:
+    def backward(self, d_output: Optional[ArrayLike], d_state: Any = None,
+                 retain_graph: bool = False) -> Tuple[np.ndarray, Any]:
         """Backpropagate through the last training call; gradients accumulate into ``grads``.
 
         Parameters
@@ -201,6 +201,9 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
             The gradient of the merged output, with its shape; None: zeros.
         d_state : array_like or (d_h_n, d_c_n), optional
             The gradient of the final state, shaped as it; None: zeros.
+        retain_graph : bool, default False
+            Keep what the call kept, so that it can be differentiated again;
+            by default a call is differentiated once, as in PyTorch.
 
         Returns
         -------
@@ -212,8 +215,8 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
         Raises
         ------
         ValueError
-            When there is no training call to differentiate, or a gradient has
-            the wrong shape.
+            When there is no training call to differentiate, it was
+            differentiated already, or a gradient has the wrong shape.
         """
         if self.merge_mode != "concat" and d_output is not None:
             d = _as_array("d_output", d_output, self.layer.dtype)
@@ -229,7 +232,7 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
             else:
                 fwd, bwd = self._halves
                 d_output = np.concatenate([d * bwd, d * fwd], axis=-1)
-        return self.layer.backward(d_output, d_state)
+        return self.layer.backward(d_output, d_state, retain_graph=retain_graph)
 
     def __repr__(self) -> str:
         return f"Bidirectional({self.layer!r}, merge_mode={self.merge_mode!r})"

@@ -3,7 +3,8 @@
 A cell holds a single-layer RNN/LSTM/GRU and runs it with T = 1, so the
 parameters, kernels and gradients are the layers'; its parameter names are
 PyTorch's cells' (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, the
-layer's without ``_l0``).
+layer's without ``_l0``). Weights move between a one-layer layer and a cell
+by name: each one's load_state_dict takes the other's names as well as its own.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from fastrnn import _kernels
 from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import CBackend
-from fastrnn._validation import _as_array, _pair
+from fastrnn._validation import _numbers, _pair, _state_array
 from fastrnn.layers import (GRU, LSTM, RNN, Tape, _KIND_ARGUMENTS, _RNNBase, _StackWrapper, _doc,
                             _stack_property)
 
@@ -92,20 +93,46 @@ class _CellBase(_StackWrapper, Saveable):
         """Accumulated parameter gradients, under the state_dict names."""
         return {k[:-3]: v for k, v in self._layer.grads.items()}
 
+    def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
+        """(name, live array) of every parameter, in state_dict order."""
+        return [(k[:-3], v) for k, v in self._layer.named_parameters()]
+
     def state_dict(self) -> Dict[str, np.ndarray]:
         """A copy of the parameters: weight_ih (G*H, I), weight_hh (G*H, H), and
         with bias bias_ih, bias_hh (G*H,); G is 1, 4 or 3 (RNN, LSTM, GRU)."""
         return {k[:-3]: v for k, v in self._layer.state_dict().items()}
 
     def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
-        """Load PyTorch cell names (weight_ih, weight_hh, bias_ih, bias_hh).
+        """Load parameters by PyTorch's cell names, or a one-layer layer's.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            ``weight_ih``, ``weight_hh`` and with bias ``bias_ih``, ``bias_hh``
+            (a PyTorch cell's state_dict loads as is), or the same under a
+            one-layer, one-direction layer's names (``weight_ih_l0``, ...:
+            that layer's ``state_dict()``); each with its shape, converted to
+            the cell's dtype.
 
         Raises
         ------
         ValueError
-            When an entry is missing, unexpected or misshapen; nothing changes.
+            When an entry is missing, unexpected or misshapen (the message
+            lists the names expected).
+        TypeError
+            When state_dict is not a mapping, or an entry is not real numbers.
+            Nothing changes when anything is raised.
+
+        Examples
+        --------
+        >>> import fastrnn
+        >>> lstm = fastrnn.LSTM(4, 8, seed=0)               # trained as a layer ...
+        >>> cell = fastrnn.LSTMCell(4, 8)
+        >>> cell.load_state_dict(lstm.state_dict())         # ... run step by step
+        >>> bool((cell.weight_hh == lstm.weight_hh_l0).all())
+        True
         """
-        self._layer.load_state_dict({f"{k}_l0": v for k, v in state_dict.items()})
+        self._layer._load_state_dict(state_dict, cell_first=True)
 
     def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
         return class_config(self, (RNNCell, LSTMCell, GRUCell)), self._layer
@@ -118,22 +145,27 @@ class _CellBase(_StackWrapper, Saveable):
 
     # -- the layer path's conversions and checks
 
-    def _step_input(self, x: ArrayLike) -> np.ndarray:
-        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I)."""
-        x = _as_array("x", x, self._layer.dtype)
+    def _step_input(self, x: ArrayLike) -> Tuple[np.ndarray, bool]:
+        """x (B, I) or unbatched (I,) as a one-step batch (1, B, I), and whether
+        it was unbatched."""
+        x = _numbers("x", x)
         if x.ndim not in (1, 2):
             raise ValueError(f"x: expected (B, I) or unbatched (I,), got shape {x.shape}")
-        self._unbatched = x.ndim == 1
-        return x.reshape(1, -1, x.shape[-1])
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x: input has inconsistent input_size: got {x.shape[-1]} "
+                             f"expected {self.input_size}")
+        if x.size == 0:
+            raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
+        return x.reshape(1, -1, x.shape[-1]), x.ndim == 1
 
-    def _step_state(self, name: str, value: ArrayLike, B: int) -> Optional[np.ndarray]:
+    def _step_state(self, name: str, value: ArrayLike, B: int, unbatched: bool
+                    ) -> Optional[np.ndarray]:
         """A state (B, H), or (H,) when unbatched, as (1, B, H)."""
         if value is None:
             return None
-        arr = _as_array(name, value, self._layer.dtype)
-        expect = (self.hidden_size,) if self._unbatched else (B, self.hidden_size)
-        if arr.shape != expect:
-            raise ValueError(f"{name}: expected shape {expect}, got {arr.shape}")
+        expect = (self.hidden_size,) if unbatched else (B, self.hidden_size)
+        arr = _state_array(name, value, self._layer.dtype, expect, "",
+                           self._layer._cell != "lstm")
         return arr.reshape(1, B, self.hidden_size)
 
     def _grad_state(self, name: str, value: ArrayLike, tape: Optional[Tape] = None
@@ -142,7 +174,7 @@ class _CellBase(_StackWrapper, Saveable):
         if saved is None:
             raise ValueError("backward: no training forward to differentiate; call the cell "
                              "with training=True (the default, or after .train()) first")
-        return self._step_state(name, value, saved["B"])
+        return self._step_state(name, value, saved["B"], self._unbatched)
 
     def _squeeze(self, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """(1, B, n) -> (B, n), or (n,) when unbatched."""
@@ -153,18 +185,14 @@ class _CellBase(_StackWrapper, Saveable):
     def _step_arrays(self, x: ArrayLike, h: ArrayLike, c: ArrayLike):
         """x, h, c converted and checked by the layer path's code (the same
         errors), as the binding takes them: (B, I) and (B, H), or (I,) and (H,)."""
-        unbatched = self._unbatched   # kept: it describes the last training call
-        try:
-            x3 = self._step_input(x)                 # dtype, (B, I) or (I,)
-            B = x3.shape[1]
-            h3 = self._step_state("h", h, B)
-            c3 = self._step_state("c", c, B)
-            x3 = self._layer._input(x3)[0]           # input_size, non-empty
-            one = (lambda a: None if a is None else a[0, 0]) if self._unbatched \
-                else (lambda a: None if a is None else a[0])
-            return one(x3), one(h3), one(c3)
-        finally:
-            self._unbatched = unbatched
+        x3, unbatched = self._step_input(x)          # (B, I) or (I,)
+        B = x3.shape[1]
+        h3 = self._step_state("h", h, B, unbatched)
+        c3 = self._step_state("c", c, B, unbatched)
+        x3 = self._layer._input(x3)[0]                # dtype, input_size, non-empty
+        one = (lambda a: None if a is None else a[0, 0]) if unbatched \
+            else (lambda a: None if a is None else a[0])
+        return one(x3), one(h3), one(c3)
 
 
 def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: ArrayLike):
@@ -231,16 +259,20 @@ class _HiddenStateCell(_CellBase):
         if (self._fast_kind is not None and type(layer._backend) is CBackend
                 and not (layer.training if training is None else training)):
             return _infer(self, layer, x, h, None)
-        x = self._step_input(x)
-        h = self._step_state("h", h, x.shape[1])
+        x, unbatched = self._step_input(x)
+        h = self._step_state("h", h, x.shape[1], unbatched)
         _, h_n = self._layer(x, h, training=training)
+        self._unbatched = unbatched   # the call succeeded: backward's shapes
         return self._squeeze(h_n)
 
-    def backward(self, d_h: ArrayLike, tape: Optional[Tape] = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+    def backward(self, d_h: ArrayLike, tape: Optional[Tape] = None,
+                 retain_graph: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training call (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A call is differentiated once, as in PyTorch: a second backward of it
+        raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -248,6 +280,8 @@ class _HiddenStateCell(_CellBase):
             The gradient of the call's h', shaped as it.
         tape : Tape, optional
             A ``cell.tape`` taken after an earlier training call.
+        retain_graph : bool, default False
+            Keep what the call kept, so that it can be differentiated again.
 
         Returns
         -------
@@ -257,10 +291,20 @@ class _HiddenStateCell(_CellBase):
         Raises
         ------
         ValueError
-            When there is no training call to differentiate, or d_h has the
-            wrong shape.
+            When there is no training call to differentiate, it was
+            differentiated already, or d_h has the wrong shape.
+
+        Examples
+        --------
+        >>> import numpy as np, fastrnn
+        >>> cell = fastrnn.GRUCell(4, 8, seed=0)
+        >>> h = cell(np.ones((3, 4)))
+        >>> dx, dh = cell.backward(np.ones_like(h))
+        >>> dx.shape, dh.shape, sorted(cell.grads)
+        ((3, 4), (3, 8), ['bias_hh', 'bias_ih', 'weight_hh', 'weight_ih'])
         """
-        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape)
+        dx, dh = self._layer.backward(None, self._grad_state("d_h", d_h, tape), tape=tape,
+                                      retain_graph=retain_graph)
         return self._squeeze(dx), self._squeeze(dh)
 
 
@@ -402,18 +446,23 @@ class LSTMCell(_CellBase):
                 return _infer(self, layer, x, None, None)
             h, c = state if type(state) is tuple and len(state) == 2 else _pair("state", state)
             return _infer(self, layer, x, h, c)
-        x = self._step_input(x)
+        x, unbatched = self._step_input(x)
         h, c = _pair("state", state)
-        state3 = (self._step_state("h", h, x.shape[1]), self._step_state("c", c, x.shape[1]))
+        B = x.shape[1]
+        state3 = (self._step_state("h", h, B, unbatched), self._step_state("c", c, B, unbatched))
         _, (h_n, c_n) = self._layer(x, state3, training=training)
+        self._unbatched = unbatched   # the call succeeded: backward's shapes
         return self._squeeze(h_n), self._squeeze(c_n)
 
     def backward(self, d_state: Tuple[Optional[ArrayLike], Optional[ArrayLike]],
-                 tape: Optional[Tape] = None
+                 tape: Optional[Tape] = None, retain_graph: bool = False
                  ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Backpropagate through the last training call (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A call is differentiated once, as in PyTorch: a second backward of it
+        raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -422,6 +471,8 @@ class LSTMCell(_CellBase):
             either: zeros.
         tape : Tape, optional
             A ``cell.tape`` taken after an earlier training call.
+        retain_graph : bool, default False
+            Keep what the call kept, so that it can be differentiated again.
 
         Returns
         -------
@@ -433,11 +484,13 @@ class LSTMCell(_CellBase):
         Raises
         ------
         ValueError
-            When there is no training call to differentiate, or a gradient has
-            the wrong shape.
+            When there is no training call to differentiate, it was
+            differentiated already, or a gradient has the wrong shape.
+        TypeError
+            When d_state is not a pair.
         """
         d_h, d_c = _pair("d_state", d_state)
         dx, (dh, dc) = self._layer.backward(
             None, (self._grad_state("d_h", d_h, tape), self._grad_state("d_c", d_c, tape)),
-            tape=tape)
+            tape=tape, retain_graph=retain_graph)
         return self._squeeze(dx), (self._squeeze(dh), self._squeeze(dc))

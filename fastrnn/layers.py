@@ -38,11 +38,12 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import BACKENDS
-from fastrnn._validation import (Activations, _activations, _as_array, _c_array, _check_bias,
-                                 _check_choice, _check_clip, _check_dropout,
-                                 _check_lstm_options, _check_nonlinearity,
-                                 _check_positive_int, _check_proj_size, _direction, _dtype,
-                                 _lengths, _numbers, _pair)
+from fastrnn._validation import (ARRAY_OVERHEAD, INT_MAX, Activations, _activations, _as_array,
+                                 _c_array, _check_bias, _check_choice, _check_clip,
+                                 _check_dropout, _check_flag, _check_lstm_options, _check_memory,
+                                 _check_nonlinearity, _check_positive_int, _check_proj_size,
+                                 _check_seed, _direction, _dtype, _lengths, _numbers, _pair,
+                                 _state_array)
 from fastrnn.kinds import NUM_GATES
 
 _T = TypeVar("_T")
@@ -239,8 +240,13 @@ class _RNNBase(_ParameterAttributes, Saveable):
                  direction: Optional[str], stateful: bool, activations: Activations,
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
                  input_forget: bool = False) -> None:
-        self.input_size = _check_positive_int("input_size", input_size)
-        self.hidden_size = _check_positive_int("hidden_size", hidden_size)
+        G = NUM_GATES[cell]
+        self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
+                                              "the kernels' sizes are 32-bit C ints")
+        # the gate rows G*H and both directions' outputs 2*H are C ints too
+        self.hidden_size = _check_positive_int("hidden_size", hidden_size, INT_MAX // max(G, 2),
+                                               f"{max(G, 2)}*hidden_size must fit the kernels' "
+                                               f"32-bit C ints")
         self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
         self.dropout = _check_dropout(dropout)
@@ -262,11 +268,12 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self._options = (self.activations, self.clip, self.input_forget) if general else None
         self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
         self.backend = backend
-        self._rng = np.random.default_rng(seed)
+        self._rng = _check_seed(seed)
         self._lock = threading.Lock()
         self._saved: Optional[dict] = None
+        self._check_parameter_memory()   # before the first parameter is allocated
 
-        G, H, R = NUM_GATES[cell], self.hidden_size, self._width
+        H, R = self.hidden_size, self._width
         bound = 1.0 / np.sqrt(H)
         self._params: Dict[str, np.ndarray] = {}
         for layer in range(self.num_layers):
@@ -285,6 +292,62 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self.grads: Dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     # -- configuration
+
+    def _parameter_bytes(self, input_size: int, hidden_size: int, num_layers: int) -> int:
+        """Bytes the parameters and their gradients of this configuration with
+        these sizes take, with the arrays' overhead and the float64 draw of the
+        largest one at initialisation (Python ints: no overflow)."""
+        G, I, H, L, D = NUM_GATES[self._cell], input_size, hidden_size, num_layers, \
+            self.num_directions
+        P = min(self.proj_size, H - 1)
+        R = P or H
+        per_direction = G * H * R + 2 * G * H * self.bias + P * H + 3 * H * self.peepholes
+        elements = D * (L * per_direction + G * H * (I + (L - 1) * D * R))
+        arrays = D * L * (2 + 2 * self.bias + bool(P) + self.peepholes)
+        largest = G * H * max(I, D * R if L > 1 else 0, R)
+        return 2 * (elements * self.dtype.itemsize + arrays * ARRAY_OVERHEAD) + 8 * largest
+
+    def _check_parameter_memory(self) -> None:
+        """MemoryError when the parameters and their gradients would need more
+        than this process can be given (see fastrnn._validation._memory_limit),
+        naming the size argument whose reduction to 1 would save the most."""
+        sizes = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                 "num_layers": self.num_layers}
+        nbytes = self._parameter_bytes(**sizes)
+        culprit = min(sizes, key=lambda name: self._parameter_bytes(**{**sizes, name: 1}))
+        config = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        if self.num_directions > 1:
+            config += ", bidirectional"
+        if self.proj_size:
+            config += f", proj_size={self.proj_size}"
+        _check_memory(culprit, nbytes, f"{culprit}={sizes[culprit]} ({config}, "
+                                       f"{self.dtype.name}): the parameters and their gradients")
+
+    def _check_call_size(self, T: int, B: int, training: bool, converts: bool) -> None:
+        """ValueError when x makes a matrix beyond the C kernels' 32-bit sizes;
+        MemoryError when the call would allocate more than this process can be
+        given. A training call counts its backward too, so that a backward never
+        runs out of memory after its forward was accepted. Both name x."""
+        G, H, R, D, L, I = (NUM_GATES[self._cell], self.hidden_size, self._width,
+                            self.num_directions, self.num_layers, self.input_size)
+        rows, W, GH = T * B, D * R, G * H
+        widest = max(I, W, GH)
+        if self._backend.name == "c" and rows * widest > INT_MAX:
+            raise ValueError(f"x: T*B = {T}*{B} rows of up to {widest} columns make matrices "
+                             f"of {rows * widest} elements, beyond the C kernels' 32-bit "
+                             f"sizes ({INT_MAX}); split the sequence into chunks (truncated "
+                             f"BPTT, see Tape) or the batch")
+        n = rows * I * converts + D * GH * (I + R)         # x as the layer's dtype, packed weights
+        if training:
+            n += rows * I                                    # the x backward reads
+            n += L * rows * W * (2 if self.dropout and L > 1 else 1)   # outputs (and masks)
+            n += L * D * rows * (GH + R + 2 * H)             # the caches: gates, states, c or n
+            n += rows * (GH + H + self.proj_size + 2 * max(I, W) + W)  # backward: dP, dx, dy
+        else:
+            n += 2 * rows * W + B * GH * min(T, 64)          # two layers' outputs, the workspace
+        _check_memory("x", n * self.dtype.itemsize,
+                      f"a {'training' if training else 'inference'} call on x of T={T}, B={B} "
+                      f"(outputs{', training caches of T*B*G*H and more' if training else ''})")
 
     @property
     def _width(self) -> int:
@@ -323,8 +386,13 @@ class _RNNBase(_ParameterAttributes, Saveable):
         Returns
         -------
         The layer itself.
+
+        Raises
+        ------
+        TypeError
+            When mode is not True or False (as PyTorch's Module.train).
         """
-        self.training = bool(mode)
+        self.training = _check_flag("mode", mode)
         return self
 
     def eval(self: _Stack) -> _Stack:
@@ -337,7 +405,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
         (None after an inference forward). ``backward(..., tape=t)`` differentiates
         that forward, so truncated BPTT over several calls keeps one tape per call
         and runs backward in reverse, passing each call's dh0 as the d_h_n of the
-        call before. A tape holds the forward's cache until dropped."""
+        call before. A tape holds the forward's cache until dropped, or until
+        its backward (a forward is differentiated once, unless that backward
+        passes ``retain_graph=True``)."""
         return None if self._saved is None else Tape(self, self._saved)
 
     def reset_state(self) -> None:
@@ -417,28 +487,54 @@ class _RNNBase(_ParameterAttributes, Saveable):
             Every name of ``state_dict()``, nothing else, each with its shape;
             values are converted to the layer's dtype. A PyTorch module's
             ``{k: v.detach().numpy() for k, v in module.state_dict().items()}``
-            loads as is.
+            loads as is. A one-layer layer that is not bidirectional also
+            takes its cell's names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+            ``bias_hh``): a cell's ``state_dict()``, or a PyTorch cell's.
 
         Raises
         ------
         ValueError
-            When an entry is missing, unexpected or misshapen.
+            When an entry is missing, unexpected or misshapen (the message
+            lists the names expected).
         TypeError
             When state_dict is not a mapping, or an entry is not real numbers.
             Nothing changes when anything is raised.
         """
+        self._load_state_dict(state_dict, cell_first=False)
+
+    def _cell_names(self) -> Optional[Dict[str, str]]:
+        """{cell name: parameter key} (``weight_ih`` -> ``weight_ih_l0``) of a
+        one-layer layer that is not bidirectional: the names its cell uses; None
+        for other layers."""
+        if self.num_layers != 1 or self.bidirectional:
+            return None
+        return {key[:-len("_l0")]: key for key in self._params}
+
+    def _load_state_dict(self, state_dict: Mapping[str, ArrayLike], cell_first: bool) -> None:
+        """load_state_dict under the layer's names or its cell's (see _cell_names),
+        whichever state_dict uses; when it uses neither, the messages speak of
+        the cell's names if cell_first (a cell's load_state_dict), else the layer's."""
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"load_state_dict: expected a mapping of names to arrays, "
+            raise TypeError(f"state_dict: expected a mapping of names to arrays, "
                             f"got {type(state_dict).__name__}")
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
+        own = {key: key for key in self._params}
+        cell = self._cell_names()
+        choices = [own] if cell is None else [cell, own] if cell_first else [own, cell]
+        names = next((c for c in choices if any(k in c for k in state_dict)), choices[0])
+        missing = [k for k in names if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in names]
         if missing or unexpected:
-            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            other = [list(c) for c in choices if c is not names]
+            also = f" (or the names {other[0]})" if other else ""
+            got = [f"missing {missing}"] * bool(missing) + [f"unexpected {unexpected}"] * \
+                bool(unexpected)
+            raise ValueError(f"state_dict: expected the names {list(names)}{also}, got "
+                             f"{' and '.join(got)}")
         loaded = {}
-        for k, v in state_dict.items():
-            arr = _as_array(f"state_dict[{k!r}]", v, self.dtype)
+        for name, k in names.items():
+            arr = _as_array(f"state_dict[{name!r}]", state_dict[name], self.dtype)
             if arr.shape != self._params[k].shape:
-                raise ValueError(f"load_state_dict: {k!r} expected shape "
+                raise ValueError(f"state_dict[{name!r}]: expected shape "
                                  f"{self._params[k].shape}, got {arr.shape}")
             loaded[k] = arr
         for k, arr in loaded.items():
@@ -457,30 +553,34 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     # -- forward
 
-    def _input(self, x: ArrayLike) -> Tuple[np.ndarray, bool, bool]:
+    def _input(self, x: ArrayLike, training: bool = False) -> Tuple[np.ndarray, bool, bool]:
         """x as a 3-D array in the layer's layout, whether it was unbatched, and
-        whether it shares memory with the caller's data."""
-        if (type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous
-                and x.flags.aligned):
-            callers = x   # the common case, ready as it is (no conversion, no copy)
-        else:
-            callers = _numbers("x", x)
-            x = _c_array(callers, self.dtype)
+        whether it shares memory with the caller's data. Its shape and the size
+        of the call (see _check_call_size) are checked before x is converted."""
+        ready = (type(x) is np.ndarray and x.dtype == self.dtype and x.flags.c_contiguous
+                 and x.flags.aligned)
+        # the common case is ready as it is (no conversion, no copy)
+        callers = x if ready else _numbers("x", x)
+        shape = callers.shape
+        if len(shape) not in (2, 3):
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x: expected a 3-D input {layout} or a 2-D unbatched input "
+                             f"(T, I), got shape {shape}")
+        if shape[-1] != self.input_size:
+            raise ValueError(f"x: input has inconsistent input_size: got {shape[-1]} "
+                             f"expected {self.input_size}")
+        if 0 in shape:
+            raise ValueError(f"x: expected a non-empty input, got shape {shape}")
+        T, B = (shape[0], 1) if len(shape) == 2 else \
+            (shape[1], shape[0]) if self.batch_first else shape[:2]
+        self._check_call_size(T, B, training, not ready)
+        x = callers if ready else _c_array(callers, self.dtype)
         if x.ndim == 2:
             x, unbatched = x[:, None, :], True   # (T, I) -> (T, 1, I)
             if self.batch_first:
                 x = x.transpose(1, 0, 2)
-        elif x.ndim == 3:
-            unbatched = False
         else:
-            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-            raise ValueError(f"x: expected a 3-D input {layout} or a 2-D unbatched input "
-                             f"(T, I), got shape {x.shape}")
-        if x.shape[2] != self.input_size:
-            raise ValueError(f"x: input has inconsistent input_size: got {x.shape[2]} "
-                             f"expected {self.input_size}")
-        if 0 in x.shape:
-            raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
+            unbatched = False
         if not x.flags.c_contiguous:   # an unbatched batch-first input, transposed
             x = _c_array(x)
         return x, unbatched, x is callers or np.may_share_memory(x, callers)
@@ -491,20 +591,18 @@ class _RNNBase(_ParameterAttributes, Saveable):
         shape = (self.num_layers * self.num_directions, B, width or self._width)
         if value is None:
             return np.zeros(shape, self.dtype)
-        arr = _as_array(name, value, self.dtype)
+        pair_hint = self._cell != "lstm"
         if unbatched:
-            if arr.shape != (shape[0], shape[2]):
-                raise ValueError(f"{name}: expected shape {(shape[0], shape[2])} for "
-                                 f"unbatched input, got {arr.shape}")
+            arr = _state_array(name, value, self.dtype, (shape[0], shape[2]),
+                               " for unbatched input", pair_hint)
             return np.ascontiguousarray(arr[:, None, :])
-        if arr.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape} (D*num_layers, B, "
-                             f"{'H' if shape[2] == self.hidden_size else 'proj_size'}), "
-                             f"got {arr.shape}")
-        return arr
+        return _state_array(name, value, self.dtype, shape,
+                            f" (D*num_layers, B, "
+                            f"{'H' if shape[2] == self.hidden_size else 'proj_size'})", pair_hint)
 
     def _forward(self, x, h0, c0, lengths, training):
-        x, unbatched, shares = self._input(x)
+        training = self.training if training is None else _check_flag("training", training)
+        x, unbatched, shares = self._input(x, training)
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
         if unbatched and lengths is not None:
             if np.size(lengths) != 1:
@@ -523,11 +621,11 @@ class _RNNBase(_ParameterAttributes, Saveable):
         h0 = self._state("h0", h0, B, unbatched_state)
         c0 = (self._state("c0", c0, B, unbatched_state, self.hidden_size)
               if self._cell == "lstm" else None)
-        training = self.training if training is None else bool(training)
 
         D, R = self.num_directions, self._width
         h_n, c_n = np.empty_like(h0), (np.empty_like(c0) if c0 is not None else None)
-        saved = {"layers": [], "unbatched": unbatched, "B": B}
+        saved = {"layers": [], "unbatched": unbatched, "B": B, "backend": self._backend.name,
+                 "differentiated": False}
         layer_in = x
         if training and lengths is not None:
             # padding takes part in the weight-gradient GEMMs (with zero
@@ -570,16 +668,31 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     # -- backward
 
-    def _backward(self, d_output, d_h_n, d_c_n, tape: Optional["Tape"] = None):
+    def _backward(self, d_output, d_h_n, d_c_n, tape: Optional["Tape"] = None,
+                  retain_graph: bool = False):
+        retain_graph = _check_flag("retain_graph", retain_graph)
         if tape is None:
             saved = self._saved
-        elif not isinstance(tape, Tape) or tape._owner() is not self:
-            raise ValueError("tape: expected a Tape taken from this layer's .tape")
+        elif not isinstance(tape, Tape):
+            raise ValueError(f"tape: expected a Tape taken from this layer's .tape, "
+                             f"got {type(tape).__name__}")
+        elif tape._owner() is not self:
+            raise ValueError("tape: expected a Tape taken from this layer's .tape, got one "
+                             "of another layer")
         else:
             saved = tape._saved
         if saved is None:
             raise ValueError("backward: no training forward to differentiate; call the layer "
                              "with training=True (the default, or after .train()) first")
+        if saved["backend"] != self.backend:
+            raise ValueError(f"tape: expected a record of backend {self.backend!r}, got one of "
+                             f"{saved['backend']!r} (recorded before the backend changed); run "
+                             f"the forward again")
+        if saved["differentiated"]:
+            # as PyTorch: "Trying to backward through the graph a second time"
+            raise ValueError("backward: this forward was differentiated already (its parameter "
+                             "gradients are in grads); run the forward again, or pass "
+                             "retain_graph=True to a backward that should keep it")
         unbatched, B = saved["unbatched"], saved["B"]
         D, H, R, L = self.num_directions, self.hidden_size, self._width, self.num_layers
         x_shape = saved["layers"][0][2]
@@ -619,6 +732,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 if mask is not None:
                     dx *= mask   # backprop through the dropout between layers
             dy = dx
+        if not retain_graph:
+            # a forward is differentiated once; its caches go back to the backend
+            saved["differentiated"], saved["layers"] = True, None
         dx = dy
         if unbatched:
             dx = dx[:, 0] if not self.batch_first else dx[0]
@@ -669,10 +785,14 @@ class _HiddenStateStack(_RNNBase):
         return output, h_n
 
     def backward(self, d_output: Optional[ArrayLike], d_h_n: Optional[ArrayLike] = None,
-                 tape: Optional["Tape"] = None) -> Tuple[np.ndarray, np.ndarray]:
+                 tape: Optional["Tape"] = None, retain_graph: bool = False
+                 ) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training forward (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A forward is differentiated once, as in PyTorch: a second backward of
+        it raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -682,6 +802,9 @@ class _HiddenStateStack(_RNNBase):
             The gradient of h_n, with its shape; None: zeros.
         tape : Tape, optional
             A ``layer.tape`` taken after an earlier forward of this layer.
+        retain_graph : bool, default False
+            Keep what the forward kept, so that it can be differentiated
+            again (PyTorch's ``retain_graph``); by default it is released.
 
         Returns
         -------
@@ -694,11 +817,26 @@ class _HiddenStateStack(_RNNBase):
         Raises
         ------
         ValueError
-            When there is no training forward to differentiate, or a gradient
-            has the wrong shape.
+            When there is no training forward to differentiate, it was
+            differentiated already, ``tape`` is not this layer's or was
+            recorded under another backend, or a gradient has the wrong shape.
+        TypeError
+            When a gradient is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np, fastrnn
+        >>> gru = fastrnn.GRU(4, 8, seed=0)
+        >>> out, h_n = gru(np.ones((5, 2, 4)))
+        >>> dx, dh0 = gru.backward(np.ones_like(out), retain_graph=True)
+        >>> dx, dh0 = gru.backward(None, np.ones_like(h_n))   # the same forward, once more
+        >>> gru.backward(np.ones_like(out))
+        Traceback (most recent call last):
+        ...
+        ValueError: backward: this forward was differentiated already (its parameter gradients are in grads); run the forward again, or pass retain_graph=True to a backward that should keep it
         """
         with self._lock:
-            dx, dh0, _ = self._backward(d_output, d_h_n, None, tape)
+            dx, dh0, _ = self._backward(d_output, d_h_n, None, tape, retain_graph)
         return dx, dh0
 
 
@@ -873,11 +1011,14 @@ class LSTM(_RNNBase):
 
     def backward(self, d_output: Optional[ArrayLike],
                  d_state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
-                 tape: Optional["Tape"] = None
+                 tape: Optional["Tape"] = None, retain_graph: bool = False
                  ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Backpropagate through the last training forward (or the one ``tape`` recorded).
 
         Parameter gradients accumulate into ``grads``.
+
+        A forward is differentiated once, as in PyTorch: a second backward of
+        it raises, unless the backward before passed ``retain_graph=True``.
 
         Parameters
         ----------
@@ -887,6 +1028,9 @@ class LSTM(_RNNBase):
             The gradients of h_n and c_n, with their shapes; None: zeros.
         tape : Tape, optional
             A ``layer.tape`` taken after an earlier forward of this layer.
+        retain_graph : bool, default False
+            Keep what the forward kept, so that it can be differentiated
+            again (PyTorch's ``retain_graph``); by default it is released.
 
         Returns
         -------
@@ -899,12 +1043,24 @@ class LSTM(_RNNBase):
         Raises
         ------
         ValueError
-            When there is no training forward to differentiate, or a gradient
-            has the wrong shape.
+            When there is no training forward to differentiate, it was
+            differentiated already, ``tape`` is not this layer's or was
+            recorded under another backend, or a gradient has the wrong shape.
+        TypeError
+            When d_state is not a pair, or a gradient is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np, fastrnn
+        >>> lstm = fastrnn.LSTM(4, 8, seed=0)
+        >>> out, (h_n, c_n) = lstm(np.ones((5, 2, 4)))
+        >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(out))
+        >>> dx.shape, dc0.shape
+        ((5, 2, 4), (1, 2, 8))
         """
         d_h_n, d_c_n = _pair("d_state", d_state)
         with self._lock:
-            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n, tape)
+            dx, dh0, dc0 = self._backward(d_output, d_h_n, d_c_n, tape, retain_graph)
         return dx, (dh0, dc0)
 
 
@@ -915,6 +1071,9 @@ class Tape:
     whatever ran since: truncated BPTT keeps one tape per chunk and runs
     backward from the last chunk to the first, passing each chunk's dh0 as the
     d_h_n of the chunk before. A tape holds that forward's cache until dropped.
+
+    A tape is differentiated once: its backward releases the cache, unless
+    that backward passes ``retain_graph=True``.
 
     Examples
     --------

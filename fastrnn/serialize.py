@@ -14,15 +14,26 @@ Gradients and the state kept for backward are not saved.
 
 Loading never unpickles and never calls anything the file names: the class
 must be one of fastrnn's seven, and the configuration is checked by the
-constructors as if typed by hand.
+constructors as if typed by hand, sizes included, before anything is
+allocated (a layer larger than the process can be given is a MemoryError).
+Each array's .npy header is checked against the shape the configuration
+gives it before its data is read, so no entry's size comes from the file
+alone; anything else wrong with the file (not a zip archive, truncated,
+corrupt, unsupported compression, entries missing, unexpected or misshapen)
+is a ValueError naming ``path``.
 
 Every class writes itself (``layer.save(path)``, from fastrnn._archive, which
 the layer modules import); this module reads, so it imports the classes.
 """
 from __future__ import annotations
 
+import io
 import json
-from typing import Any, Dict, Union
+import math
+import os
+import zipfile
+import zlib
+from typing import IO, Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -78,11 +89,86 @@ def _corrupt(path: PathOrFile, why: str) -> ValueError:
     return ValueError(f"path: {path!r} is not a fastrnn file ({why})")
 
 
-def _build_layer(path: PathOrFile, config: Dict[str, Any]) -> _RNNBase:
-    cls = _LAYERS.get(config.get("class"))
+def _short(value: Any) -> str:
+    """repr(value), cut to a length a message can quote."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+# the JSON configuration is a few hundred bytes; a larger entry is refused unread
+_MAX_CONFIG_BYTES = 1 << 20
+# what reading a zip entry can raise besides OSError: a corrupt archive or
+# entry (BadZipFile, zlib.error, EOFError, ValueError), an unsupported
+# compression method (NotImplementedError), an encrypted entry (RuntimeError)
+_ENTRY_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
+                 RuntimeError, OSError)
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: PathOrFile, key: str,
+                shape: Tuple[int, ...], kinds: str, most: Optional[int] = None) -> np.ndarray:
+    """The .npy entry ``key`` of archive, read only once its header says shape
+    ``shape`` and a dtype of one of ``kinds`` (and at most ``most`` bytes):
+    nothing is read or allocated on the file's word alone."""
+    why = None
+    try:
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                got, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                got, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                why = f".npy format version {version}"
+            if why is None and (dtype.kind not in kinds or dtype.hasobject):
+                why = f"dtype {dtype}"
+            elif why is None and tuple(got) != tuple(shape):
+                why = f"expected shape {tuple(shape)}, got {tuple(got)}"
+            elif why is None:
+                nbytes = math.prod(shape) * dtype.itemsize
+                if most is not None and nbytes > most:
+                    why = f"{nbytes} bytes, more than the {most} expected"
+                else:
+                    data = f.read(nbytes)
+                    if len(data) != nbytes or f.read(1):   # the last read checks the CRC
+                        why = f"expected {nbytes} bytes of data, got another amount"
+    except _ENTRY_ERRORS as e:
+        why = f"{type(e).__name__}: {e}"
+    if why is not None:
+        raise _corrupt(path, f"entry {key!r}: {why}")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _constructor(path: PathOrFile, config: Any, classes: Dict[str, type]) -> Tuple[type, dict]:
+    """The class among ``classes`` and the keyword arguments ``config`` gives."""
+    if not isinstance(config, dict) or not isinstance(config.get("args"), dict):
+        raise _corrupt(path, f"expected a class and its args, got {_short(config)}")
+    kind = config.get("class")
+    cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise _corrupt(path, f"unknown layer class {config.get('class')!r}")
-    return cls(**config["args"])
+        raise _corrupt(path, f"unknown layer class {_short(config.get('class'))}")
+    return cls, config["args"]
+
+
+def _build(path: PathOrFile, config: Dict[str, Any]) -> Tuple[Saved, _RNNBase]:
+    """The object the configuration describes, and the stack inside it; its
+    constructor checks every argument (sizes before allocating) as if typed by
+    hand, and what it raises is said to come from path."""
+    kind = config.get("class")
+    if kind == "Bidirectional":
+        cls, args = _constructor(path, config.get("layer"), _LAYERS)
+    else:
+        cls, args = _constructor(path, config, {**_LAYERS, **_CELLS})
+    try:
+        layer = cls(**args)
+        if kind == "Bidirectional":
+            layer = Bidirectional(layer, merge_mode=config["merge_mode"])
+    except MemoryError as e:
+        raise MemoryError(f"path: {path!r} configures a {kind} larger than this process can "
+                          f"be given ({e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise _corrupt(path, f"bad configuration for {kind!r}: {e}") from None
+    inner = layer.layer if kind == "Bidirectional" else getattr(layer, "_layer", layer)
+    return layer, inner
 
 
 def load(path: PathOrFile) -> Saved:
@@ -102,10 +188,17 @@ def load(path: PathOrFile) -> Saved:
     Raises
     ------
     ValueError
-        When path is not a fastrnn file (no or an unreadable configuration, an
-        unknown class, bad arguments) or has another format version.
-    OSError
-        When path cannot be read.
+        When path is not a fastrnn file: not a zip archive, truncated or
+        corrupt, no or an unreadable configuration, an unknown class, bad
+        arguments, weights missing, unexpected or misshapen, or another format
+        version. Each array's header is checked before its data is read.
+    MemoryError
+        When the configuration asks for a layer larger than this process can
+        be given; refused before anything is allocated.
+    TypeError
+        When path is neither a file name nor a binary file object.
+    FileNotFoundError, IsADirectoryError, PermissionError
+        When the file named cannot be opened.
 
     Examples
     --------
@@ -118,38 +211,64 @@ def load(path: PathOrFile) -> Saved:
     >>> all(np.array_equal(twin.state_dict()[k], v) for k, v in gru.state_dict().items())
     True
     """
-    with np.load(path, allow_pickle=False) as archive:
-        if CONFIG_KEY not in archive.files:
-            raise _corrupt(path, f"no {CONFIG_KEY!r} entry")
-        try:
-            config = json.loads(str(archive[CONFIG_KEY][()]))
-        except (ValueError, TypeError) as e:
-            raise _corrupt(path, f"unreadable configuration: {e}") from None
-        weights = {k: archive[k] for k in archive.files if k != CONFIG_KEY}
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise _corrupt(path, "no fastrnn configuration")
-    if config.get("version") != VERSION:
-        raise ValueError(f"path: {path!r} has fastrnn file version {config.get('version')!r}; "
-                         f"this fastrnn reads version {VERSION}")
-    kind = config.get("class")
+    if isinstance(path, (str, bytes, os.PathLike)):
+        with open(path, "rb") as f:
+            return _load(f, path)
+    if isinstance(path, io.TextIOBase):
+        raise TypeError("path: expected a file name or a binary file object, got a text "
+                        "file (open it with 'rb')")
+    if not all(hasattr(path, name) for name in ("read", "seek", "tell")):
+        raise TypeError(f"path: expected a file name or a binary file object, "
+                        f"got {type(path).__name__}")
+    return _load(path, path)
+
+
+def _load(f: IO[bytes], path: PathOrFile) -> Saved:
+    """load from the open binary file f; path says where it came from."""
     try:
-        if kind == "Bidirectional":
-            layer = Bidirectional(_build_layer(path, config["layer"]),
-                                  merge_mode=config["merge_mode"])
-            inner = layer.layer
-        elif kind in _CELLS:
-            layer = _CELLS[kind](**config["args"])
-            inner = layer._layer
-        else:
-            layer = inner = _build_layer(path, config)
-    except (KeyError, TypeError) as e:
-        raise _corrupt(path, f"bad configuration for {kind!r}: {e!r}") from None
+        archive = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise _corrupt(path, f"not a .npz (zip) archive: {e}") from None
+    with archive:
+        entries: Dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            key = info.filename[:-len(".npy")]
+            if not info.filename.endswith(".npy") or key in entries:
+                raise _corrupt(path, f"unexpected entry {info.filename!r}")
+            entries[key] = info
+        if CONFIG_KEY not in entries:
+            raise _corrupt(path, f"no {CONFIG_KEY!r} entry")
+        text = _read_entry(archive, entries.pop(CONFIG_KEY), path, CONFIG_KEY, (), "U",
+                           _MAX_CONFIG_BYTES)
+        try:
+            config = json.loads(str(text[()]))
+        except (ValueError, TypeError, RecursionError) as e:
+            raise _corrupt(path, f"unreadable configuration: {e}") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise _corrupt(path, "no fastrnn configuration")
+        if config.get("version") != VERSION:
+            raise ValueError(f"path: {path!r} has fastrnn file version "
+                             f"{config.get('version')!r}; this fastrnn reads version {VERSION}")
+        training = config.get("training", True)
+        if not isinstance(training, bool):
+            raise _corrupt(path, f"training: expected true or false, got {training!r}")
+        layer, inner = _build(path, config)
+        # the weights: the names and shapes the configuration gives, headers first
+        expected = {name: array.shape for name, array in layer.named_parameters()}
+        missing = [k for k in expected if k not in entries]
+        unexpected = [k for k in entries if k not in expected]
+        if missing or unexpected:
+            raise _corrupt(path, f"expected the weights {list(expected)}, got missing "
+                                 f"{missing}, unexpected {unexpected}")
+        weights = {k: _read_entry(archive, entries[k], path, k, shape, "fiub")
+                   for k, shape in expected.items()}
     layer.load_state_dict(weights)
-    inner.train(bool(config.get("training", True)))
+    inner.train(training)
     state = config.get("rng")
     if state is not None:
         try:
             inner._rng.bit_generator.state = state
-        except (TypeError, ValueError, KeyError):
-            pass   # another bit generator: dropout masks start afresh
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError):
+            pass   # another bit generator, or no state: dropout masks start afresh
+    return layer
     return layer
