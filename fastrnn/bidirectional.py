@@ -10,8 +10,8 @@ from numpy.typing import ArrayLike
 
 from fastrnn._archive import Saveable
 from fastrnn._validation import _as_array, _check_choice
-from fastrnn.layers import (GRU, LSTM, RNN, _ParameterAttributes, _RNNBase, _stack_property,
-                            _StackWrapper)
+from fastrnn.layers import (GRU, LSTM, RNN, _ParameterAttributes, _RNNBase, _per_thread,
+                            _stack_property, _StackWrapper)
 
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
 
@@ -67,6 +67,11 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
     >>> dx.shape
     (5, 3, 4)
     """
+
+    # what the calling thread's last call kept for backward (per thread, as
+    # the inner layer's record): the two halves for "mul", the merged shape
+    _halves = _per_thread("halves")
+    _merged_shape = _per_thread("merged_shape")
 
     def __init__(self, layer: _RNNBase, merge_mode: str = "concat") -> None:
         if not isinstance(layer, _RNNBase):
@@ -195,6 +200,8 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
                  retain_graph: bool = False) -> Tuple[np.ndarray, Any]:
         """Backpropagate through the last training call; gradients accumulate into ``grads``.
 
+        The last training call is the calling thread's own (see RNN.backward).
+
         Parameters
         ----------
         d_output : array_like or None
@@ -233,6 +240,11 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
                 fwd, bwd = self._halves
                 d_output = np.concatenate([d * bwd, d * fwd], axis=-1)
         return self.layer.backward(d_output, d_state, retain_graph=retain_graph)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_records", None)   # the threads' records, as the layer's
+        return state
 
     def __repr__(self) -> str:
         return f"Bidirectional({self.layer!r}, merge_mode={self.merge_mode!r})"

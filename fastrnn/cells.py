@@ -19,7 +19,7 @@ from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import CBackend
 from fastrnn._validation import _numbers, _pair, _state_array
 from fastrnn.layers import (GRU, LSTM, RNN, Tape, _KIND_ARGUMENTS, _RNNBase, _StackWrapper, _doc,
-                            _stack_property)
+                            _per_thread, _stack_property)
 
 
 def _parameter(name: str, shape: str) -> property:
@@ -59,6 +59,9 @@ class _CellBase(_StackWrapper, Saveable):
     # the _kernels.CELLS code when the fast path applies (the class default is
     # also the value of cells pickled before it existed: the layer path)
     _fast_kind: Optional[int] = None
+    # whether the calling thread's current (or last training) call is
+    # unbatched: per thread, as the layer's record for backward is
+    _unbatched = _per_thread("unbatched", False)
 
     def __init__(self, *, input_size: int, hidden_size: int, bias: bool, dtype: DTypeLike,
                  seed: Optional[int], backend: str, **options: Any) -> None:
@@ -78,6 +81,7 @@ class _CellBase(_StackWrapper, Saveable):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_work_pool"] = []   # scratch, made anew on demand
+        state.pop("_records", None)   # the threads' _unbatched
         return state
 
     # -- parameters under PyTorch's cell names (the mode is _StackWrapper's)
@@ -204,8 +208,9 @@ def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: Arra
     (the same errors), which also sizes the workspace. A function rather than a
     method: every attribute read counts at this scale."""
     params = layer._params
-    if layer._saved is not None:
-        layer._saved = None       # as after the layer path's inference calls
+    records = layer._records      # the layer's _saved, this thread's, read without a property
+    if records.saved is not None:
+        records.saved = None      # as after the layer path's inference calls
     pool = cell._work_pool
     try:
         work = pool.pop()         # atomic: concurrent calls never share a workspace
@@ -269,7 +274,9 @@ class _HiddenStateCell(_CellBase):
                  retain_graph: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training call (or the one ``tape`` recorded).
 
-        Parameter gradients accumulate into ``grads``.
+        Parameter gradients accumulate into ``grads``. The last training call
+        is the calling thread's own: threads sharing the cell each
+        differentiate their own call.
 
         A call is differentiated once, as in PyTorch: a second backward of it
         raises, unless the backward before passed ``retain_graph=True``.
@@ -459,7 +466,9 @@ class LSTMCell(_CellBase):
                  ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Backpropagate through the last training call (or the one ``tape`` recorded).
 
-        Parameter gradients accumulate into ``grads``.
+        Parameter gradients accumulate into ``grads``. The last training call
+        is the calling thread's own: threads sharing the cell each
+        differentiate their own call.
 
         A call is differentiated once, as in PyTorch: a second backward of it
         raises, unless the backward before passed ``retain_graph=True``.

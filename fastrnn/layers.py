@@ -18,7 +18,11 @@ final state is its initial state.
 
 Threads: the C backend releases the GIL, so different layer objects run in
 parallel from Python threads. Calls on one layer object are serialized by a
-lock (it owns its workspace and the state kept for backward).
+lock (it owns its workspace). The record a training call keeps for
+backward is the calling thread's own (``_per_thread``): ``backward()``
+differentiates the last training forward of the thread that calls it,
+whatever other threads ran in between, so threads may share one model, each
+running forward then backward.
 
 Parameters as attributes: ``layer.weight_ih_l0`` is the live array the kernels
 read, and ``layer.weight_ih_l0 = w`` copies ``w`` into it (see
@@ -188,6 +192,34 @@ def _stack_property(name: str, doc: str, settable: bool = False) -> property:
     return property(get, set_ if settable else None, doc=doc)
 
 
+class _Records(threading.local):
+    """An object's ``_per_thread`` values as the calling thread sees them. A
+    name the thread has not set reads its default, a class attribute: reading
+    then costs an attribute lookup, not a caught AttributeError (1 us)."""
+
+
+def _per_thread(name: str, default: Any = None, doc: Optional[str] = None) -> property:
+    """An attribute whose value is the calling thread's own (threading.local):
+    what one thread sets, other threads do not see; a thread that has set
+    nothing reads ``default``. The values live in the object's ``_records``
+    (a _Records), made on first use; replacing or deleting ``_records``
+    forgets every thread's value, and pickling must drop it (a threading.local
+    does not pickle). Used for what a call keeps for backward, so that threads
+    sharing an object each differentiate their own call."""
+    assert getattr(_Records, name, default) is default, f"{name}: two defaults"
+    setattr(_Records, name, default)
+
+    def get(self) -> Any:
+        records = self.__dict__.get("_records")
+        return default if records is None else getattr(records, name)
+
+    def set_(self, value: Any) -> None:
+        # dict.setdefault is atomic: two threads' first uses make one _records
+        setattr(self.__dict__.setdefault("_records", _Records()), name, value)
+
+    return property(get, set_, doc=doc)
+
+
 class _StackWrapper:
     """What a wrapper of one RNN/LSTM/GRU stack (Bidirectional, the cells) passes
     through to the stack, as properties and methods of its own: the dtype, the
@@ -233,6 +265,11 @@ class _RNNBase(_ParameterAttributes, Saveable):
     ``cell`` is a kind of fastrnn.kinds.CELLS; the other arguments are the
     public constructors', passed by keyword.
     """
+
+    # what the calling thread's last training forward kept for backward (None
+    # after its inference calls); per thread, so that threads sharing the
+    # layer each differentiate their own forward
+    _saved = _per_thread("saved")
 
     def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
@@ -367,7 +404,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
     @backend.setter
     def backend(self, name: str) -> None:
         self._backend = BACKENDS[_check_choice("backend", name, sorted(BACKENDS))]()
-        self._saved = None
+        self._records = _Records()   # forgets every thread's record (the old backend's)
 
     def _directions(self) -> Tuple[Tuple[str, bool], ...]:
         """(parameter-name suffix, runs reversed) of each direction, in state order."""
@@ -401,9 +438,10 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     @property
     def tape(self) -> Optional["Tape"]:
-        """What the last training forward kept for backward, as an object of its own
-        (None after an inference forward). ``backward(..., tape=t)`` differentiates
-        that forward, so truncated BPTT over several calls keeps one tape per call
+        """What the calling thread's last training forward kept for backward, as an
+        object of its own (None after an inference forward; each thread has its
+        own). ``backward(..., tape=t)`` differentiates that forward, in any
+        thread, so truncated BPTT over several calls keeps one tape per call
         and runs backward in reverse, passing each call's dh0 as the d_h_n of the
         call before. A tape holds the forward's cache until dropped, or until
         its backward (a forward is differentiated once, unless that backward
@@ -439,7 +477,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for transient in ("_lock", "_saved", "_backend"):
+        for transient in ("_lock", "_records", "_backend"):
             state.pop(transient, None)
         state["_backend_name"] = self._backend.name
         return state
@@ -448,7 +486,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
         backend = state.pop("_backend_name")
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        self.backend = backend            # also clears _saved
+        self.backend = backend            # also forgets the records (_saved)
 
     # -- parameters
 
@@ -789,7 +827,9 @@ class _HiddenStateStack(_RNNBase):
                  ) -> Tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training forward (or the one ``tape`` recorded).
 
-        Parameter gradients accumulate into ``grads``.
+        Parameter gradients accumulate into ``grads``. The last training
+        forward is the calling thread's own: threads sharing the layer each
+        differentiate their own forward, whatever the others ran in between.
 
         A forward is differentiated once, as in PyTorch: a second backward of
         it raises, unless the backward before passed ``retain_graph=True``.
@@ -1015,7 +1055,9 @@ class LSTM(_RNNBase):
                  ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Backpropagate through the last training forward (or the one ``tape`` recorded).
 
-        Parameter gradients accumulate into ``grads``.
+        Parameter gradients accumulate into ``grads``. The last training
+        forward is the calling thread's own: threads sharing the layer each
+        differentiate their own forward, whatever the others ran in between.
 
         A forward is differentiated once, as in PyTorch: a second backward of
         it raises, unless the backward before passed ``retain_graph=True``.
@@ -1071,6 +1113,8 @@ class Tape:
     whatever ran since: truncated BPTT keeps one tape per chunk and runs
     backward from the last chunk to the first, passing each chunk's dh0 as the
     d_h_n of the chunk before. A tape holds that forward's cache until dropped.
+    ``layer.tape`` is the calling thread's last training forward; a tape may
+    be passed to backward in any thread.
 
     A tape is differentiated once: its backward releases the cache, unless
     that backward passes ``retain_graph=True``.
