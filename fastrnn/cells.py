@@ -206,8 +206,13 @@ def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: Arra
     workspace from an earlier call) is one binding call; anything else fails the
     binding's checks and is then converted and checked as the layer path does
     (the same errors), which also sizes the workspace. A function rather than a
-    method: every attribute read counts at this scale."""
+    method: every attribute read counts at this scale.
+
+    It takes no lock, so steps in several threads run in parallel; a step that
+    overlapped a load_state_dict (layer._param_version odd or changed) runs
+    again under the layer's lock, so none computes with half-loaded parameters."""
     params = layer._params
+    version = layer._param_version
     records = layer._records      # the layer's _saved, this thread's, read without a property
     if records.saved is not None:
         records.saved = None      # as after the layer path's inference calls
@@ -229,6 +234,11 @@ def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: Arra
         out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
                                     params["weight_hh_l0"], params.get("bias_ih_l0"),
                                     params.get("bias_hh_l0"), work)
+    if version & 1 or layer._param_version != version:
+        with layer._lock:         # load_state_dict copies under it
+            out = _kernels.cell_forward(cell._fast_kind, x, h, c, params["weight_ih_l0"],
+                                        params["weight_hh_l0"], params.get("bias_ih_l0"),
+                                        params.get("bias_hh_l0"), work)
     pool.append(work)
     return out
 

@@ -18,11 +18,13 @@ final state is its initial state.
 
 Threads: the C backend releases the GIL, so different layer objects run in
 parallel from Python threads. Calls on one layer object are serialized by a
-lock (it owns its workspace). The record a training call keeps for
-backward is the calling thread's own (``_per_thread``): ``backward()``
-differentiates the last training forward of the thread that calls it,
-whatever other threads ran in between, so threads may share one model, each
-running forward then backward.
+lock (it owns its workspace), and so are load_state_dict, state_dict and
+zero_grad. The record a training call keeps for backward is the calling
+thread's own (``_per_thread``): ``backward()`` differentiates the last
+training forward of the thread that calls it, whatever other threads ran in
+between, so threads may share one model, each running forward then backward.
+In-place updates of the live parameter arrays (an optimizer's) are the
+caller's to order with calls in other threads.
 
 Parameters as attributes: ``layer.weight_ih_l0`` is the live array the kernels
 read, and ``layer.weight_ih_l0 = w`` copies ``w`` into it (see
@@ -270,6 +272,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
     # after its inference calls); per thread, so that threads sharing the
     # layer each differentiate their own forward
     _saved = _per_thread("saved")
+    # odd while load_state_dict copies (under the lock), +2 per load: the cells'
+    # lock-free fast path checks it did not overlap a load (cells._infer)
+    _param_version = 0
 
     def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
@@ -504,6 +509,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
     def state_dict(self) -> Dict[str, np.ndarray]:
         """A copy of the parameters under PyTorch's names and shapes.
 
+        Taken under the layer's lock: one whole parameter set, also while
+        another thread runs load_state_dict.
+
         Returns
         -------
         dict of str to ndarray
@@ -514,7 +522,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
             direction of a bidirectional layer. G is 1, 4 or 3 (RNN, LSTM,
             GRU), R is proj_size or H.
         """
-        return {k: v.copy() for k, v in self._params.items()}
+        with self._lock:
+            return {k: v.copy() for k, v in self._params.items()}
 
     def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Load parameters by PyTorch name; every entry must be present with its shape.
@@ -537,6 +546,11 @@ class _RNNBase(_ParameterAttributes, Saveable):
         TypeError
             When state_dict is not a mapping, or an entry is not real numbers.
             Nothing changes when anything is raised.
+
+        Notes
+        -----
+        The copy is made under the layer's lock: a call running in another
+        thread sees all of the old parameters or all of the new ones.
         """
         self._load_state_dict(state_dict, cell_first=False)
 
@@ -575,13 +589,21 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 raise ValueError(f"state_dict[{name!r}]: expected shape "
                                  f"{self._params[k].shape}, got {arr.shape}")
             loaded[k] = arr
-        for k, arr in loaded.items():
-            self._params[k][...] = arr
+        with self._lock:
+            self._param_version += 1
+            try:
+                for k, arr in loaded.items():
+                    self._params[k][...] = arr
+            finally:
+                self._param_version += 1
 
     def zero_grad(self) -> None:
-        """Clear the accumulated parameter gradients (``grads``)."""
-        for g in self.grads.values():
-            g.fill(0)
+        """Clear the accumulated parameter gradients (``grads``), under the layer's
+        lock: a backward running in another thread adds its gradients wholly
+        before or wholly after."""
+        with self._lock:
+            for g in self.grads.values():
+                g.fill(0)
 
     def _weights(self, layer: int, suffix: str, store: Dict[str, np.ndarray]):
         key = f"l{layer}{suffix}"

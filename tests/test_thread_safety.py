@@ -3,7 +3,9 @@
 What is promised (README, "Threads"): calls on one layer are serialized by its
 lock; the record kept for backward is per thread, so a thread's ``backward()``
 differentiates that thread's own last training forward, whatever other threads
-ran in between.
+ran in between; ``load_state_dict``, ``zero_grad`` and ``state_dict`` take the
+lock, so a forward or backward sees the parameters and gradients either before
+or after them, never half-updated.
 
 The stress tests run 8 threads behind a barrier, with a short GIL switch
 interval so that threads interleave between every call, and compare every
@@ -267,3 +269,156 @@ def test_pickle_and_copy_drop_the_records():
             twin(x)                                   # records work in the copy
             assert twin.tape is not None
         assert obj.tape is not None
+
+
+# ---------------------------------------- (b) parameters and grads, locked
+
+@pytest.fixture
+def one_thread():
+    """fastrnn.set_num_threads(1) for the test: on a busy machine, BLAS's own
+    threads can make a small backward 30x slower (bench/test_bench_concurrency.py)."""
+    before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(1)
+    yield
+    fastrnn.set_num_threads(before)
+
+
+def stack():
+    """24 parameter arrays, one forward of about a millisecond."""
+    return fastrnn.GRU(16, 48, num_layers=3, bidirectional=True, seed=7)
+
+
+def test_load_state_dict_is_atomic_for_a_concurrent_forward():
+    """Thread A runs forwards while thread B loads one of two state dicts; every
+    output is one of the two parameter sets' outputs, never a mix."""
+    layer = stack()
+    rng = np.random.default_rng(7)
+    sds = [{k: rng.uniform(-0.2, 0.2, v.shape).astype(v.dtype)
+            for k, v in layer.state_dict().items()} for _ in range(2)]
+    x = rng.uniform(-1, 1, (10, 4, 16)).astype(np.float32)
+    outs = []
+    for sd in sds:
+        layer.load_state_dict(sd)
+        outs.append(layer(x, training=False)[0])
+    assert not np.allclose(outs[0], outs[1])
+    rounds, torn, done = 200, [], threading.Event()
+
+    def forwards():
+        try:
+            for i in range(rounds):
+                out = layer(x, training=False)[0]
+                if not any(np.array_equal(out, o) for o in outs):
+                    torn.append(i)
+        finally:
+            done.set()
+
+    def loads():
+        i = 0
+        while not done.is_set():
+            layer.load_state_dict(sds[i % 2])
+            i += 1
+
+    with switch_often():
+        run_threads([forwards, loads])
+    assert not torn, f"{len(torn)} of {rounds} outputs came from half-loaded parameters"
+
+
+def test_zero_grad_is_atomic_for_a_concurrent_backward(one_thread):
+    """Rounds of one backward in thread A against one zero_grad in thread B:
+    afterwards the gradients are either one backward's (zero_grad first) or
+    zeros (backward first), for every parameter alike, never a mix."""
+    layer = stack()
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-1, 1, (10, 4, 16)).astype(np.float32)
+    dy = rng.uniform(-1, 1, (10, 4, 96)).astype(np.float32)
+    layer.zero_grad()
+    layer(x)
+    layer.backward(dy)
+    one = {k: g.copy() for k, g in layer.grads.items()}
+    torn = []
+    with switch_often():
+        for i in range(100):
+            layer.zero_grad()
+            layer.grads["weight_ih_l0"] += 1      # not yet zero: zero_grad must clear it
+            in_backward = threading.Event()
+
+            def train():
+                layer(x)
+                in_backward.set()
+                layer.backward(dy)
+
+            def clear():
+                in_backward.wait(timeout=30)
+                layer.zero_grad()
+
+            run_threads([train, clear])
+            state = {k: ("zero" if not g.any() else "one" if np.array_equal(g, one[k])
+                         else "other") for k, g in layer.grads.items()}
+            if len(set(state.values())) != 1 or "other" in state.values():
+                torn.append((i, sorted(set(state.values()))))
+    assert not torn, f"{len(torn)} of 100 rounds left gradients half-cleared: {torn[:3]}"
+
+
+def test_state_dict_is_a_consistent_snapshot():
+    """state_dict() during load_state_dict in another thread gives one whole
+    parameter set, never names from both."""
+    layer = stack()
+    rng = np.random.default_rng(9)
+    sds = [{k: np.full(v.shape, float(j), v.dtype) for k, v in layer.state_dict().items()}
+           for j in (1, 2)]
+    torn = []
+
+    def reads():
+        for i in range(200):
+            values = {float(v.flat[0]) for v in layer.state_dict().values()}
+            if len(values) != 1:
+                torn.append(i)
+
+    def loads():
+        for i in range(200):
+            layer.load_state_dict(sds[i % 2])
+
+    layer.load_state_dict(sds[0])
+    with switch_often():
+        run_threads([reads, loads])
+    assert not torn, f"{len(torn)} of 200 state_dict() calls mixed two parameter sets"
+    del rng
+
+
+@pytest.mark.parametrize("make", [lambda: fastrnn.GRUCell(32, 64, seed=0),
+                                  lambda: fastrnn.LSTMCell(32, 64, seed=0)],
+                         ids=["GRUCell", "LSTMCell"])
+def test_load_state_dict_is_atomic_for_the_cells_fast_path(make):
+    """The cells' inference fast path takes no lock (concurrent steps run in
+    parallel), yet never computes with half-loaded parameters."""
+    cell = make().eval()
+    rng = np.random.default_rng(10)
+    sds = [{k: rng.uniform(-0.3, 0.3, v.shape).astype(v.dtype)
+            for k, v in cell.state_dict().items()} for _ in range(2)]
+    x = rng.uniform(-1, 1, (4, 32)).astype(np.float32)
+    outs = []
+    for sd in sds:
+        cell.load_state_dict(sd)
+        out = cell(x)
+        outs.append(out[0] if isinstance(out, tuple) else out)
+    steps, torn, done = 3000, [], threading.Event()
+
+    def step():
+        try:
+            for i in range(steps):
+                out = cell(x)
+                out = out[0] if isinstance(out, tuple) else out
+                if not any(np.array_equal(out, o) for o in outs):
+                    torn.append(i)
+        finally:
+            done.set()
+
+    def loads():
+        i = 0
+        while not done.is_set():
+            cell.load_state_dict(sds[i % 2])
+            i += 1
+
+    with switch_often():
+        run_threads([step, loads])
+    assert not torn, f"{len(torn)} of {steps} steps used half-loaded parameters"
