@@ -26,6 +26,11 @@ between, so threads may share one model, each running forward then backward.
 In-place updates of the live parameter arrays (an optimizer's) are the
 caller's to order with calls in other threads.
 
+Results are bitwise reproducible at one ``fastrnn.set_num_threads`` count;
+across counts every tensor (outputs, states, dx, dh0, grads; float32 and
+float64) may differ by rounding, within 32 * eps * its largest magnitude
+(tests/test_thread_count.py says why and checks it).
+
 Parameters as attributes: ``layer.weight_ih_l0`` is the live array the kernels
 read, and ``layer.weight_ih_l0 = w`` copies ``w`` into it (see
 ``_ParameterAttributes``).
