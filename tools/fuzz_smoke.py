@@ -43,11 +43,10 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
-# the checkout's fastrnn (as `python -m pytest` from the checkout imports it),
-# not whatever another installation would give
+# Which fastrnn runs: the one in the directory given by --path (the tests pass
+# the one they imported), by default this checkout's (as `python -m pytest`
+# from the checkout imports it), not whatever else is installed.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.isdir(os.path.join(ROOT, "fastrnn")):
-    sys.path.insert(0, ROOT)
 
 ALLOWED = (ValueError, TypeError, MemoryError)
 ALLOWED_IO = ALLOWED + (OSError,)      # save/load document OSError for the file itself
@@ -482,8 +481,8 @@ def run_child(seed: int, first: int, count: int, memory_mb: int,
               fail_at: Optional[Tuple[int, str]] = None) -> int:
     """Run cases first..first+count-1 here; print each index before its case and
     the counts at the end. An exception that is not allowed propagates (exit 1).
-    fail_at (index, "segfault" | "raise") makes that case fail on purpose: the
-    negative controls of the parent's detection."""
+    fail_at (index, "segfault" | "abort" | "raise") makes that case fail on
+    purpose: the negative controls of the parent's detection."""
     if memory_mb:
         import resource
         limit = memory_mb << 20
@@ -498,6 +497,8 @@ def run_child(seed: int, first: int, count: int, memory_mb: int,
             if fail_at and fail_at[0] == index:
                 if fail_at[1] == "segfault":
                     os.kill(os.getpid(), signal.SIGSEGV)
+                if fail_at[1] == "abort":
+                    os.abort()
                 raise RuntimeError("a deliberate failure (--fail-at)")
             Case(tmp).run(make_case(seed, index), stats)
     print("stats " + json.dumps(stats), flush=True)
@@ -528,12 +529,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="address-space limit of a child (0: none)")
     p.add_argument("--min-cases", type=int,
                    help="cases that must have run when the budget is spent (default: all)")
+    p.add_argument("--path", default=ROOT,
+                   help="directory whose fastrnn package to run (default: this checkout)")
     p.add_argument("--case", type=int, help="run this one case here, verbosely")
     p.add_argument("--child", nargs=2, type=int, metavar=("FIRST", "COUNT"),
                    help=argparse.SUPPRESS)
     p.add_argument("--fail-at", nargs=2, metavar=("INDEX", "HOW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     fail_at = (int(args.fail_at[0]), args.fail_at[1]) if args.fail_at else None
+    args.path = os.path.abspath(args.path)
+    if os.path.isdir(os.path.join(args.path, "fastrnn")):
+        sys.path.insert(0, args.path)
 
     if args.child:
         return run_child(args.seed, args.child[0], args.child[1], args.memory_mb, fail_at)
@@ -559,7 +565,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     time.monotonic() - start < args.budget:
                 first, count = pending.pop(0)
                 log = open(os.path.join(out_dir, f"{first}.log"), "w+")
-                cmd = [sys.executable, here, "--seed", str(args.seed),
+                cmd = [sys.executable, here, "--seed", str(args.seed), "--path", args.path,
                        "--memory-mb", str(args.memory_mb), "--child", str(first), str(count)]
                 if fail_at:
                     cmd += ["--fail-at", str(fail_at[0]), fail_at[1]]
@@ -603,6 +609,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"  rerun: python {os.path.relpath(here)} --seed {args.seed} "
                       f"--case {last}\n  output:\n{tail}\n", flush=True)
     elapsed = time.monotonic() - start
+    import fastrnn
+    print(f"fastrnn: {os.path.dirname(fastrnn.__file__)}")
     calls = ", ".join(f"{v} {k}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]))
     skipped = sum(count for _, count in pending)
     short = done_cases < (args.cases if args.min_cases is None else args.min_cases)
