@@ -76,10 +76,6 @@ def test_fuzz_runner_reports_an_exception_not_allowed():
 
 # ------------------------------------------------------- bugs the fuzz found
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the cells' load_state_dict of a non-mapping (None, a list) raises "
-    "AttributeError (fastrnn/cells.py calls state_dict.items() before any check), where "
-    "the layers' raises TypeError('load_state_dict: expected a mapping ...')"))
 @pytest.mark.parametrize("cls", [fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell])
 @pytest.mark.parametrize("value", [None, [("weight_ih", 1)]], ids=["None", "list"])
 def test_cell_load_state_dict_of_a_non_mapping(cls, value):

@@ -714,11 +714,6 @@ def test_load_of_an_edited_file_raises_clearly_or_works(archive, assert_tensors_
         check_loaded(obj, assert_tensors_close)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fastrnn.load of a damaged (truncated or bit-flipped) .npz raises "
-    "zipfile.BadZipFile, and of some NotImplementedError (zip method or version), "
-    "not the ValueError its docstring and the README promise for a file that is not "
-    "a fastrnn file (fastrnn/serialize.py lets np.load's zipfile errors through)"))
 @property_settings(examples=60, shrink=False)
 @given(damage=st.one_of(
     st.tuples(st.just("truncate"), st.floats(0.0, 0.99)),
@@ -753,10 +748,6 @@ def edited(obj, edit: Callable[[Dict[str, Any]], None]) -> io.BytesIO:
     return buffer
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fastrnn.load lets OverflowError through when the saved generator state is out "
-    "of uint64's range (fastrnn/serialize.py catches TypeError, ValueError and KeyError "
-    "around bit_generator.state, and ignores a bad state otherwise)"))
 @pytest.mark.parametrize("where", ["state", "inc", "uinteger"])
 def test_load_of_an_out_of_range_rng_state(where):
     def edit(cfg):
@@ -764,10 +755,6 @@ def test_load_of_an_out_of_range_rng_state(where):
     attempt(lambda: fastrnn.load(edited(fastrnn.GRU(3, 4, seed=0), edit)))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fastrnn.load of a Bidirectional file whose 'layer' entry is not a JSON object "
-    "raises AttributeError (fastrnn/serialize.py, _build_layer calls config.get), not "
-    "ValueError('... is not a fastrnn file')"))
 @pytest.mark.parametrize("layer", ["GRU", 3, None, ["GRU"]])
 def test_load_of_a_bidirectional_whose_layer_is_not_an_object(layer):
     def edit(cfg):
@@ -791,10 +778,6 @@ except (ValueError, MemoryError) as e:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: num_layers is not bounded: LSTM(4, 8, num_layers=2**40) allocates layer after "
-    "layer until memory runs out (minutes, and every GiB the host has) instead of "
-    "raising at once (API.md: MemoryError for sizes)"))
 def test_huge_num_layers_fails_fast():
     """A child process, capped at 4 GiB and 8 s: a fixed library raises in well under
     a second; the bug times out (or fills the cap)."""
