@@ -214,8 +214,6 @@ def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: Arra
     params = layer._params
     version = layer._param_version
     records = layer._records      # the layer's _saved, this thread's, read without a property
-    if records.saved is not None:
-        records.saved = None      # as after the layer path's inference calls
     pool = cell._work_pool
     try:
         work = pool.pop()         # atomic: concurrent calls never share a workspace
@@ -240,6 +238,9 @@ def _infer(cell: _CellBase, layer: _RNNBase, x: ArrayLike, h: ArrayLike, c: Arra
                                         params["weight_hh_l0"], params.get("bias_ih_l0"),
                                         params.get("bias_hh_l0"), work)
     pool.append(work)
+    if records.saved is not None:
+        records.saved = None      # as after the layer path's inference calls (a call
+                                  # that raised above left the record as it was)
     return out
 
 

@@ -559,12 +559,6 @@ def test_cell_steps_raise_clearly_or_match_numpy(cfg, sequence, assert_tensors_c
         got = attempt(lambda: cell_forward(c_cell, args))
         same_outcome(f"step {i} forward", got, attempt(lambda: cell_forward(np_cell, twin)),
                      dtype, assert_tensors_close)
-        inference = call["training"] is False or (call["training"] is None and cfg["eval"])
-        if not got[0] and inference:
-            # Known bug (test_rejected_inference_step_keeps_the_tape, xfailed): the C
-            # fast path drops the tape before it checks its arguments. Mirrored on the
-            # reference so the rest of the sequence stays comparable; remove with the fix.
-            np_cell._layer._saved = None
         if call["backward"]:
             got = attempt(lambda: cell_backward(c_cell, args))
             same_outcome(f"step {i} backward", got,
@@ -795,11 +789,6 @@ def test_huge_num_layers_fails_fast():
 
 # ------------------------------------------------- bugs the properties found
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the cells' C inference fast path (fastrnn/cells.py, _infer) drops the tape of "
-    "the last training step before it checks its arguments, so an inference call that "
-    "raises leaves the cell changed: backward then says there is no training forward "
-    "(API.md, Errors: an object that raises is left as it was)"))
 @pytest.mark.parametrize("cls", [fastrnn.RNNCell, fastrnn.GRUCell, fastrnn.LSTMCell])
 def test_rejected_inference_step_keeps_the_tape(cls):
     cell = cls(3, 4, seed=0)
