@@ -42,6 +42,7 @@ import pytest
 
 import fastrnn
 from fastrnn import _kernels
+from fastrnn.bench.report import cpu_model, usable_cpus as available_cpus
 
 # name -> (T, B, I, H): README's S1 and S2 (latency-bound), a batch the loop
 # splits between threads only up to 64 rows (B48), README's S3 (GEMM-bound)
@@ -187,24 +188,6 @@ def test_concurrency(benchmark, shape, mode, n, setting, how):
 
 
 # ------------------------------------------------------------------ script
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
 
 def measure(shape: str, mode: str, n: int, setting: str, rounds: int) -> Dict:
     """Interleaved rounds of the sequential and the concurrent block of one row."""
