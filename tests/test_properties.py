@@ -47,7 +47,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -97,8 +97,9 @@ def flatten(prefix: str, value: Any, into: Dict[str, np.ndarray]) -> Dict[str, n
 
 
 def same_outcome(step: str, got: Tuple[bool, Any], want: Tuple[bool, Any], dtype,
-                 assert_tensors_close) -> None:
-    """The C run and the reference run of one call agree (see the module docstring)."""
+                 assert_tensors_close, truth: Optional[Tuple[bool, Any]] = None) -> None:
+    """The C run and the reference run of one call agree (see the module docstring);
+    truth is the same call's outcome on a float64 reference (see assert_agree)."""
     ok_c, c = got
     ok_np, ref = want
     event(f"{step.split()[-1]}: {'compared' if ok_c and ok_np else 'raised'}")
@@ -108,7 +109,56 @@ def same_outcome(step: str, got: Tuple[bool, Any], want: Tuple[bool, Any], dtype
             f"{'returned' if ok_np else f'raised {ref!r}'}")
         assert type(c) is type(ref), f"{step}: 'c' raised {c!r}, 'numpy' raised {ref!r}"
         return
-    assert_tensors_close(flatten("", c, {}), flatten("", ref, {}), dtype, context=step)
+    got_t, want_t = flatten("", c, {}), flatten("", ref, {})
+    if not all(np.all(np.isfinite(v)) for v in want_t.values()):
+        # the reference overflowed (unbounded activations, say): "NaN policy aside"
+        # (API.md), only the names, shapes and dtypes are compared
+        event("reference overflowed: shapes only")
+        assert {k: (v.shape, v.dtype) for k, v in got_t.items()} == \
+            {k: (v.shape, v.dtype) for k, v in want_t.items()}, step
+        return
+    assert_agree(step, got_t, want_t, dtype, assert_tensors_close,
+                 flatten("", truth[1], {}) if truth and truth[0] else None)
+
+
+def assert_agree(step: str, got: Dict[str, np.ndarray], want: Dict[str, np.ndarray], dtype,
+                 assert_tensors_close, truth: Optional[Dict[str, np.ndarray]] = None) -> None:
+    """C's tensors equal the reference's within the dtype's tolerance. In float32
+    an ill-conditioned case (the derivative of a saturated activation taken from
+    its output, after an unbounded gate) loses more than that to rounding in both
+    backends; there truth, the float64 reference's tensors, decides: C's largest
+    error against it may be at most 4 times the float32 reference's own."""
+    if not all(np.all(np.isfinite(v)) for v in want.values()):
+        event("reference overflowed: shapes only")         # as in same_outcome
+        return
+    try:
+        assert_tensors_close(got, want, dtype, context=step)
+    except AssertionError as direct:
+        if truth is None or truth.keys() != got.keys():
+            raise
+        for name, t in truth.items():
+            err_c = float(np.max(np.abs(got[name].astype(np.float64) - t), initial=0.0))
+            err_ref = float(np.max(np.abs(want[name].astype(np.float64) - t), initial=0.0))
+            if not err_c <= 4 * err_ref + 1e-6:
+                raise AssertionError(
+                    f"{direct}\n{step}: {name}: against the float64 reference, C's error "
+                    f"{err_c:.3e} exceeds 4 times the float32 reference's ({err_ref:.3e})"
+                ) from None
+        event("float32: decided against float64")
+
+
+def on_twin(twin, call: Callable[[Any, Any], Any], args: Any) -> Optional[Tuple[bool, Any]]:
+    """call(twin, a copy of args) as attempt() gives it, or None without a twin."""
+    return None if twin is None else attempt(lambda: call(twin, copy.deepcopy(args)))
+
+
+def float64_twin(obj, make: Callable[[Dict[str, Any], str], Any], cfg: Dict[str, Any]):
+    """The float64 NumPy reference with obj's weights, for a float32 obj (else None)."""
+    if obj.dtype != np.float32:
+        return None
+    twin = make(dict(cfg, dtype=np.float64), "numpy")
+    twin.load_state_dict({k: v.astype(np.float64) for k, v in obj.state_dict().items()})
+    return twin
 
 
 def built_alike(make: Callable[[str], Any]) -> Tuple[Any, Any]:
@@ -424,6 +474,8 @@ def grads_of(layer) -> Dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------ layers
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
 @property_settings(examples=300)
 @given(cfg=layer_configs(), sequence=calls())
 def test_layer_calls_raise_clearly_or_match_numpy(cfg, sequence, assert_tensors_close):
@@ -431,6 +483,7 @@ def test_layer_calls_raise_clearly_or_match_numpy(cfg, sequence, assert_tensors_
     if c_layer is None:
         return
     dtype = c_layer.dtype
+    f64_layer = float64_twin(c_layer, build, cfg)
     for i, call in enumerate(sequence):
         args = make_call(cfg, c_layer, call)
         twin = copy.deepcopy(args)        # the reference gets its own copy of everything
@@ -438,21 +491,25 @@ def test_layer_calls_raise_clearly_or_match_numpy(cfg, sequence, assert_tensors_
         step = f"call {i} forward"
         got = attempt(lambda: run_forward(c_layer, args["forward"]))
         assert_untouched(step, args["forward"], before)
+        truth = on_twin(f64_layer, run_forward, args["forward"])
         same_outcome(step, got, attempt(lambda: run_forward(np_layer, twin["forward"])), dtype,
-                     assert_tensors_close)
+                     assert_tensors_close, truth)
         if call["zero_grad"]:
-            c_layer.zero_grad()
-            np_layer.zero_grad()
+            for layer in (c_layer, np_layer, f64_layer):
+                if layer is not None:
+                    layer.zero_grad()
         if not call["backward"]:
             continue
         before = snapshot(args["backward"])
         step = f"call {i} backward"
         got = attempt(lambda: run_backward(c_layer, args["backward"]))
         assert_untouched(step, args["backward"], before)
+        truth = on_twin(f64_layer, run_backward, args["backward"])
         same_outcome(step, got, attempt(lambda: run_backward(np_layer, twin["backward"])),
-                     dtype, assert_tensors_close)
-        assert_tensors_close(grads_of(c_layer), grads_of(np_layer), dtype,
-                             context=f"call {i} accumulated gradients")
+                     dtype, assert_tensors_close, truth)
+        assert_agree(f"call {i} accumulated gradients", grads_of(c_layer), grads_of(np_layer),
+                     dtype, assert_tensors_close,
+                     None if f64_layer is None else grads_of(f64_layer))
 
 
 # ------------------------------------------------------------------- cells
@@ -552,20 +609,24 @@ def test_cell_steps_raise_clearly_or_match_numpy(cfg, sequence, assert_tensors_c
     if c_cell is None:
         return
     dtype = c_cell.dtype
+    f64_cell = float64_twin(c_cell, build_cell, cfg)
     for i, call in enumerate(sequence):
         args = make_cell_call(c_cell, call)
         twin = copy.deepcopy(args)
         before = snapshot(args)
         got = attempt(lambda: cell_forward(c_cell, args))
+        truth = on_twin(f64_cell, cell_forward, args)
         same_outcome(f"step {i} forward", got, attempt(lambda: cell_forward(np_cell, twin)),
-                     dtype, assert_tensors_close)
+                     dtype, assert_tensors_close, truth)
         if call["backward"]:
             got = attempt(lambda: cell_backward(c_cell, args))
+            truth = on_twin(f64_cell, cell_backward, args)
             same_outcome(f"step {i} backward", got,
                          attempt(lambda: cell_backward(np_cell, twin)), dtype,
-                         assert_tensors_close)
-            assert_tensors_close(grads_of(c_cell), grads_of(np_cell), dtype,
-                                 context=f"step {i} accumulated gradients")
+                         assert_tensors_close, truth)
+            assert_agree(f"step {i} accumulated gradients", grads_of(c_cell), grads_of(np_cell),
+                         dtype, assert_tensors_close,
+                         None if f64_cell is None else grads_of(f64_cell))
         assert_untouched(f"step {i}", args, before)
 
 
@@ -635,7 +696,7 @@ def edited_archives(draw) -> Archive:
             parent.pop(path[-1], None)
         elif path[0] == "rng":
             # (not a state out of uint64's range: test_load_of_an_out_of_range_rng_state)
-            parent[path[-1]] = draw(st.sampled_from(["x", None, [], {}, 1.5, 2**64]))
+            parent[path[-1]] = draw(st.sampled_from(["x", None, [], {}, 1.5]))
         elif path == ("layer",):
             # a Bidirectional's layer that is not a JSON object: see
             # test_load_of_a_bidirectional_whose_layer_is_not_an_object
@@ -742,10 +803,12 @@ def edited(obj, edit: Callable[[Dict[str, Any]], None]) -> io.BytesIO:
     return buffer
 
 
-@pytest.mark.parametrize("where", ["state", "inc", "uinteger"])
-def test_load_of_an_out_of_range_rng_state(where):
+@pytest.mark.parametrize("where,value", [("state", -1), ("inc", 2**128), ("uinteger", -1),
+                                         ("uinteger", 2**64), ("has_uint32", 2**64)])
+def test_load_of_an_out_of_range_rng_state(where, value):
     def edit(cfg):
-        (cfg["rng"] if where == "uinteger" else cfg["rng"]["state"])[where] = -1
+        rng = cfg["rng"]
+        (rng if where in ("uinteger", "has_uint32") else rng["state"])[where] = value
     attempt(lambda: fastrnn.load(edited(fastrnn.GRU(3, 4, seed=0), edit)))
 
 
