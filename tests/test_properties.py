@@ -28,16 +28,15 @@ of them locally. The array contents are drawn from a seed, not element by
 element: Hypothesis explores shapes, dtypes and options, and shrinks a failure
 to the smallest such case.
 
-Generated sizes stay small, or absurd (2**40 and up): a request for terabytes
-must fail at once with MemoryError, while a middling size such as 2**31 would
-really allocate gigabytes on the test machine. num_layers stays small here
-(test_huge_num_layers_fails_fast covers the rest).
+Generated sizes stay small, or beyond the kernels' 32-bit sizes (2**31 and
+up), or absurd (2**40 and up): those must fail at once (ValueError or
+MemoryError), while a middling size that this machine's memory can hold
+(hidden_size=20000: 6.4 GB of parameters and gradients) would really
+allocate it.
 
-The library bugs these properties found have a test of their own each, at the
-end, marked xfail(strict=True) with the bug in the reason; the generators
-steer around them (each place says which), so that the properties keep
-guarding everything else until the fix, which turns the xfail into a failure
-to remove.
+The library bugs these properties found (all fixed since) keep a test of
+their own each, at the end; they were xfail(strict=True) with the bug in the
+reason until the fix, and the generators steered around them meanwhile.
 """
 from __future__ import annotations
 
@@ -188,8 +187,9 @@ def assert_untouched(step: str, args: Dict[str, Any], before: Dict[str, np.ndarr
 
 # ----------------------------------------------------------- configurations
 
-# absurd sizes: numpy refuses them at once (MemoryError or ValueError)
-HUGE = [2**40, 2**62, 2**63, 2**64]
+# sizes refused at once: beyond the kernels' C ints (ValueError), or absurd
+# (MemoryError before anything is allocated)
+HUGE = [2**31, 2**32, 2**40, 2**62, 2**63, 2**64]
 BAD_SIZES = [0, -1, 2.5, "3", None, True] + HUGE
 BAD_DTYPES = [np.int32, "float16", None, "nonsense", object, np.complex64]
 ACT_NAMES = sorted(ACTIVATION_DEFAULTS)
@@ -252,7 +252,7 @@ def layer_configs(draw) -> Dict[str, Any]:
     if bad in ("input_size", "hidden_size"):
         cfg[bad] = draw(st.sampled_from(BAD_SIZES))
     elif bad == "num_layers":
-        cfg[bad] = draw(st.sampled_from([0, -2, 1.0, None, "2"]))
+        cfg[bad] = draw(st.sampled_from([0, -2, 1.0, None, "2", 2**31, 2**40]))
     elif bad == "dtype":
         cfg[bad] = draw(st.sampled_from(BAD_DTYPES))
     elif bad == "bias":
@@ -640,10 +640,9 @@ SAVED = {
     "bidirectional": lambda: fastrnn.Bidirectional(fastrnn.GRU(3, 4, seed=3), "sum"),
     "cell": lambda: fastrnn.LSTMCell(3, 4, seed=4),
 }
-# values a hand-edited configuration may hold (never a num_layers of 2**40:
-# test_huge_num_layers_fails_fast)
-ODD_VALUES = [0, -1, 2**40, 2**63, 1.5, True, None, "x", "float16", "int8", [], {}, [1, 2],
-              {"a": 1}, "lstm", "bidirectional", float("inf")]
+# values a hand-edited configuration may hold
+ODD_VALUES = [0, -1, 2**31, 2**40, 2**63, 2**64, 1.5, True, None, "x", "float16", "int8", [],
+              {}, [1, 2], {"a": 1}, "lstm", "bidirectional", float("inf")]
 CONFIG_KEY = "__fastrnn__"
 
 
@@ -687,20 +686,17 @@ def edited_archives(draw) -> Archive:
     name = draw(st.sampled_from(weights))
     if kind in ("set", "drop"):
         path = draw(st.sampled_from(sorted(config_paths(cfg), key=str)))
-        if path[-1] == "num_layers":
-            path = path[:-1] + ("hidden_size",)
         parent = cfg
         for k in path[:-1]:
             parent = parent[k]
         if kind == "drop":
             parent.pop(path[-1], None)
         elif path[0] == "rng":
-            # (not a state out of uint64's range: test_load_of_an_out_of_range_rng_state)
-            parent[path[-1]] = draw(st.sampled_from(["x", None, [], {}, 1.5]))
+            parent[path[-1]] = draw(st.sampled_from(["x", None, [], {}, 1.5, -1, 2**64,
+                                                     2**128]))
         elif path == ("layer",):
-            # a Bidirectional's layer that is not a JSON object: see
-            # test_load_of_a_bidirectional_whose_layer_is_not_an_object
-            parent[path[-1]] = draw(st.sampled_from([{}, {"class": "GRU"}, {"a": 1}]))
+            parent[path[-1]] = draw(st.sampled_from([{}, {"class": "GRU"}, {"a": 1}] +
+                                                    ODD_VALUES))
         else:
             parent[path[-1]] = draw(st.sampled_from(ODD_VALUES))
         what = f"{kind} {'.'.join(map(str, path))}" + \
@@ -711,8 +707,9 @@ def edited_archives(draw) -> Archive:
         arrays[CONFIG_KEY] = np.array(text)
         what = f"config {text[:20]!r}"
     elif kind == "rng":
-        # (not a state out of uint64's range: test_load_of_an_out_of_range_rng_state)
         cfg["rng"] = draw(st.sampled_from([
+            {"bit_generator": "PCG64", "state": {"state": -1, "inc": 2**200},
+             "has_uint32": 0, "uinteger": 0},
             {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1},
              "has_uint32": 0, "uinteger": 0},
             {"bit_generator": "MT19937", "state": {"key": [1, 2], "pos": 0}},
