@@ -474,7 +474,7 @@ class Case:
 
 
 def run_child(seed: int, first: int, count: int, memory_mb: int,
-              fail_at: Optional[Tuple[int, str]] = None) -> int:
+              fail_at: Optional[Tuple[int, str]] = None, tmp_root: Optional[str] = None) -> int:
     """Run cases first..first+count-1 here; print each index before its case and
     the counts at the end. An exception that is not allowed propagates (exit 1).
     fail_at (index, "segfault" | "abort" | "raise") makes that case fail on
@@ -486,7 +486,8 @@ def run_child(seed: int, first: int, count: int, memory_mb: int,
     import fastrnn
     threads = fastrnn.get_num_threads()
     stats: Dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-") as tmp:
+    # (inside the parent's directory: a child killed by a signal cleans up nothing)
+    with tempfile.TemporaryDirectory(prefix="fastrnn-fuzz-", dir=tmp_root) as tmp:
         for index in range(first, first + count):
             print(f"case {index}", flush=True)
             fastrnn.set_num_threads(threads)    # every case starts from the same setting
@@ -531,6 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--child", nargs=2, type=int, metavar=("FIRST", "COUNT"),
                    help=argparse.SUPPRESS)
     p.add_argument("--fail-at", nargs=2, metavar=("INDEX", "HOW"), help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     fail_at = (int(args.fail_at[0]), args.fail_at[1]) if args.fail_at else None
     args.path = os.path.abspath(args.path)
@@ -538,7 +540,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.path.insert(0, args.path)
 
     if args.child:
-        return run_child(args.seed, args.child[0], args.child[1], args.memory_mb, fail_at)
+        return run_child(args.seed, args.child[0], args.child[1], args.memory_mb, fail_at,
+                         args.tmp)
     if args.case is not None:
         case = make_case(args.seed, args.case)
         print(f"case {args.case} (seed {args.seed}):")
@@ -562,7 +565,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 first, count = pending.pop(0)
                 log = open(os.path.join(out_dir, f"{first}.log"), "w+")
                 cmd = [sys.executable, here, "--seed", str(args.seed), "--path", args.path,
-                       "--memory-mb", str(args.memory_mb), "--child", str(first), str(count)]
+                       "--memory-mb", str(args.memory_mb), "--tmp", out_dir,
+                       "--child", str(first), str(count)]
                 if fail_at:
                     cmd += ["--fail-at", str(fail_at[0]), fail_at[1]]
                 children += 1
