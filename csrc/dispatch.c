@@ -122,46 +122,31 @@ size_t fastrnn_backward_work_size(const fastrnn_layer *L)
     return fastrnn_backward_work_size_f32_base(L);
 }
 
-int fastrnn_forward_f32(float *y, fastrnn_state_f32 *state_n, float *cache, float *work,
-                        const float *x, const fastrnn_state_f32 *state0,
-                        const fastrnn_params_f32 *W, const fastrnn_layer *L)
-{
-    fp_mode saved = enter_call();
-    int status = KERNELS[fastrnn_isa()].forward_f32(y, state_n, cache, work, x, state0, W, L);
-    leave_call(saved);
-    return status;
-}
+/* The public entry points, one pair per precision: each runs the chosen
+ * instruction set's kernel between enter_call and leave_call. */
+#define DEFINE_ENTRY_POINTS(real, S)                                                          \
+    int fastrnn_forward_##S(real *y, fastrnn_state_##S *state_n, real *cache, real *work,     \
+                            const real *x, const fastrnn_state_##S *state0,                    \
+                            const fastrnn_params_##S *W, const fastrnn_layer *L)               \
+    {                                                                                         \
+        fp_mode saved = enter_call();                                                         \
+        int status = KERNELS[fastrnn_isa()].forward_##S(y, state_n, cache, work, x, state0,  \
+                                                        W, L);                                \
+        leave_call(saved);                                                                    \
+        return status;                                                                        \
+    }                                                                                         \
+    int fastrnn_backward_##S(real *dx, fastrnn_state_##S *dstate0,                            \
+                             const fastrnn_params_##S *dW, real *work, const real *dy,        \
+                             const fastrnn_state_##S *dstate_n, const real *cache,            \
+                             const real *x, const fastrnn_params_##S *W,                      \
+                             const fastrnn_layer *L)                                          \
+    {                                                                                         \
+        fp_mode saved = enter_call();                                                         \
+        int status = KERNELS[fastrnn_isa()].backward_##S(dx, dstate0, dW, work, dy, dstate_n, \
+                                                         cache, x, W, L);                     \
+        leave_call(saved);                                                                    \
+        return status;                                                                        \
+    }
 
-int fastrnn_forward_f64(double *y, fastrnn_state_f64 *state_n, double *cache, double *work,
-                        const double *x, const fastrnn_state_f64 *state0,
-                        const fastrnn_params_f64 *W, const fastrnn_layer *L)
-{
-    fp_mode saved = enter_call();
-    int status = KERNELS[fastrnn_isa()].forward_f64(y, state_n, cache, work, x, state0, W, L);
-    leave_call(saved);
-    return status;
-}
-
-int fastrnn_backward_f32(float *dx, fastrnn_state_f32 *dstate0, const fastrnn_params_f32 *dW,
-                         float *work, const float *dy, const fastrnn_state_f32 *dstate_n,
-                         const float *cache, const float *x, const fastrnn_params_f32 *W,
-                         const fastrnn_layer *L)
-{
-    fp_mode saved = enter_call();
-    int status = KERNELS[fastrnn_isa()].backward_f32(dx, dstate0, dW, work, dy, dstate_n, cache,
-                                                     x, W, L);
-    leave_call(saved);
-    return status;
-}
-
-int fastrnn_backward_f64(double *dx, fastrnn_state_f64 *dstate0, const fastrnn_params_f64 *dW,
-                         double *work, const double *dy, const fastrnn_state_f64 *dstate_n,
-                         const double *cache, const double *x, const fastrnn_params_f64 *W,
-                         const fastrnn_layer *L)
-{
-    fp_mode saved = enter_call();
-    int status = KERNELS[fastrnn_isa()].backward_f64(dx, dstate0, dW, work, dy, dstate_n, cache,
-                                                     x, W, L);
-    leave_call(saved);
-    return status;
-}
+DEFINE_ENTRY_POINTS(float, f32)
+DEFINE_ENTRY_POINTS(double, f64)
