@@ -93,18 +93,134 @@ typedef struct {
     int s0, s1;
 } slice_job;
 
-static void *run_job(void *arg)
+static void run_job(const slice_job *job)
 {
-    slice_job *job = arg;
     job->fn(job->ctx, job->s0, job->s1);
+}
+
+static void *run_job_thread(void *job)
+{
+    run_job(job);
     return NULL;
+}
+
+/* The floating-point mode travels with the work: a persistent worker does not
+ * inherit the caller's (dispatch.c flushes denormals for each call). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+static unsigned int fp_mode_get(void) { return _mm_getcsr(); }
+static void fp_mode_set(unsigned int m) { _mm_setcsr(m); }
+static void cpu_relax(void) { _mm_pause(); }
+#else
+static unsigned int fp_mode_get(void) { return 0; }
+static void fp_mode_set(unsigned int m) { (void)m; }
+static void cpu_relax(void) {}
+#endif
+
+/* A thread start costs 10-30 us and one training call splits hundreds of
+ * products, so the workers are started on first use and kept. Between
+ * regions a worker spins for about POOL_SPIN pauses (tens of microseconds,
+ * so that the next step's region finds it awake) and then sleeps on a
+ * condition variable: it never holds a core between calls, which on a busy
+ * machine is what made BLAS's own pool slow. One region uses the pool at a
+ * time; a region that finds it taken (another Python thread's call, or a
+ * region inside a region) starts threads of its own. */
+#define POOL_SPIN 4000
+
+static struct {
+    pthread_mutex_t region;  /* held by the caller of the running region */
+    pthread_mutex_t lock;    /* guards the members below */
+    pthread_cond_t wake, done;
+    int workers;             /* started: worker k runs slice k (1..workers) */
+    unsigned long generation;   /* bumped for each region */
+    int pending;             /* the region's slices not yet finished by workers */
+    int slices;
+    unsigned int fp_mode;
+    slice_job jobs[FASTRNN_MAX_THREADS];
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, {{0}}};
+
+static void *pool_worker(void *arg)
+{
+    int k = (int)(size_t)arg;
+    unsigned long seen = 0;
+    for (;;) {
+        for (int i = 0; i < POOL_SPIN; i++) {
+            if (__atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) != seen)
+                break;
+            cpu_relax();
+        }
+        pthread_mutex_lock(&pool.lock);
+        while (pool.generation == seen)
+            pthread_cond_wait(&pool.wake, &pool.lock);
+        seen = pool.generation;
+        int mine = k < pool.slices;
+        slice_job job = pool.jobs[k];
+        unsigned int mode = pool.fp_mode;
+        pthread_mutex_unlock(&pool.lock);
+        if (!mine)
+            continue;
+        fp_mode_set(mode);
+        run_job(&job);
+        pthread_mutex_lock(&pool.lock);
+        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_ACQ_REL) == 0)
+            pthread_cond_signal(&pool.done);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    return NULL;
+}
+
+/* A forked child has none of the parent's workers */
+static void pool_after_fork(void)
+{
+    pthread_mutex_init(&pool.region, NULL);
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.workers = 0;
+    pool.pending = 0;
+}
+
+/* Starts workers up to n - 1 (the caller runs slice 0); returns how many
+ * there are. Called with pool.lock held. */
+static int pool_grow(int n)
+{
+    static int fork_handler_set = 0;
+    if (!fork_handler_set)
+        fork_handler_set = pthread_atfork(NULL, NULL, pool_after_fork) == 0;
+    while (pool.workers < n - 1) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&tid, &attr, pool_worker, (void *)(size_t)(pool.workers + 1));
+        pthread_attr_destroy(&attr);
+        if (failed)
+            break;
+        pool.workers++;
+    }
+    return pool.workers;
+}
+
+/* Each slice in a thread of its own, started and joined here */
+static void run_on_new_threads(slice_job *jobs, int n)
+{
+    pthread_t tids[FASTRNN_MAX_THREADS];
+    int started[FASTRNN_MAX_THREADS] = {0};
+    for (int k = 1; k < n; k++)
+        started[k] = pthread_create(&tids[k], NULL, run_job_thread, &jobs[k]) == 0;
+    run_job(&jobs[0]);
+    for (int k = 1; k < n; k++) {
+        if (started[k])
+            pthread_join(tids[k], NULL);
+        else
+            run_job(&jobs[k]);
+    }
 }
 
 void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx)
 {
     slice_job jobs[FASTRNN_MAX_THREADS];
-    pthread_t tids[FASTRNN_MAX_THREADS];
-    int started[FASTRNN_MAX_THREADS] = {0};
     if (nthreads > FASTRNN_MAX_THREADS)
         nthreads = FASTRNN_MAX_THREADS;
     if (nthreads < 1)
@@ -115,13 +231,35 @@ void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void 
         jobs[k].s0 = (int)((long long)B * k / nthreads);
         jobs[k].s1 = (int)((long long)B * (k + 1) / nthreads);
     }
-    for (int k = 1; k < nthreads; k++)
-        started[k] = pthread_create(&tids[k], NULL, run_job, &jobs[k]) == 0;
-    run_job(&jobs[0]);
-    for (int k = 1; k < nthreads; k++) {
-        if (started[k])
-            pthread_join(tids[k], NULL);
-        else
-            run_job(&jobs[k]);
+    if (nthreads == 1) {
+        run_job(&jobs[0]);
+        return;
     }
+    if (pthread_mutex_trylock(&pool.region) != 0) {
+        run_on_new_threads(jobs, nthreads);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    int workers = pool_grow(nthreads);
+    int n = workers + 1 < nthreads ? workers + 1 : nthreads;   /* slices on the pool */
+    for (int k = 0; k < n; k++)
+        pool.jobs[k] = jobs[k];
+    pool.slices = n;
+    __atomic_store_n(&pool.pending, n - 1, __ATOMIC_RELEASE);
+    pool.fp_mode = fp_mode_get();
+    __atomic_store_n(&pool.generation, pool.generation + 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+
+    run_job(&jobs[0]);
+    for (int k = n; k < nthreads; k++)   /* slices whose worker could not start */
+        run_job(&jobs[k]);
+
+    for (int i = 0; i < POOL_SPIN && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; i++)
+        cpu_relax();
+    pthread_mutex_lock(&pool.lock);
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool.region);
 }

@@ -96,9 +96,9 @@ static void FN(gemm_slice)(void *arg, int s0, int s1)
 /* C = alpha op(A) op(B) + beta C on up to `threads` threads. BLAS runs
  * serially inside fastrnn's calls (dispatch.c): a threaded BLAS leaves its
  * workers spin-waiting after each product, which on a machine whose other
- * cores are busy made training up to 20x slower than one thread. These
- * threads end with the product. Products below FASTRNN_SPLIT_GEMM_MACS
- * multiply-adds stay in one thread (a thread start costs ~10-30 us). */
+ * cores are busy made training up to 20x slower than one thread. The slices
+ * run on fastrnn's pool (common.c), whose workers sleep between calls.
+ * Products below FASTRNN_SPLIT_GEMM_MACS multiply-adds stay in one thread. */
 static void FN(gemm)(int threads, int trans_a, int trans_b, int M, int N, int K, real alpha,
                      const real *A, int lda, const real *Bm, int ldb,
                      real beta, real *C, int ldc)

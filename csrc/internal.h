@@ -35,8 +35,9 @@ void fastrnn_blas_serial_begin(void);
 void fastrnn_blas_serial_end(void);
 
 /* Runs fn(ctx, s0, s1) on nthreads contiguous slices of [0, B) at once, the
- * first in the calling thread; a slice whose thread cannot start runs in the
- * caller after the others. */
+ * first in the calling thread, the others on the persistent workers
+ * (common.c); a slice whose thread cannot start runs in the caller after the
+ * others. */
 void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx);
 
 /* Inference projects the input this many rows (time steps x batch) at a
@@ -123,7 +124,8 @@ static inline int loop_threads(const fastrnn_layer *L, int training)
 
 /* GEMMs of at least this many multiply-adds are split over the call's
  * threads (gemm.h FN(gemm)), in slices of at least FASTRNN_MIN_SPLIT rows or
- * columns each; below, a thread start costs more than it saves. */
+ * columns each; below, handing a slice to a worker (1-2 us awake, tens of us
+ * asleep) costs more than it saves. */
 #define FASTRNN_SPLIT_GEMM_MACS (4.0 * 1024 * 1024)
 #define FASTRNN_MIN_SPLIT 16
 

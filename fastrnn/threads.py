@@ -1,7 +1,8 @@
 """Threads of fastrnn's kernels.
 
-fastrnn's calls run on threads of their own, which end with each parallel
-piece of work (no pool spin-waits on the cores between calls):
+fastrnn's calls run their parallel work on a pool of its own: the workers
+start on first use and stay; between pieces of work they spin for some tens
+of microseconds and then sleep, so none holds a core between calls:
 - the time loop: with a batch of 16 to 32 * n rows, n threads each run the
   whole loop (per-step products and elementwise passes) for their own slice of
   the batch rows; smaller batches, training and the general (ONNX option)
