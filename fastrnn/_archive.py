@@ -25,13 +25,16 @@ PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
 
 
 def _jsonable(name: str, value: Any) -> Any:
-    """A constructor argument as JSON (dtype by name, tuples as lists)."""
+    """A constructor argument as JSON (dtype by name, tuples as lists, dicts of
+    str keys as objects: per-direction activations)."""
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         return np.dtype(value).name
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (tuple, list)):
         return [_jsonable(name, v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _jsonable(name, v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"layer: cannot save argument {name}={value!r} "

@@ -13,7 +13,7 @@ import functools
 import numbers
 import os
 from collections.abc import Iterable
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -32,10 +32,15 @@ _DEFAULT_ACTIVATIONS = {"rnn_tanh": ("tanh",), "rnn_relu": ("relu",),
                         "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"),
                         "gru_reset_before": ("sigmoid", "tanh")}
 
-#: What the ``activations`` argument takes: one entry per activation of the
-#: cell, each a name, (name, alpha) or (name, alpha, beta); a single name when
-#: the cell has one; None for the cell's defaults.
-Activations = Optional[Union[str, Sequence[Union[str, Sequence[Any]]]]]
+#: One direction's activations: one entry per activation of the cell, each a
+#: name, (name, alpha) or (name, alpha, beta); a single name when the cell has
+#: one; None for the cell's defaults.
+DirectionActivations = Optional[Union[str, Sequence[Union[str, Sequence[Any]]]]]
+#: What the ``activations`` argument takes: one direction's list for every
+#: direction, or (a bidirectional layer) {"forward": list, "reverse": list}.
+Activations = Union[DirectionActivations, Mapping[str, DirectionActivations]]
+#: One direction's checked activations: ((name, alpha, beta), ...).
+CheckedActivations = Tuple[Tuple[str, float, float], ...]
 
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 
@@ -45,37 +50,61 @@ def _snake(name: str) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
 
 
-def _activations(cell: str, activations: Activations) -> Tuple[Tuple[str, float, float], ...]:
-    """A checked activation list: each entry a name, (name, alpha) or (name, alpha, beta);
+def _activations(cell: str, activations: DirectionActivations, name: str = "activations"
+                 ) -> CheckedActivations:
+    """A checked activation list of one direction (``name`` in the messages):
+    each entry a name, (name, alpha) or (name, alpha, beta);
     ``_activations(cell, None)`` is the cell's default (PyTorch's) list."""
     defaults = _DEFAULT_ACTIVATIONS[cell]
     if activations is None:
         activations = defaults
     if isinstance(activations, str):
         activations = [activations]
-    if not isinstance(activations, Iterable):
-        raise TypeError(f"activations: expected a list of {len(defaults)} ({', '.join(defaults)}"
+    if not isinstance(activations, Iterable) or isinstance(activations, Mapping):
+        raise TypeError(f"{name}: expected a list of {len(defaults)} ({', '.join(defaults)}"
                         f" by default), each a name, (name, alpha) or (name, alpha, beta), "
                         f"got {activations!r}")
     activations = list(activations)
     if len(activations) != len(defaults):
-        raise ValueError(f"activations: expected {len(defaults)} for this cell "
+        raise ValueError(f"{name}: expected {len(defaults)} for this cell "
                          f"({', '.join(defaults)} by default), got {len(activations)}")
     checked = []
     for spec in activations:
         parts = (spec,) if isinstance(spec, str) else \
             tuple(spec) if isinstance(spec, Iterable) else ()
-        name, params = (parts[0], parts[1:]) if parts else (None, ())
-        key = _snake(name) if isinstance(name, str) else name
+        act, params = (parts[0], parts[1:]) if parts else (None, ())
+        key = _snake(act) if isinstance(act, str) else act
         if key not in ACTIVATION_DEFAULTS or len(params) > 2:
-            raise ValueError(f"activations: expected names among {sorted(ACTIVATION_DEFAULTS)} "
+            raise ValueError(f"{name}: expected names among {sorted(ACTIVATION_DEFAULTS)} "
                              f"optionally with (alpha, beta), got {spec!r}")
         if not all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in params):
-            raise TypeError(f"activations: expected alpha and beta to be real numbers, "
+            raise TypeError(f"{name}: expected alpha and beta to be real numbers, "
                             f"got {spec!r}")
         alpha, beta = (list(params) + list(ACTIVATION_DEFAULTS[key][len(params):]))[:2]
         checked.append((key, float(alpha), float(beta)))
     return tuple(checked)
+
+
+#: The keys of per-direction activations, in state order.
+DIRECTION_KEYS = ("forward", "reverse")
+
+
+def _layer_activations(cell: str, activations: Activations, direction: str
+                       ) -> Union[CheckedActivations, Dict[str, CheckedActivations]]:
+    """The activations a layer keeps: one checked list (``_activations``) for
+    every direction, or, for a bidirectional layer given {"forward": list,
+    "reverse": list} whose lists differ, the dict of the two checked lists."""
+    if not isinstance(activations, Mapping):
+        return _activations(cell, activations)
+    if direction != "bidirectional":
+        raise ValueError(f"activations: a dict of per-direction activations is for a "
+                         f"bidirectional layer, got direction={direction!r}; give one list")
+    if set(activations) != set(DIRECTION_KEYS):
+        raise ValueError(f"activations: expected the keys {list(DIRECTION_KEYS)}, got "
+                         f"{list(activations)}")
+    forward, reverse = (_activations(cell, activations[key], f"activations[{key!r}]")
+                        for key in DIRECTION_KEYS)
+    return forward if forward == reverse else {"forward": forward, "reverse": reverse}
 
 
 # ------------------------------------------------------- constructor arguments

@@ -71,7 +71,7 @@ class _CellBase(_StackWrapper, Saveable):
         self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
         # the binding runs PyTorch's cells only (not the general ones)
         layer = self._layer
-        default = (layer._options is None and not layer.proj_size and layer.num_layers == 1
+        default = (not any(layer._cell_options) and not layer.proj_size and layer.num_layers == 1
                    and layer.direction == "forward" and not layer.stateful)
         self._fast_kind = _kernels.CELLS[layer._cell] if default else None
         # the fast path's workspaces: a call takes one (list.pop and append are

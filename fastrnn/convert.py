@@ -114,9 +114,8 @@ def _check_default_cells(stack: _RNNBase, target: str) -> None:
     """ValueError unless the layer runs PyTorch's cells (default activations, no
     clip, peepholes or input_forget), the only ones the Keras conversions write."""
     default = _DEFAULT_ACTIVATIONS[stack._cell]
-    acts = getattr(stack, "activations", None)
-    if acts is not None:
-        names = tuple(str(a if isinstance(a, str) else a[0]).lower() for a in acts)
+    for acts in stack._direction_activations():
+        names = tuple(name for name, _, _ in acts)
         if names != default:
             raise ValueError(f"activations: converting activations {names} to {target} is "
                              f"not supported yet (only {default})")
@@ -377,15 +376,15 @@ def _onnx_arrays(stack: _RNNBase, k: int) -> Tuple[str, Dict[str, np.ndarray], D
     if op == "GRU":
         attributes["linear_before_reset"] = int(stack.reset_after)
     attributes["layout"] = int(stack.batch_first)
-    # the same activations in every direction, alpha/beta only where taken
-    D = stack.num_directions
-    attributes["activations"] = [_camel(name) for name, _, _ in stack.activations] * D
-    alphas = [a for name, a, _ in stack.activations if name in _TAKES_ALPHA]
-    betas = [b for name, _, b in stack.activations if name in _TAKES_BETA]
+    # each direction's activations in turn, alpha/beta only where taken
+    acts = [spec for direction in stack._direction_activations() for spec in direction]
+    attributes["activations"] = [_camel(name) for name, _, _ in acts]
+    alphas = [a for name, a, _ in acts if name in _TAKES_ALPHA]
+    betas = [b for name, _, b in acts if name in _TAKES_BETA]
     if alphas:
-        attributes["activation_alpha"] = alphas * D
+        attributes["activation_alpha"] = alphas
     if betas:
-        attributes["activation_beta"] = betas * D
+        attributes["activation_beta"] = betas
     if stack.clip is not None:
         attributes["clip"] = stack.clip
     if getattr(stack, "input_forget", False):
@@ -468,8 +467,8 @@ def _onnx_weights(value, name: str) -> np.ndarray:
 def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forget=0,
                   P=None, activation_alpha=None, activation_beta=None) -> Dict[str, Any]:
     """The fastrnn layer arguments of an ONNX node's options (activations with
-    their alpha/beta, clip, input_forget, peepholes P). fastrnn runs the same
-    activations in every direction: a node whose directions differ is refused."""
+    their alpha/beta, clip, input_forget, peepholes P). A bidirectional node
+    whose directions' activations differ gives them per direction."""
     kwargs: Dict[str, Any] = {}
     n = {"RNN": 1, "GRU": 2, "LSTM": 3}[op_type]
     alphas = _onnx_floats(activation_alpha, "activation_alpha")
@@ -500,14 +499,12 @@ def _onnx_options(op_type: str, D: int, activations=None, clip=None, input_forge
             if name in _TAKES_BETA and betas:
                 beta = float(betas.pop(0))
             specs.append((name, alpha, beta))
-        if D == 2 and specs[:n] != specs[n:]:
-            raise ValueError(f"activations: the two directions differ ({specs[:n]} and "
-                             f"{specs[n:]}); fastrnn runs the same activations in both")
-        specs = specs[:n]
-        if op_type == "RNN" and specs[0][0] in ("tanh", "relu"):
+        if specs[:n] != specs[-n:]:   # a bidirectional node's directions differ
+            kwargs["activations"] = {"forward": specs[:n], "reverse": specs[n:]}
+        elif op_type == "RNN" and specs[0][0] in ("tanh", "relu"):
             kwargs["nonlinearity"] = specs[0][0]     # PyTorch's cells, the fast path
         else:
-            kwargs["activations"] = specs
+            kwargs["activations"] = specs[:n]
     if clip is not None:
         try:
             kwargs["clip"] = float(clip)
@@ -549,8 +546,11 @@ def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
     layout : {0, 1}
         1 gives ``batch_first=True``.
     activations, activation_alpha, activation_beta, clip, input_forget, P
-        The node's cell options with ONNX's defaults: activation names per
-        direction (the same in both), their alpha/beta values, the gate-input
+        The node's cell options with ONNX's defaults: the activation names of
+        each direction in turn (forward first; when a bidirectional node's
+        two directions differ, the layer gets ``activations={"forward": ...,
+        "reverse": ...}``), their alpha/beta values (each activation that
+        takes one takes the next, across both directions), the gate-input
         clip, LSTM input_forget (0 or 1) and LSTM peepholes P (D, 3*H) in ONNX's
         order i, o, f. Options fastrnn does not run yet raise ValueError.
     dtype, backend
@@ -565,8 +565,8 @@ def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
     ------
     ValueError
         A value out of range or inconsistent (op_type, direction, flags, array
-        shapes, unsupported or per-direction-differing activations, text that
-        is not UTF-8); the message names the argument.
+        shapes, unsupported activations, text that is not UTF-8); the message
+        names the argument.
     TypeError
         An argument of the wrong type (hidden_size not an integer, clip or
         activation_alpha/beta not numbers, activations not a list of names,

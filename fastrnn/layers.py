@@ -49,12 +49,13 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import BACKENDS
-from fastrnn._validation import (ARRAY_OVERHEAD, INT_MAX, Activations, _activations, _as_array,
-                                 _c_array, _check_bias, _check_choice, _check_clip,
-                                 _check_dropout, _check_flag, _check_lstm_options, _check_memory,
+from fastrnn._validation import (ARRAY_OVERHEAD, DIRECTION_KEYS, INT_MAX, Activations,
+                                 CheckedActivations, _activations, _as_array, _c_array,
+                                 _check_bias, _check_choice, _check_clip, _check_dropout,
+                                 _check_flag, _check_lstm_options, _check_memory,
                                  _check_nonlinearity, _check_positive_int, _check_proj_size,
-                                 _check_seed, _direction, _dtype, _lengths, _numbers, _pair,
-                                 _state_array)
+                                 _check_seed, _direction, _dtype, _layer_activations, _lengths,
+                                 _numbers, _pair, _state_array)
 from fastrnn.kinds import NUM_GATES
 
 _T = TypeVar("_T")
@@ -120,10 +121,14 @@ _DOCS = {
     stateful : bool, default False
         Carry each call's final state into the next call that is given no
         initial state (Keras' stateful); ``reset_state()`` forgets it.
-    activations : optional
+    activations : list or dict, optional
         ONNX's activations of the cell, in ONNX's order: each a name among
         ``fastrnn.ACTIVATION_DEFAULTS`` (ONNX's CamelCase accepted), (name,
-        alpha) or (name, alpha, beta); None: PyTorch's.
+        alpha) or (name, alpha, beta); None: PyTorch's. One list runs in every
+        direction; a bidirectional layer also takes ``{"forward": list,
+        "reverse": list}``, one per direction (as an ONNX node may have). Kept
+        as ``activations``: a tuple of (name, alpha, beta), or that dict of two
+        tuples when the directions differ.
     clip : float, optional
         ONNX's clip: gate pre-activations are clipped to [-clip, clip].""",
     "lstm_onnx": """\
@@ -305,14 +310,17 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self.dtype = _dtype(dtype)
         self.training = True
         self.stateful = bool(stateful)
-        self.activations = _activations(cell, activations)
+        self.activations = _layer_activations(cell, activations, self.direction)
         self.clip = _check_clip(clip)
         self.peepholes, self.input_forget = bool(peepholes), bool(input_forget)
         _check_lstm_options(cell, self.peepholes, self.input_forget)
-        general = (self.activations != _activations(cell, None) or self.clip is not None
-                   or self.peepholes or self.input_forget)
-        # the kernels' general cells (ONNX's options), None for PyTorch's
-        self._options = (self.activations, self.clip, self.input_forget) if general else None
+        # each direction's options of the kernels' general cells (ONNX's), in
+        # state order; None for PyTorch's cells
+        shared = self.clip is not None or self.peepholes or self.input_forget
+        self._cell_options = tuple(
+            (acts, self.clip, self.input_forget)
+            if shared or acts != _activations(cell, None) else None
+            for acts in self._direction_activations())
         self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
         self.backend = backend
         self._rng = _check_seed(seed)
@@ -416,6 +424,12 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self._backend = BACKENDS[_check_choice("backend", name, sorted(BACKENDS))]()
         self._records = _Records()   # forgets every thread's record (the old backend's)
 
+    def _direction_activations(self) -> Tuple[CheckedActivations, ...]:
+        """Each direction's activations ((name, alpha, beta), ...), in state order."""
+        if isinstance(self.activations, dict):
+            return tuple(self.activations[key] for key in DIRECTION_KEYS)
+        return (self.activations,) * self.num_directions
+
     def _directions(self) -> Tuple[Tuple[str, bool], ...]:
         """(parameter-name suffix, runs reversed) of each direction, in state order."""
         if self.bidirectional:
@@ -466,8 +480,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
         extra = _KIND_ARGUMENTS.get(self._cell, "")
         if self.proj_size:
             extra += f", proj_size={self.proj_size}"
-        if self._options is not None:
-            extra += f", activations={list(self.activations)}"
+        if any(self._cell_options):
+            acts = self.activations
+            extra += f", activations={list(acts) if isinstance(acts, tuple) else acts}"
             for name in ("clip", "peepholes", "input_forget"):
                 if getattr(self, name):
                     extra += f", {name}={getattr(self, name)!r}"
@@ -494,6 +509,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
 
     def __setstate__(self, state: dict) -> None:
         backend = state.pop("_backend_name")
+        if "_options" in state:   # pickled before options were per direction
+            state["_cell_options"] = (state.pop("_options"),) * (1 + state["bidirectional"])
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self.backend = backend            # also forgets the records (_saved)
@@ -708,7 +725,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
                     self._weights(layer, suffix, self._params), lengths, y, d * R,
-                    self.batch_first, reverse, training, self._options)
+                    self.batch_first, reverse, training, self._cell_options[d])
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn

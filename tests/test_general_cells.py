@@ -100,9 +100,9 @@ def test_options_change_the_result():
 
 
 def test_default_options_keep_the_default_path():
-    assert layer_of("lstm", "c", activations=["sigmoid", "tanh", "tanh"])._options is None
-    assert layer_of("rnn", "c", activations=["tanh"])._options is None
-    assert layer_of("gru", "c", clip=1.0)._options is not None
+    assert layer_of("lstm", "c", activations=["sigmoid", "tanh", "tanh"])._cell_options == (None,)
+    assert layer_of("rnn", "c", activations=["tanh"])._cell_options == (None,)
+    assert layer_of("gru", "c", clip=1.0)._cell_options[0] is not None
 
 
 @pytest.mark.parametrize("backend", ["c", "numpy"])
