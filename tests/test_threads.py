@@ -215,3 +215,38 @@ def test_set_num_threads_governs_the_kernels_blas():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="n"):
             fastrnn.set_num_threads(bad)
+
+
+def _threaded_inference_in_child(queue):
+    import numpy as np
+    import fastrnn
+    fastrnn.set_num_threads(2)
+    layer = fastrnn.LSTM(16, 32, seed=0)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 64, 16)).astype(np.float32)
+    out, _ = layer(x, training=False)
+    layer.backend = "numpy"
+    ref, _ = layer(x, training=False)
+    queue.put(float(np.abs(out - ref).max()))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_forked_child_runs_threaded_calls():
+    """The workers of fastrnn's pool do not survive a fork: a child forked after the
+    parent used them must start its own (it hung, or lost slices, if it waited on
+    the parent's)."""
+    import multiprocessing as mp
+    fastrnn.set_num_threads(2)
+    layer, x, _ = lstm_problem(0)
+    x64 = np.repeat(x, 4, axis=1)   # B = 64: two loop threads on the pool
+    layer(x64, training=False)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_threaded_inference_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung in a threaded call"
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) < 1e-5
