@@ -40,12 +40,14 @@ static void FN(rnn_backward_row)(real *restrict dpre, real *restrict dh, const r
 
 /* --------------------------------------------------------------- LSTM */
 
-/* gates (4H) out: i, f, g, o; c (H) in: c_{t-1}, out: c_t; h (H) out: h_t */
-static void FN(lstm_forward_row)(real *restrict gates, real *restrict h, real *restrict c, const real *restrict rec, int H)
+/* gates (4H) out: i, f, g, o; c (H) in: c_{t-1}, out: c_t; h (H) out: h_t.
+ * Units [0, n) of gate blocks H apart (n < H: a thread's share of the units) */
+static void FN(lstm_forward_row)(real *restrict gates, real *restrict h, real *restrict c, const real *restrict rec,
+                                 int n, int H)
 {
     real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     const real *ri = rec, *rf = rec + H, *rg = rec + 2 * H, *ro = rec + 3 * H;
-    for (int j = 0; j < H; j++) {
+    for (int j = 0; j < n; j++) {
         real i = FN(sigmoid)(gi[j] + ri[j]);
         real f = FN(sigmoid)(gf[j] + rf[j]);
         real g = TANH(gg[j] + rg[j]);
@@ -83,12 +85,13 @@ static void FN(lstm_backward_row)(real *restrict dpre, real *restrict dh, real *
 
 /* Reset after (PyTorch): gates (3H) out: r, z, n; rec (3H) includes b_hh, so
  * rec_n = h W_hn^T + b_hn is kept by the caller for backward.
- * h = (1 - z) * n + z * h_{t-1} */
-static void FN(gru_forward_row)(real *restrict gates, real *restrict h, const real *restrict rec, int H)
+ * h = (1 - z) * n + z * h_{t-1}, units [0, units) of gate blocks H apart */
+static void FN(gru_forward_row)(real *restrict gates, real *restrict h, const real *restrict rec, int units,
+                                int H)
 {
     real *gr = gates, *gz = gates + H, *gn = gates + 2 * H;
     const real *rr = rec, *rz = rec + H, *rn = rec + 2 * H;
-    for (int j = 0; j < H; j++) {
+    for (int j = 0; j < units; j++) {
         real r = FN(sigmoid)(gr[j] + rr[j]);
         real z = FN(sigmoid)(gz[j] + rz[j]);
         real n = TANH(gn[j] + r * rn[j]);

@@ -1,6 +1,7 @@
 /* common.c -- the parts of the C API that do not depend on the precision. */
 #define _POSIX_C_SOURCE 200112L   /* pthreads under -std=c99 */
 #include <pthread.h>
+#include <sched.h>
 #include "internal.h"
 
 fastrnn_sgemm_fn fastrnn_blas_sgemm = NULL;
@@ -85,6 +86,11 @@ int fastrnn_get_num_threads(void)
 int fastrnn_loop_threads(const fastrnn_layer *L, int training)
 {
     return loop_threads(L, training);
+}
+
+int fastrnn_unit_threads(const fastrnn_layer *L, int training)
+{
+    return unit_threads(L, training);
 }
 
 typedef struct {
@@ -218,30 +224,15 @@ static void run_on_new_threads(slice_job *jobs, int n)
     }
 }
 
-void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx)
+/* With pool.region held: jobs[0, n) at once on the caller and the workers
+ * (started as needed); returns how many of them ran there. The caller runs
+ * the rest, if any, after. */
+static int pool_run(slice_job *jobs, int n)
 {
-    slice_job jobs[FASTRNN_MAX_THREADS];
-    if (nthreads > FASTRNN_MAX_THREADS)
-        nthreads = FASTRNN_MAX_THREADS;
-    if (nthreads < 1)
-        nthreads = 1;
-    for (int k = 0; k < nthreads; k++) {
-        jobs[k].fn = fn;
-        jobs[k].ctx = ctx;
-        jobs[k].s0 = (int)((long long)B * k / nthreads);
-        jobs[k].s1 = (int)((long long)B * (k + 1) / nthreads);
-    }
-    if (nthreads == 1) {
-        run_job(&jobs[0]);
-        return;
-    }
-    if (pthread_mutex_trylock(&pool.region) != 0) {
-        run_on_new_threads(jobs, nthreads);
-        return;
-    }
     pthread_mutex_lock(&pool.lock);
-    int workers = pool_grow(nthreads);
-    int n = workers + 1 < nthreads ? workers + 1 : nthreads;   /* slices on the pool */
+    int workers = pool_grow(n);
+    if (n > workers + 1)
+        n = workers + 1;
     for (int k = 0; k < n; k++)
         pool.jobs[k] = jobs[k];
     pool.slices = n;
@@ -252,14 +243,81 @@ void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void 
     pthread_mutex_unlock(&pool.lock);
 
     run_job(&jobs[0]);
-    for (int k = n; k < nthreads; k++)   /* slices whose worker could not start */
-        run_job(&jobs[k]);
-
     for (int i = 0; i < POOL_SPIN && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; i++)
         cpu_relax();
     pthread_mutex_lock(&pool.lock);
     while (pool.pending > 0)
         pthread_cond_wait(&pool.done, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
+    return n;
+}
+
+static int clamp_threads(int n)
+{
+    return n < 1 ? 1 : (n > FASTRNN_MAX_THREADS ? FASTRNN_MAX_THREADS : n);
+}
+
+void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx)
+{
+    slice_job jobs[FASTRNN_MAX_THREADS];
+    nthreads = clamp_threads(nthreads);
+    for (int k = 0; k < nthreads; k++) {
+        jobs[k].fn = fn;
+        jobs[k].ctx = ctx;
+        jobs[k].s0 = (int)((long long)B * k / nthreads);
+        jobs[k].s1 = (int)((long long)B * (k + 1) / nthreads);
+    }
+    if (nthreads == 1) {
+        run_job(&jobs[0]);
+    } else if (pthread_mutex_trylock(&pool.region) != 0) {
+        run_on_new_threads(jobs, nthreads);
+    } else {
+        for (int k = pool_run(jobs, nthreads); k < nthreads; k++)
+            run_job(&jobs[k]);   /* slices whose worker could not start */
+        pthread_mutex_unlock(&pool.region);
+    }
+}
+
+int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
+                     fastrnn_barrier *barrier)
+{
+    slice_job jobs[FASTRNN_MAX_THREADS];
+    nthreads = clamp_threads(nthreads);
+    if (nthreads < 2 || pthread_mutex_trylock(&pool.region) != 0)
+        return 0;
+    pthread_mutex_lock(&pool.lock);
+    int n = pool_grow(nthreads) + 1;   /* members that can run at once */
+    pthread_mutex_unlock(&pool.lock);
+    if (n > nthreads)
+        n = nthreads;
+    if (n < 2) {
+        pthread_mutex_unlock(&pool.region);
+        return 0;
+    }
+    for (int k = 0; k < n; k++)
+        jobs[k] = (slice_job){fn, ctx, k, n};
+    barrier->parties = n;
+    barrier->waiting = 0;
+    barrier->phase = 0;
+    pool_run(jobs, n);
     pthread_mutex_unlock(&pool.region);
+    return n;
+}
+
+/* Past the spin, a waiting member yields its core: on a busy machine the
+ * member it waits for may need it. */
+void fastrnn_barrier_wait(fastrnn_barrier *b)
+{
+    int phase = __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->waiting, 1, __ATOMIC_ACQ_REL) == b->parties) {
+        __atomic_store_n(&b->waiting, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->phase, phase + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    for (int i = 0; __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase; i++) {
+        if (i < POOL_SPIN)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }

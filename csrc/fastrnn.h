@@ -158,6 +158,9 @@ int fastrnn_get_num_threads(void);
 /* The threads a call with this layer would run its time loop on (1 unless
  * the batch and weights suit batch slices; see internal.h loop_threads). */
 int fastrnn_loop_threads(const fastrnn_layer *L, int training);
+/* The threads that would split its forward loop's hidden units instead (1
+ * when that split does not apply; see internal.h unit_threads). */
+int fastrnn_unit_threads(const fastrnn_layer *L, int training);
 
 /* Instruction sets of the compiled variants (x86-64; elsewhere baseline only). */
 enum { FASTRNN_ISA_BASELINE = 0, FASTRNN_ISA_AVX2 = 1, FASTRNN_ISA_AVX512 = 2 };

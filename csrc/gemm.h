@@ -432,26 +432,41 @@ static FN(operand) FN(operand_prepare)(const real *W, int ld, int transposed, in
     return op;
 }
 
-/* C[:M] (+)= A[:M] @ W */
-static void FN(operand_mul)(const FN(operand) *op, int M, const real *A, int lda, int accumulate,
-                            real *C, int ldc)
+/* C[:M, n0:n1] (+)= A[:M] @ W[:, n0:n1] in the calling thread; for PACKED,
+ * n0 is a multiple of FASTRNN_TILE_PAD (a whole tile) */
+static void FN(operand_mul_cols)(const FN(operand) *op, int M, const real *A, int lda,
+                                 int accumulate, real *C, int ldc, int n0, int n1)
 {
-    if (M <= 0)
+    int N = n1 - n0, K = op->K;
+    if (M <= 0 || N <= 0)
         return;
     switch (op->kind) {
     case OP_NT:
-        FN(gemm_nt_small)(M, op->N, op->K, A, lda, op->p, op->ld, accumulate, C, ldc);
+        FN(gemm_nt_small)(M, N, K, A, lda, op->p + (size_t)n0 * op->ld, op->ld, accumulate,
+                          C + n0, ldc);
         break;
     case OP_SMALL:
-        FN(gemm_small)(M, op->N, op->K, A, lda, op->p, op->ld, accumulate, C, ldc);
+        FN(gemm_small)(M, N, K, A, lda, op->p + n0, op->ld, accumulate, C + n0, ldc);
         break;
     case OP_PACKED:
-        FN(gemm_packed)(M, op->N, op->K, A, lda, op->p, accumulate, C, ldc);
+        FN(gemm_packed)(M, N, K, A, lda, op->p + (size_t)n0 * K, accumulate, C + n0, ldc);
         break;
     default:
+        FN(gemm_serial)(0, op->trans, M, N, K, (real)1, A, lda,
+                        op->trans ? op->p + (size_t)n0 * op->ld : op->p + n0, op->ld,
+                        accumulate ? (real)1 : (real)0, C + n0, ldc);
+    }
+}
+
+/* C[:M] (+)= A[:M] @ W, a BLAS product split over op->threads */
+static void FN(operand_mul)(const FN(operand) *op, int M, const real *A, int lda, int accumulate,
+                            real *C, int ldc)
+{
+    if (M > 0 && op->kind == OP_BLAS)
         FN(gemm)(op->threads, 0, op->trans, M, op->N, op->K, (real)1, A, lda, op->p, op->ld,
                  accumulate ? (real)1 : (real)0, C, ldc);
-    }
+    else
+        FN(operand_mul_cols)(op, M, A, lda, accumulate, C, ldc, 0, op->N);
 }
 
 /* rows (n, w) = broadcast bias (w), the C of a GEMM with beta = 1 that adds

@@ -40,6 +40,19 @@ void fastrnn_blas_serial_end(void);
  * others. */
 void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void *ctx);
 
+/* A team of threads that meet at a barrier (fastrnn_barrier_wait) */
+typedef struct {
+    int parties, waiting, phase;
+} fastrnn_barrier;
+
+/* Runs fn(ctx, k, n) for k in [0, n) on n <= nthreads threads at once (as many
+ * as the pool can give, the caller being member 0), barrier set for n, and
+ * returns n; returns 0 without running anything when fewer than two can run
+ * at once (the pool serves another region): the caller then does the work. */
+int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
+                     fastrnn_barrier *barrier);
+void fastrnn_barrier_wait(fastrnn_barrier *barrier);
+
 /* Inference projects the input this many rows (time steps x batch) at a
  * time, so its scratch does not grow with T yet each GEMM stays large. */
 #define FASTRNN_INFER_CHUNK_ROWS 256
@@ -134,6 +147,32 @@ static inline int gemm_threads(const fastrnn_layer *L)
 {
     int n = L->threads;
     return n < 1 ? 1 : (n > FASTRNN_MAX_THREADS ? FASTRNN_MAX_THREADS : n);
+}
+
+/* The unit-split time loop (layer_impl.h unit_loop): where slices of the
+ * batch do not apply (training, batches above 32 rows per thread, large
+ * W_hh), n threads each own a range of whole blocks of FASTRNN_UNIT_BLOCK
+ * hidden units for the whole call: every step each computes its units'
+ * columns of every gate, their gate math and its part of h_t, then waits at
+ * one barrier. Each thread reads only its share of W_hh, which then stays
+ * in its core's cache. For the plain RNN, LSTM and GRU (reset after)
+ * without projection, when H is a multiple of the block and the per-step
+ * product has at least FASTRNN_UNIT_SPLIT_MACS multiply-adds (below, the
+ * barrier costs more than the split saves). */
+#define FASTRNN_UNIT_BLOCK FASTRNN_TILE_PAD
+#define FASTRNN_UNIT_SPLIT_MACS (256.0 * 1024)
+
+static inline int unit_threads(const fastrnn_layer *L, int training)
+{
+    int n = gemm_threads(L), blocks = L->H / FASTRNN_UNIT_BLOCK;
+    double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
+    if (n > blocks)
+        n = blocks;
+    if (n < 2 || L->general || L->P || L->H % FASTRNN_UNIT_BLOCK
+        || L->cell == FASTRNN_GRU_RESET_BEFORE || loop_threads(L, training) > 1
+        || macs < FASTRNN_UNIT_SPLIT_MACS)
+        return 1;
+    return n;
 }
 
 /* Rows of each per-step product: the batch, or a thread's slice of it */

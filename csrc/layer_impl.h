@@ -67,6 +67,7 @@ typedef struct {
 typedef struct {
     /* the workspace (forward_layout) */
     real *h;      /* (B, R) state */
+    real *h2;     /* (B, R) the unit-split loop's other state buffer, else NULL */
     real *rec;    /* (B, G*H) recurrent pre-activations h W_hh^T + b_hh */
     real *c;      /* (B, H) LSTM cell state, else NULL */
     real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
@@ -95,6 +96,7 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
     int R = state_width(L), gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
     int buffered = operand_buffered(L, training);
     S->h = FN(take)(base, &used, B * R);
+    S->h2 = unit_threads(L, training) > 1 ? FN(take)(base, &used, B * R) : NULL;
     S->rec = FN(take)(base, &used, B * GH);
     S->c = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->rh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
@@ -220,22 +222,40 @@ static FN(operand) FN(projection_operand)(const real *w_ih, const fastrnn_layer 
     return op;
 }
 
-/* P rows of steps [t0, t1) = X W_ih^T + b_ih (inference chunk, time-major) */
+/* C[:M, units [u0, u1) of every gate block] = A[:M] @ W's matching columns
+ * + bias; in one product when the range holds every unit */
+static void FN(mul_units)(const FN(operand) *W, int M, const real *A, int lda, const real *bias,
+                          real *C, int ldc, int u0, int u1, const fastrnn_layer *L)
+{
+    int G = fastrnn_num_gates(L->cell), H = L->H;
+    if (u0 == 0 && u1 == H) {
+        FN(fill_bias)(C, M, G * H, ldc, bias);
+        FN(operand_mul)(W, M, A, lda, bias != NULL, C, ldc);
+        return;
+    }
+    for (int g = 0; g < G; g++) {
+        int n0 = g * H + u0;
+        FN(fill_bias)(C + n0, M, u1 - u0, ldc, bias ? bias + n0 : NULL);
+        FN(operand_mul_cols)(W, M, A, lda, bias != NULL, C, ldc, n0, g * H + u1);
+    }
+}
+
+/* P rows of steps [t0, t1) = X W_ih^T + b_ih (inference chunk, time-major),
+ * the columns of units [u0, u1) */
 static void FN(project_chunk)(FN(proj) *P, const real *x, const FN(operand) *w_ih,
-                              const real *b_ih, int t0, int t1, const fastrnn_layer *L)
+                              const real *b_ih, int t0, int t1, int u0, int u1,
+                              const fastrnn_layer *L)
 {
     int B = L->B, I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
     P->t0 = t0;
-    FN(fill_bias)(P->p, (t1 - t0) * B, GH, GH, b_ih);
     if (!L->batch_first || B == 1) {
         /* P[t0:t1] = X[t0:t1] @ W_ih.T  (contiguous rows) */
-        FN(operand_mul)(w_ih, (t1 - t0) * B, x + (size_t)t0 * B * I, I, b_ih != NULL,
-                        P->p, GH);
+        FN(mul_units)(w_ih, (t1 - t0) * B, x + (size_t)t0 * B * I, I, b_ih, P->p, GH, u0, u1, L);
     } else {
         /* batch-first: P[t] = X[:, t] @ W_ih.T, rows b strided by T */
         for (int t = t0; t < t1; t++)
-            FN(operand_mul)(w_ih, B, x + (size_t)t * I, L->T * I, b_ih != NULL,
-                            P->p + (size_t)(t - t0) * B * GH, GH);
+            FN(mul_units)(w_ih, B, x + (size_t)t * I, L->T * I, b_ih,
+                          P->p + (size_t)(t - t0) * B * GH, GH, u0, u1, L);
     }
 }
 
@@ -290,7 +310,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             if (general)
                 FN(lstm_general_forward_row)(gates, out, ci, ri, W->peep, H, L);
             else
-                FN(lstm_forward_row)(gates, out, ci, ri, H);
+                FN(lstm_forward_row)(gates, out, ci, ri, H, H);
             if (S->m && training)
                 for (int j = 0; j < H; j++)
                     S->ms[row * H + j] = out[j];
@@ -303,7 +323,7 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             if (general)
                 FN(gru_general_forward_row)(gates, hi, ri, H, L);
             else
-                FN(gru_forward_row)(gates, hi, ri, H);
+                FN(gru_forward_row)(gates, hi, ri, H, H);
             break;
         case FASTRNN_GRU_RESET_BEFORE:
             if (general)
@@ -359,14 +379,69 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     }
 }
 
+/* One step of the unit-split loop for units [u0, u1) of every slot (internal.h
+ * unit_threads): h_{t-1} is read from h (every unit, every slot) and h_t's
+ * units written to h_next, so no member overwrites what another still reads;
+ * the caller waits at the barrier after each step. Plain RNN, LSTM and GRU
+ * (reset after) without projection. */
+static void FN(unit_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
+                          const RT(fastrnn_params) *W, int t, int n, const real *h,
+                          real *h_next, int u0, int u1, const fastrnn_layer *L)
+{
+    int B = L->B, H = L->H, GH = fastrnn_num_gates(L->cell) * H, w = u1 - u0;
+    int cell = L->cell, training = S->hs != NULL;
+    size_t units = (size_t)w * sizeof(real);
+
+    /* rec[:n, units of each gate] = h[:n] @ W_hh.T + b_hh */
+    FN(mul_units)(&S->w_hh, n, h, H, W->b_hh, S->rec, GH, u0, u1, L);
+    for (int i = 0; i < B; i++) {   /* inactive slots keep their state */
+        memcpy(h_next + (size_t)i * H + u0, h + (size_t)i * H + u0, units);
+    }
+    for (int i = 0; i < n; i++) {
+        int b = slot_row(L->order, i);
+        size_t row = mem_row(L, t, b);
+        real *gates = FN(proj_gates)(P, t, b, i, GH) + u0, *ri = S->rec + (size_t)i * GH + u0;
+        real *hi = h_next + (size_t)i * H + u0, *ci = S->c ? S->c + (size_t)i * H + u0 : NULL;
+        if (training) {
+            memcpy(S->hs + row * H + u0, h + (size_t)i * H + u0, units);
+            if (cell == FASTRNN_LSTM)
+                memcpy(S->extra + row * H + u0, ci, units);
+            if (cell == FASTRNN_GRU)
+                memcpy(S->extra + row * H + u0, ri + 2 * H, units);
+        }
+        if (cell == FASTRNN_LSTM)
+            FN(lstm_forward_row)(gates, hi, ci, ri, w, H);
+        else if (cell == FASTRNN_GRU)
+            FN(gru_forward_row)(gates, hi, ri, w, H);
+        else
+            FN(rnn_forward_row)(gates, hi, ri, w, cell == FASTRNN_RNN_RELU);
+    }
+    /* y[t, b] = h_t for active rows, zeros for the rest (and zero caches: the
+     * weight GEMMs read inactive rows with zero gradients) */
+    for (int i = 0; i < B; i++) {
+        size_t row = mem_row(L, t, slot_row(L->order, i));
+        if (i < n) {
+            memcpy(y + row * L->ldy + u0, h_next + (size_t)i * H + u0, units);
+            continue;
+        }
+        memset(y + row * L->ldy + u0, 0, units);
+        if (training) {
+            memset(S->hs + row * H + u0, 0, units);
+            if (S->extra)
+                memset(S->extra + row * H + u0, 0, units);
+        }
+    }
+}
+
 /* What the time loop of one forward call reads and writes (shared by its
- * threads, each of which owns a slice of the slots) */
+ * threads, each of which owns a slice of the slots, or with team its units) */
 typedef struct {
     real *y;
     FN(fwd_buffers) *S;
     FN(proj) P;               /* the cache, or the inference chunk (one thread) */
     int chunk;                /* steps per projection chunk */
     int by_slice;             /* threaded inference: each slice projects its own rows */
+    fastrnn_barrier *team;    /* the unit-split loop's barrier, else NULL */
     const real *x;
     const RT(fastrnn_params) *W;
     const fastrnn_layer *L;
@@ -397,12 +472,13 @@ static void FN(project_slots)(const FN(fwd_loop) *C, int t, int s0, int e)
     FN(operand_mul)(&S->w_ih, e - s0, a, lda, C->W->b_ih != NULL, dst, GH);
 }
 
-/* The whole time loop for slots [s0, s1) */
+/* The whole time loop for slots [s0, s1), or with C->team for member s0 of
+ * s1 (its units of every slot) */
 static void FN(forward_loop)(void *arg, int s0, int s1)
 {
     FN(fwd_loop) *C = arg;
     const fastrnn_layer *L = C->L;
-    int T = L->T, B = L->B;
+    int T = L->T, B = L->B, H = L->H;
     if (C->by_slice) {
         /* threaded inference: each slice projects its own rows step by step */
         FN(proj) P = {C->S->p, 0, 0, 0, 1};
@@ -415,18 +491,37 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
         return;
     }
     FN(proj) P = C->P;
+    int u0 = 0, u1 = H;   /* the units this thread computes */
+    real *h = C->S->h, *h_next = C->S->h2;
+    if (C->team) {
+        int blocks = H / FASTRNN_UNIT_BLOCK;
+        u0 = blocks * s0 / s1 * FASTRNN_UNIT_BLOCK;
+        u1 = blocks * (s0 + 1) / s1 * FASTRNN_UNIT_BLOCK;
+    }
     int chunk = C->chunk, nchunks = (T + chunk - 1) / chunk;
     for (int k = 0; k < nchunks; k++) {
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
-        if (!C->S->hs)   /* inference, one thread (s0 = 0, s1 = B) */
-            FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, L);
+        if (!C->S->hs)   /* inference: this thread's columns of the chunk's projection */
+            FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, u0, u1, L);
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(L->lengths, L->order, B, t);
-            FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
+            if (!C->team) {
+                FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
+                continue;
+            }
+            FN(unit_step)(C->y, C->S, &P, C->W, t, n, h, h_next, u0, u1, L);
+            fastrnn_barrier_wait(C->team);
+            real *swap = h;
+            h = h_next;
+            h_next = swap;
         }
     }
+    if (C->team && h != C->S->h)   /* the final state where the caller reads it */
+        for (int i = 0; i < B; i++)
+            memcpy(C->S->h + (size_t)i * H + u0, h + (size_t)i * H + u0,
+                   (size_t)(u1 - u0) * sizeof(real));
 }
 
 /* The parameters a layer needs and may have, and nothing else */
@@ -479,7 +574,7 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
                 S.c[(size_t)i * H + j] = state0->c[(size_t)b * H + j];
     }
 
-    FN(fwd_loop) C = {y, &S, {0}, T, projection_by_slice(L, training), x, W, L};
+    FN(fwd_loop) C = {y, &S, {0}, T, projection_by_slice(L, training), NULL, x, W, L};
     if (training) {
         /* P = X @ W_ih.T + b_ih, all steps in memory order: the gates cache */
         size_t rows = (size_t)T * B;
@@ -494,11 +589,17 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
         C.P.psb = 1;
         C.chunk = infer_chunk_steps(L);
     }
-    int threads = loop_threads(L, training);
-    if (threads > 1)
+    int threads = loop_threads(L, training), members = unit_threads(L, training);
+    fastrnn_barrier team;
+    if (threads > 1) {
         fastrnn_run_slices(threads, B, FN(forward_loop), &C);
-    else
-        FN(forward_loop)(&C, 0, B);
+    } else {
+        C.team = members > 1 ? &team : NULL;
+        if (!C.team || !fastrnn_run_team(members, FN(forward_loop), &C, &team)) {
+            C.team = NULL;   /* one thread (or the pool serves another call) */
+            FN(forward_loop)(&C, 0, B);
+        }
+    }
 
     for (int i = 0; i < B; i++) {
         int b = slot_row(order, i);

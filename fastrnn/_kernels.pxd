@@ -94,6 +94,7 @@ cdef extern from "fastrnn.h" nogil:
     void fastrnn_set_num_threads(int n)
     int fastrnn_get_num_threads()
     int fastrnn_loop_threads(const fastrnn_layer *L, int training)
+    int fastrnn_unit_threads(const fastrnn_layer *L, int training)
 
     enum:
         FASTRNN_ISA_BASELINE

@@ -88,6 +88,13 @@ def loop_threads(str cell, int T, int B, int I, int H, bint training, int P=0):
     return fastrnn_loop_threads(&L, training)
 
 
+def unit_threads(str cell, int T, int B, int I, int H, bint training, int P=0):
+    """The threads that would split the forward time loop's hidden units, under
+    the current setting (1 unless that split applies; see csrc/internal.h)."""
+    cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
+    return fastrnn_unit_threads(&L, training)
+
+
 def isa():
     """The instruction set of the kernel variant in use ("baseline", "avx2", "avx512")."""
     current = fastrnn_isa()

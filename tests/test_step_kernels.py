@@ -160,3 +160,61 @@ def test_loop_threads_rule(loop_threads):
     assert _kernels.loop_threads("gru", 10, 32, 512, 512, training=False) == 1      # 768K
     _kernels.set_loop_threads(1)
     assert _kernels.loop_threads("gru", 10, 32, 64, 64, training=False) == 1
+
+
+# (T, B, H, layout) of the unit-split loop: every per-step kernel (NT at B=1 T<4,
+# SMALL at B=1, PACKED at B=16, BLAS at B=40); H = 96 gives three blocks of 32
+# units, so with two or three threads the members own unequal and equal shares
+UNIT_SHAPES = {"nt_B1": (3, 1, 256, {}),
+               "small_B1": (5, 1, 256, {"batch_first": True, "bidirectional": True}),
+               "packed_B16": (4, 16, 128, {"bidirectional": True}),
+               "blas_B40": (3, 40, 96, {"batch_first": True})}
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
+
+
+@pytest.mark.parametrize("shape", list(UNIT_SHAPES), ids=list(UNIT_SHAPES))
+def test_unit_split_loop_matches_reference(loop_threads, isa, cell, dtype, shape, make_layer,
+                                           make_inputs, run_layer, assert_tensors_close,
+                                           assert_close):
+    """Where batch slices do not apply, threads split the hidden units of the forward
+    loop (one barrier per step, internal.h unit_threads): training and inference
+    match the NumPy reference, with and without lengths, on every kernel path and
+    instruction set. GRU reset-before keeps one thread (its second product)."""
+    T, B, hidden, layout = UNIT_SHAPES[shape]
+    I_ = 24
+    for training in (True, False):
+        slices = _kernels.loop_threads(cell, T, B, I_, hidden, training=training)
+        applies = (cell != "gru_reset_before" and slices == 1
+                   and B * hidden * GATES[cell] * hidden >= 256 * 1024)
+        expected = min(loop_threads, hidden // 32) if applies else 1
+        assert _kernels.unit_threads(cell, T, B, I_, hidden, training=training) == expected
+    if cell == "lstm":   # every shape runs the split in LSTM training
+        assert _kernels.unit_threads(cell, T, B, I_, hidden, training=True) > 1
+    layer = make_layer(cell, I_, hidden, dtype=dtype, seed=21, **layout)
+    inputs = make_inputs(layer, T, B, seed=22)
+    for lengths in (None, _lengths(T, B, 23)):
+        layer.backend = "c"
+        got = run_layer(layer, lengths=lengths, **inputs)
+        state = inputs["h0"] if inputs["c0"] is None else (inputs["h0"], inputs["c0"])
+        inferred = layer(inputs["x"], state, lengths=lengths, training=False)[0]
+        layer.backend = "numpy"
+        expected = run_layer(layer, lengths=lengths, **inputs)
+        context = f"threads={loop_threads} {shape} lengths={lengths is not None}"
+        assert_tensors_close(got, expected, dtype, context=context)
+        assert_close(f"inference output ({context})", inferred, expected["output"], dtype)
+
+
+def test_unit_threads_rule(loop_threads):
+    """The documented rule: plain cells without projection, H a multiple of 32 with
+    a block per thread, at least 256K multiply-adds per step, batch slices first."""
+    n = loop_threads
+    assert _kernels.unit_threads("lstm", 10, 64, 64, 256, training=True) == n
+    assert _kernels.unit_threads("lstm", 10, 64, 64, 256, training=False) == 1   # slices
+    assert _kernels.unit_threads("lstm", 10, 128, 64, 256, training=False) == n
+    assert _kernels.unit_threads("lstm", 10, 16, 64, 64, training=True) == 2     # 2 blocks
+    assert _kernels.unit_threads("lstm", 10, 15, 64, 64, training=True) == 1     # 240K MACs
+    assert _kernels.unit_threads("lstm", 10, 64, 64, 100, training=True) == 1    # H % 32
+    assert _kernels.unit_threads("lstm", 10, 64, 64, 256, training=True, P=128) == 1
+    assert _kernels.unit_threads("gru_reset_before", 10, 64, 64, 256, training=True) == 1
+    assert _kernels.unit_threads("gru", 10, 32, 64, 256, training=False) == 1    # slices
+    assert _kernels.unit_threads("rnn_tanh", 10, 1, 64, 512, training=False) == n
