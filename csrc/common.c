@@ -1,7 +1,6 @@
 /* common.c -- the parts of the C API that do not depend on the precision. */
 #define _POSIX_C_SOURCE 200112L   /* pthreads under -std=c99 */
 #include <pthread.h>
-#include <sched.h>
 #include "internal.h"
 
 fastrnn_sgemm_fn fastrnn_blas_sgemm = NULL;
@@ -297,27 +296,41 @@ int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
     for (int k = 0; k < n; k++)
         jobs[k] = (slice_job){fn, ctx, k, n};
     barrier->parties = n;
-    barrier->waiting = 0;
-    barrier->phase = 0;
+    barrier->waiting = barrier->phase = barrier->sleepers = 0;
+    pthread_mutex_init(&barrier->lock, NULL);
+    pthread_cond_init(&barrier->wake, NULL);
     pool_run(jobs, n);
+    pthread_cond_destroy(&barrier->wake);
+    pthread_mutex_destroy(&barrier->lock);
     pthread_mutex_unlock(&pool.region);
     return n;
 }
 
-/* Past the spin, a waiting member yields its core: on a busy machine the
- * member it waits for may need it. */
+/* A waiting member spins about POOL_SPIN pauses, then sleeps: on a busy
+ * machine the member it waits for may need its core. The last to arrive
+ * opens the next phase and wakes the sleepers (a sleeper checks the phase
+ * under the lock after counting itself, so no wake-up is lost). */
 void fastrnn_barrier_wait(fastrnn_barrier *b)
 {
     int phase = __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->waiting, 1, __ATOMIC_ACQ_REL) == b->parties) {
         __atomic_store_n(&b->waiting, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->phase, phase + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&b->phase, phase + 1, __ATOMIC_SEQ_CST);
+        pthread_mutex_lock(&b->lock);
+        if (b->sleepers > 0)
+            pthread_cond_broadcast(&b->wake);
+        pthread_mutex_unlock(&b->lock);
         return;
     }
-    for (int i = 0; __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase; i++) {
-        if (i < POOL_SPIN)
-            cpu_relax();
-        else
-            sched_yield();
+    for (int i = 0; i < POOL_SPIN; i++) {
+        if (__atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) != phase)
+            return;
+        cpu_relax();
     }
+    pthread_mutex_lock(&b->lock);
+    b->sleepers++;
+    while (__atomic_load_n(&b->phase, __ATOMIC_SEQ_CST) == phase)
+        pthread_cond_wait(&b->wake, &b->lock);
+    b->sleepers--;
+    pthread_mutex_unlock(&b->lock);
 }

@@ -2,6 +2,7 @@
 #ifndef FASTRNN_INTERNAL_H
 #define FASTRNN_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include "fastrnn.h"
 
@@ -42,7 +43,9 @@ void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void 
 
 /* A team of threads that meet at a barrier (fastrnn_barrier_wait) */
 typedef struct {
-    int parties, waiting, phase;
+    int parties, waiting, phase, sleepers;
+    pthread_mutex_t lock;   /* members that stop spinning sleep on wake */
+    pthread_cond_t wake;
 } fastrnn_barrier;
 
 /* Runs fn(ctx, k, n) for k in [0, n) on n <= nthreads threads at once (as many
@@ -157,10 +160,11 @@ static inline int gemm_threads(const fastrnn_layer *L)
  * one barrier. Each thread reads only its share of W_hh, which then stays
  * in its core's cache. For the plain RNN, LSTM and GRU (reset after)
  * without projection, when H is a multiple of the block and the per-step
- * product has at least FASTRNN_UNIT_SPLIT_MACS multiply-adds (below, the
- * barrier costs more than the split saves). */
+ * product has at least FASTRNN_SPLIT_GEMM_MACS multiply-adds, as the split
+ * products before it: one meeting of the threads per step either way, and
+ * on a machine whose other cores are busy smaller steps lost to one thread
+ * (a late member costs a wake-up, tens of microseconds). */
 #define FASTRNN_UNIT_BLOCK FASTRNN_TILE_PAD
-#define FASTRNN_UNIT_SPLIT_MACS (256.0 * 1024)
 
 static inline int unit_threads(const fastrnn_layer *L, int training)
 {
@@ -170,7 +174,7 @@ static inline int unit_threads(const fastrnn_layer *L, int training)
         n = blocks;
     if (n < 2 || L->general || L->P || L->H % FASTRNN_UNIT_BLOCK
         || L->cell == FASTRNN_GRU_RESET_BEFORE || loop_threads(L, training) > 1
-        || macs < FASTRNN_UNIT_SPLIT_MACS)
+        || macs < FASTRNN_SPLIT_GEMM_MACS)
         return 1;
     return n;
 }
