@@ -59,13 +59,13 @@ static void FN(lstm_forward_row)(real *restrict gates, real *restrict h, real *r
 }
 
 /* dh (H) in: dL/dh_t, out: 0; dc (H) in: dL/dc_t (from step t+1), out: dL/dc_{t-1}
- * gates (4H): i, f, g, o; c_prev (H): c_{t-1} */
+ * gates (4H): i, f, g, o; c_prev (H): c_{t-1}. Units [0, n) of gate blocks H apart */
 static void FN(lstm_backward_row)(real *restrict dpre, real *restrict dh, real *restrict dc, const real *restrict gates,
-                                  const real *restrict c_prev, int H)
+                                  const real *restrict c_prev, int n, int H)
 {
     const real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     real *di = dpre, *df = dpre + H, *dg = dpre + 2 * H, *dout = dpre + 3 * H;
-    for (int j = 0; j < H; j++) {
+    for (int j = 0; j < n; j++) {
         real i = gi[j], f = gf[j], g = gg[j], o = go[j];
         /* recompute tanh(c_t) from c_t = f*c_{t-1} + i*g */
         real tc = TANH(f * c_prev[j] + i * g);
@@ -105,10 +105,11 @@ static void FN(gru_forward_row)(real *restrict gates, real *restrict h, const re
  * in the n block because r multiplies the recurrent n-term.
  * dh (H) in: dL/dh_t, out: z * dL/dh_t; rec_n (H): h_{t-1} W_hn^T + b_hn */
 static void FN(gru_backward_row)(real *restrict dpre, real *restrict dpre_rec, real *restrict dh, const real *restrict gates,
-                                 const real *restrict h_prev, const real *restrict rec_n, int H)
+                                 const real *restrict h_prev, const real *restrict rec_n, int units,
+                                 int H)
 {
     const real *gr = gates, *gz = gates + H, *gn = gates + 2 * H;
-    for (int j = 0; j < H; j++) {
+    for (int j = 0; j < units; j++) {
         real r = gr[j], z = gz[j], n = gn[j];
         /* backprop through h = (1-z)*n + z*h_prev */
         real dn = dh[j] * ((real)1 - z);

@@ -166,17 +166,30 @@ static inline int gemm_threads(const fastrnn_layer *L)
  * (a late member costs a wake-up, tens of microseconds). */
 #define FASTRNN_UNIT_BLOCK FASTRNN_TILE_PAD
 
+/* Whether the split applies at some thread count (its buffers are then laid
+ * out whatever the setting) */
+static inline int unit_split_applies(const fastrnn_layer *L)
+{
+    double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
+    return !L->general && !L->P && L->H % FASTRNN_UNIT_BLOCK == 0
+           && L->H >= 2 * FASTRNN_UNIT_BLOCK && L->cell != FASTRNN_GRU_RESET_BEFORE
+           && macs >= FASTRNN_SPLIT_GEMM_MACS;
+}
+
 static inline int unit_threads(const fastrnn_layer *L, int training)
 {
     int n = gemm_threads(L), blocks = L->H / FASTRNN_UNIT_BLOCK;
-    double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
-    if (n > blocks)
-        n = blocks;
-    if (n < 2 || L->general || L->P || L->H % FASTRNN_UNIT_BLOCK
-        || L->cell == FASTRNN_GRU_RESET_BEFORE || loop_threads(L, training) > 1
-        || macs < FASTRNN_SPLIT_GEMM_MACS)
+    if (!unit_split_applies(L) || loop_threads(L, training) > 1)
         return 1;
-    return n;
+    return n < blocks ? n : blocks;
+}
+
+/* The hidden units [u0, u1) of member k of n: whole blocks, as even as they go */
+static inline void unit_range(int H, int k, int n, int *u0, int *u1)
+{
+    int blocks = H / FASTRNN_UNIT_BLOCK;
+    *u0 = blocks * k / n * FASTRNN_UNIT_BLOCK;
+    *u1 = blocks * (k + 1) / n * FASTRNN_UNIT_BLOCK;
 }
 
 /* Rows of each per-step product: the batch, or a thread's slice of it */

@@ -96,7 +96,7 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
     int R = state_width(L), gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE;
     int buffered = operand_buffered(L, training);
     S->h = FN(take)(base, &used, B * R);
-    S->h2 = unit_threads(L, training) > 1 ? FN(take)(base, &used, B * R) : NULL;
+    S->h2 = unit_split_applies(L) ? FN(take)(base, &used, B * R) : NULL;
     S->rec = FN(take)(base, &used, B * GH);
     S->c = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->rh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
@@ -122,6 +122,7 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
 typedef struct {
     real *dh;       /* (B, R) gradient of the state */
     real *drec;     /* (B, G*H) the step's pre-activation gradients, recurrent side */
+    real *drec2;    /* (B, G*H) the unit-split loop's other drec buffer, else NULL */
     real *dP;       /* (T*B, G*H) every step's pre-activation gradients, input side */
     real *dc;       /* (B, H) LSTM: gradient of the cell state, else NULL */
     real *dPn_rec;  /* (T*B, H) GRU reset after: gradient of the recurrent n-term, else NULL */
@@ -144,6 +145,7 @@ static size_t FN(backward_layout)(FN(bwd_buffers) *S, real *base, const fastrnn_
     int buffered = operand_buffered(L, 1);   /* training: one thread, all B rows */
     S->dh = FN(take)(base, &used, B * R);
     S->drec = FN(take)(base, &used, B * GH);
+    S->drec2 = unit_split_applies(L) ? FN(take)(base, &used, B * GH) : NULL;
     S->dP = FN(take)(base, &used, rows * GH);
     S->dc = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->dPn_rec = L->cell == FASTRNN_GRU ? FN(take)(base, &used, rows * H) : NULL;
@@ -493,11 +495,8 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
     FN(proj) P = C->P;
     int u0 = 0, u1 = H;   /* the units this thread computes */
     real *h = C->S->h, *h_next = C->S->h2;
-    if (C->team) {
-        int blocks = H / FASTRNN_UNIT_BLOCK;
-        u0 = blocks * s0 / s1 * FASTRNN_UNIT_BLOCK;
-        u1 = blocks * (s0 + 1) / s1 * FASTRNN_UNIT_BLOCK;
-    }
+    if (C->team)
+        unit_range(H, s0, s1, &u0, &u1);
     int chunk = C->chunk, nchunks = (T + chunk - 1) / chunk;
     for (int k = 0; k < nchunks; k++) {
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
@@ -667,7 +666,7 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
                 FN(lstm_general_backward_row)(dri, dout, dci, gates, K->extra + row * H, peep,
                                               dpeep, H, L);
             else
-                FN(lstm_backward_row)(dri, dout, dci, gates, K->extra + row * H, H);
+                FN(lstm_backward_row)(dri, dout, dci, gates, K->extra + row * H, H, H);
             break;
         }
         case FASTRNN_GRU:
@@ -676,7 +675,7 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
                                              K->extra + row * H, H, L);
             else
                 FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
-                                     K->extra + row * H, H);
+                                     K->extra + row * H, H, H);
             for (int j = 0; j < H; j++)
                 S->dPn_rec[row * H + j] = dri[2 * H + j];
             break;
@@ -717,6 +716,82 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
             for (int j = 0; j < GH; j++)
                 dP[row * GH + j] = drec[(size_t)i * GH + j];
         }
+    }
+}
+
+/* One step of the unit-split backward loop for units [u0, u1) of every slot,
+ * the mirror of unit_step: dh gets y's gradient, the fused pass gives the
+ * step's pre-activation gradients of those units (into drec, which alternates
+ * with a second buffer between steps, so no member overwrites what another
+ * still reads), the threads meet, and dh_{t-1}[:, units] += drec @ W_hh[:, units]. */
+static void FN(unit_backward_step)(FN(bwd_buffers) *S, const real *dy,
+                                   const FN(cache_tensors) *K, real *drec, int t, int n,
+                                   int u0, int u1, fastrnn_barrier *team, const fastrnn_layer *L)
+{
+    int B = L->B, H = L->H, G = fastrnn_num_gates(L->cell), GH = G * H, w = u1 - u0;
+    int cell = L->cell;
+    size_t units = (size_t)w * sizeof(real);
+
+    for (int i = 0; i < B; i++) {
+        size_t row = mem_row(L, t, slot_row(L->order, i));
+        real *dhi = S->dh + (size_t)i * H + u0;
+        if (i < n) {
+            if (dy)
+                for (int j = 0; j < w; j++)
+                    dhi[j] += dy[row * L->ldy + u0 + j];
+            continue;
+        }
+        for (int g = 0; g < G; g++)
+            memset(S->dP + row * GH + g * H + u0, 0, units);
+        if (S->dPn_rec)
+            memset(S->dPn_rec + row * H + u0, 0, units);
+    }
+    for (int i = 0; i < n; i++) {
+        size_t row = mem_row(L, t, slot_row(L->order, i));
+        real *dhi = S->dh + (size_t)i * H + u0, *dri = drec + (size_t)i * GH + u0;
+        const real *gates = K->gates + row * GH + u0;
+        if (cell == FASTRNN_LSTM) {
+            FN(lstm_backward_row)(dri, dhi, S->dc + (size_t)i * H + u0, gates,
+                                  K->extra + row * H + u0, w, H);
+        } else if (cell == FASTRNN_GRU) {
+            FN(gru_backward_row)(S->dP + row * GH + u0, dri, dhi, gates, K->hs + row * H + u0,
+                                 K->extra + row * H + u0, w, H);
+            memcpy(S->dPn_rec + row * H + u0, dri + 2 * H, units);
+            continue;
+        } else {
+            FN(rnn_backward_row)(dri, dhi, gates, w, cell == FASTRNN_RNN_RELU);
+        }
+        for (int g = 0; g < G; g++)   /* the input side equals the recurrent side */
+            memcpy(S->dP + row * GH + g * H + u0, dri + g * H, units);
+    }
+    fastrnn_barrier_wait(team);
+    FN(operand_mul_cols)(&S->w_hh, n, drec, GH, 1, S->dh, H, u0, u1);
+}
+
+/* What the unit-split backward loop reads and writes (shared by its members) */
+typedef struct {
+    FN(bwd_buffers) *S;
+    const real *dy;
+    const FN(cache_tensors) *K;
+    fastrnn_barrier *team;
+    const fastrnn_layer *L;
+} FN(bwd_loop);
+
+/* The whole backward time loop for member k of n (its units of every slot) */
+static void FN(unit_backward_loop)(void *arg, int k, int n)
+{
+    FN(bwd_loop) *C = arg;
+    const fastrnn_layer *L = C->L;
+    int T = L->T, u0, u1;
+    real *drec = C->S->drec, *drec_next = C->S->drec2;
+    unit_range(L->H, k, n, &u0, &u1);
+    for (int s = 0; s < T; s++) {
+        int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
+        int active = active_slots(L->lengths, L->order, L->B, t);
+        FN(unit_backward_step)(C->S, C->dy, C->K, drec, t, active, u0, u1, C->team, L);
+        real *swap = drec;
+        drec = drec_next;
+        drec_next = swap;
     }
 }
 
@@ -814,10 +889,15 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
                 S.dc[(size_t)i * H + j] = dc_n ? dc_n[(size_t)b * H + j] : (real)0;
     }
 
-    for (int s = 0; s < T; s++) {
-        int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
-        int n = active_slots(L->lengths, order, B, t);
-        FN(backward_step)(&S, dy, &K, dW->peep, W->peep, t, n, L);
+    int members = unit_threads(L, 1);
+    fastrnn_barrier team;
+    FN(bwd_loop) C = {&S, dy, &K, &team, L};
+    if (members < 2 || !fastrnn_run_team(members, FN(unit_backward_loop), &C, &team)) {
+        for (int s = 0; s < T; s++) {
+            int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
+            int n = active_slots(L->lengths, order, B, t);
+            FN(backward_step)(&S, dy, &K, dW->peep, W->peep, t, n, L);
+        }
     }
 
     for (int i = 0; i < B; i++) {
