@@ -15,6 +15,9 @@ from fastrnn._validation import ACTIVATION_DEFAULTS
 from fastrnn.bidirectional import Bidirectional
 from fastrnn.cells import GRUCell, LSTMCell, RNNCell
 from fastrnn.layers import GRU, LSTM, RNN, Tape
+from fastrnn.losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss,
+                            binary_cross_entropy_with_logits, cross_entropy, mse_loss,
+                            sequence_mask)
 from fastrnn.serialize import load, save
 from fastrnn.threads import get_num_threads, set_num_threads
 
@@ -23,4 +26,7 @@ __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
            "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",
            "from_onnx", "export_onnx", "load_onnx", "save", "load", "set_num_threads",
-           "get_num_threads"]
+           "get_num_threads",
+           # the pieces around the layers (fastrnn.nn, .losses, .optim, .training)
+           "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "mse_loss", "cross_entropy",
+           "binary_cross_entropy_with_logits", "sequence_mask"]
