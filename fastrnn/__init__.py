@@ -18,6 +18,8 @@ from fastrnn.layers import GRU, LSTM, RNN, Tape
 from fastrnn.losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss,
                             binary_cross_entropy_with_logits, cross_entropy, mse_loss,
                             sequence_mask)
+from fastrnn.optim import (SGD, Adam, AdamW, CosineAnnealingLR, LRScheduler, Optimizer, StepLR,
+                           clip_grad_norm_, clip_grad_value_)
 from fastrnn.serialize import load, save
 from fastrnn.threads import get_num_threads, set_num_threads
 
@@ -29,4 +31,6 @@ __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCel
            "get_num_threads",
            # the pieces around the layers (fastrnn.nn, .losses, .optim, .training)
            "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "mse_loss", "cross_entropy",
-           "binary_cross_entropy_with_logits", "sequence_mask"]
+           "binary_cross_entropy_with_logits", "sequence_mask",
+           "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_",
+           "LRScheduler", "StepLR", "CosineAnnealingLR"]
