@@ -18,6 +18,7 @@ from fastrnn.layers import GRU, LSTM, RNN, Tape
 from fastrnn.losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss,
                             binary_cross_entropy_with_logits, cross_entropy, mse_loss,
                             sequence_mask)
+from fastrnn.nn import Dropout, Embedding, Linear, Module, Sequential
 from fastrnn.optim import (SGD, Adam, AdamW, CosineAnnealingLR, LRScheduler, Optimizer, StepLR,
                            clip_grad_norm_, clip_grad_value_)
 from fastrnn.serialize import load, save
@@ -30,6 +31,7 @@ __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCel
            "from_onnx", "export_onnx", "load_onnx", "save", "load", "set_num_threads",
            "get_num_threads",
            # the pieces around the layers (fastrnn.nn, .losses, .optim, .training)
+           "Module", "Linear", "Embedding", "Dropout", "Sequential",
            "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "mse_loss", "cross_entropy",
            "binary_cross_entropy_with_logits", "sequence_mask",
            "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_",
