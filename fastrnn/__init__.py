@@ -8,6 +8,10 @@
 
 The layers follow PyTorch's torch.nn conventions; backend="c" runs the
 compiled kernels, backend="numpy" the readable reference (fastrnn.reference).
+The pieces a model needs around them follow torch.nn and torch.optim too:
+Linear, Embedding, Dropout, Sequential and Module (fastrnn.nn), the losses
+(fastrnn.losses), optimizers, clipping and schedules (fastrnn.optim), and
+truncated BPTT and generation (fastrnn.training).
 """
 from fastrnn.convert import (export_onnx, from_keras, from_onnx, from_torch, load_onnx,
                              to_keras, to_onnx)
@@ -15,12 +19,26 @@ from fastrnn._validation import ACTIVATION_DEFAULTS
 from fastrnn.bidirectional import Bidirectional
 from fastrnn.cells import GRUCell, LSTMCell, RNNCell
 from fastrnn.layers import GRU, LSTM, RNN, Tape
+from fastrnn.losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss,
+                            binary_cross_entropy_with_logits, cross_entropy, mse_loss,
+                            sequence_mask)
+from fastrnn.nn import Dropout, Embedding, Linear, Module, Sequential
+from fastrnn.optim import (SGD, Adam, AdamW, CosineAnnealingLR, LRScheduler, Optimizer, StepLR,
+                           clip_grad_norm_, clip_grad_value_)
 from fastrnn.serialize import load, save
 from fastrnn.threads import get_num_threads, set_num_threads
+from fastrnn.training import Stepper, from_cells, generate, sample, to_cells, truncated_bptt
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
            "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",
            "from_onnx", "export_onnx", "load_onnx", "save", "load", "set_num_threads",
-           "get_num_threads"]
+           "get_num_threads",
+           # the pieces around the layers (fastrnn.nn, .losses, .optim, .training)
+           "Module", "Linear", "Embedding", "Dropout", "Sequential",
+           "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "mse_loss", "cross_entropy",
+           "binary_cross_entropy_with_logits", "sequence_mask",
+           "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_",
+           "LRScheduler", "StepLR", "CosineAnnealingLR",
+           "truncated_bptt", "to_cells", "from_cells", "Stepper", "sample", "generate"]

@@ -1,11 +1,12 @@
 """python -m fastrnn: train a small LSTM with fastrnn, then time C against NumPy.
 
-Part 1 is a worked example of training with fastrnn. An LSTM(1, 32) reads noisy
-sine waves of random frequency and phase, one value per step, and a linear
-read-out (a few lines of NumPy) predicts the next value. The gradient of the
-read-out's loss goes into ``lstm.backward`` (BPTT in the C kernels), which
-accumulates the LSTM's parameter gradients into ``lstm.grads``; Adam, written
-out below in NumPy, updates the parameters in place. At the end the model is
+Part 1 is a worked example of training with fastrnn's pieces. A model,
+``Sequential(LSTM(1, 32), Linear(32, 1))``, reads noisy sine waves of random
+frequency and phase, one value per step, and predicts the next value. Each
+step: the model's forward, ``MSELoss``, the model's backward (BPTT in the C
+kernels for the LSTM), which accumulates every parameter's gradient into
+``model.grads``, ``clip_grad_norm_``, then ``Adam`` updates the parameters
+in place under a ``CosineAnnealingLR`` schedule. At the end the model is
 compared with two naive predictors on fresh waves.
 
 Part 2 times the same layer with ``backend="c"`` and ``backend="numpy"`` (the
@@ -46,104 +47,47 @@ def sine_batch(rng: np.random.Generator, batch: int = B, steps: int = T
     return wave[:-1], wave[1:]
 
 
-# ------------------------------------------------------------------ model
-
-class Readout:
-    """pred = h @ w.T + b, from the LSTM's outputs (T, B, H) to (T, B, 1)."""
-
-    def __init__(self, rng: np.random.Generator, hidden: int) -> None:
-        bound = 1.0 / np.sqrt(hidden)
-        self.params = {"w": rng.uniform(-bound, bound, (1, hidden)).astype(np.float32),
-                       "b": np.zeros(1, np.float32)}
-
-    def forward(self, h: np.ndarray) -> np.ndarray:
-        self.h = h
-        return h @ self.params["w"].T + self.params["b"]
-
-    def backward(self, d_pred: np.ndarray) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-        """d_h (T, B, H) and the read-out's gradients, from d_pred (T, B, 1)."""
-        rows_h, rows_d = self.h.reshape(-1, self.h.shape[-1]), d_pred.reshape(-1, 1)
-        grads = {"w": rows_d.T @ rows_h, "b": rows_d.sum(0)}
-        return d_pred @ self.params["w"], grads
-
-
 def mse(pred: np.ndarray, y: np.ndarray) -> float:
     """Mean squared error over the scored steps (those after the warm-up)."""
-    return float(np.mean((pred[WARMUP:] - y[WARMUP:]) ** 2))
-
-
-class Adam:
-    """Adam (Kingma & Ba) over named arrays, updated in place."""
-
-    def __init__(self, params: Dict[str, np.ndarray], lr: float = 1e-2,
-                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
-
-    def step(self, grads: Dict[str, np.ndarray], lr: Optional[float] = None) -> None:
-        lr = self.lr if lr is None else lr
-        (b1, b2), self.t = self.betas, self.t + 1
-        for k, p in self.params.items():
-            self.m[k] = b1 * self.m[k] + (1 - b1) * grads[k]
-            self.v[k] = b2 * self.v[k] + (1 - b2) * grads[k] ** 2
-            m_hat = self.m[k] / (1 - b1 ** self.t)
-            v_hat = self.v[k] / (1 - b2 ** self.t)
-            p -= (lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype)
-
-
-def clip_by_global_norm(grads: Dict[str, np.ndarray], max_norm: float = 1.0) -> float:
-    """Scale all gradients together so their joint norm is at most max_norm
-    (the usual guard against exploding gradients in RNNs); returns the norm."""
-    norm = float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values())))
-    if norm > max_norm:
-        for g in grads.values():
-            g *= max_norm / norm
-    return norm
+    value, _ = fastrnn.mse_loss(pred[WARMUP:], y[WARMUP:])
+    return value
 
 
 # --------------------------------------------------------------- training
 
-def train(steps: int, rng: np.random.Generator, lr: float = 1e-2
-          ) -> Tuple[fastrnn.LSTM, Readout]:
-    lstm = fastrnn.LSTM(1, H, seed=SEED)        # backend="c" is the default
-    readout = Readout(rng, H)
-    # one dict of live arrays: the LSTM's parameters by their PyTorch names, then the read-out's
-    params = {**dict(lstm.named_parameters()), **{f"readout.{k}": v for k, v in readout.params.items()}}
-    opt = Adam(params, lr=lr)
+def train(steps: int, rng: np.random.Generator, lr: float = 1e-2) -> fastrnn.Sequential:
+    # an LSTM (backend="c", the default) and a linear read-out of its outputs
+    model = fastrnn.Sequential(fastrnn.LSTM(1, H, seed=SEED), fastrnn.Linear(H, 1, seed=SEED))
+    loss_fn = fastrnn.MSELoss()
+    # the optimizer updates the live parameter arrays, named as in model.grads
+    opt = fastrnn.Adam(model.named_parameters(), lr=lr)
+    schedule = fastrnn.CosineAnnealingLR(opt, T_max=steps)   # cosine decay over the run
     report_every = max(1, steps // 10)
 
-    print(f"Training LSTM(1, {H}) + linear read-out to predict the next value of noisy "
+    print(f"Training LSTM(1, {H}) + Linear({H}, 1) to predict the next value of noisy "
           f"sine waves\n({steps} Adam steps, batches of {B} waves x {T} steps, noise std {NOISE})")
     running = None
     for step in range(1, steps + 1):
         x, y = sine_batch(rng)
-        # forward: LSTM (keeps what backward needs), then the read-out
-        out, _ = lstm(x)                           # out (T, B, H)
-        pred = readout.forward(out)                # pred (T, B, 1)
-        loss = float(np.mean((pred - y) ** 2))
-        # backward: the loss, the read-out, then BPTT through the LSTM
-        d_pred = 2 * (pred - y) / pred.size
-        d_out, readout_grads = readout.backward(d_pred)
-        lstm.zero_grad()                           # backward accumulates into lstm.grads
-        lstm.backward(d_out)
-        grads = {**lstm.grads, **{f"readout.{k}": g for k, g in readout_grads.items()}}
-        clip_by_global_norm(grads, 1.0)
-        # cosine decay of the learning rate over the run
-        opt.step(grads, lr=lr * 0.5 * (1 + np.cos(np.pi * (step - 1) / steps)))
+        pred = model(x)                            # (T, B, 1); keeps what backward needs
+        loss = loss_fn(pred, y)
+        model.zero_grad()                          # backward accumulates into model.grads
+        model.backward(loss_fn.backward())         # the read-out, then BPTT through the LSTM
+        fastrnn.clip_grad_norm_(model.grads, 1.0)
+        opt.step(model.grads)
+        schedule.step()
 
         running = loss if running is None else 0.9 * running + 0.1 * loss
         if step % report_every == 0 or step == 1:
             print(f"  step {step:4d}   loss {loss:.4f}   (running mean {running:.4f})")
-    return lstm, readout
+    return model
 
 
-def evaluate(lstm: fastrnn.LSTM, readout: Readout, rng: np.random.Generator) -> Dict[str, float]:
+def evaluate(model: fastrnn.Sequential, rng: np.random.Generator) -> Dict[str, float]:
     """MSE on fresh waves of the model and of naive predictors."""
     x, y = sine_batch(rng, batch=512)
-    out, _ = lstm(x, training=False)
     results = {
-        "LSTM + read-out": mse(readout.forward(out), y),
+        "LSTM + Linear": mse(model(x, training=False), y),
         "last value (y[t] = x[t])": mse(x, y),
         "zero (the waves' mean)": mse(np.zeros_like(y), y),
         "noise floor (NOISE**2)": NOISE ** 2,
@@ -151,7 +95,7 @@ def evaluate(lstm: fastrnn.LSTM, readout: Readout, rng: np.random.Generator) -> 
     print(f"\nMean squared error on 512 fresh waves (steps {WARMUP}..{T - 1}):")
     for name, value in results.items():
         print(f"  {name:28s} {value:.4f}")
-    ratio = results["last value (y[t] = x[t])"] / results["LSTM + read-out"]
+    ratio = results["last value (y[t] = x[t])"] / results["LSTM + Linear"]
     if ratio > 1:
         print(f"The LSTM's error is {ratio:.1f}x smaller than repeating the last value.")
     else:
@@ -223,9 +167,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"fastrnn {fastrnn.__version__}\n")
     rng = np.random.default_rng(SEED)
     start = time.perf_counter()
-    lstm, readout = train(args.steps, rng)
+    model = train(args.steps, rng)
     print(f"(trained in {time.perf_counter() - start:.1f} s)")
-    results = {"mse": evaluate(lstm, readout, rng)}
+    results = {"mse": evaluate(model, rng)}
     if not args.no_timing:
         results["timings"] = time_backends([(T, B, 1, H), (100, 1, 64, 64), (100, 64, 256, 256)])
     return results

@@ -67,12 +67,21 @@ def class_config(obj: Any, classes: Sequence[type], **overrides: Any) -> Dict[st
 
 
 class Saveable:
-    """``save(path)`` for the fastrnn classes; each says what it is in ``_save_config``."""
+    """``save(path)`` for the fastrnn classes; each says what it is in
+    ``_save_config`` (the layers and cells) or ``_config`` (fastrnn.nn's modules)."""
 
     def _save_config(self) -> Tuple[Dict[str, Any], Any]:
         """The configuration to write (class and constructor arguments) and the
         RNN/LSTM/GRU stack whose training flag and random generator are saved."""
         raise NotImplementedError
+
+    def _config(self) -> Dict[str, Any]:
+        """What ``save`` writes as the configuration: the class, its arguments,
+        the training flag and the random generator's state (a model nests its
+        parts' under ``"modules"``)."""
+        config, stack = self._save_config()
+        config.update(training=bool(stack.training), rng=stack._rng.bit_generator.state)
+        return config
 
     def save(self, path: PathOrFile) -> None:
         """Write the configuration and the weights to one .npz archive.
@@ -107,9 +116,7 @@ class Saveable:
         >>> type(twin).__name__, twin.hidden_size
         ('GRU', 8)
         """
-        config, stack = self._save_config()
-        config.update(format=FORMAT, version=VERSION, training=bool(stack.training),
-                      rng=stack._rng.bit_generator.state)
+        config = {"format": FORMAT, "version": VERSION, **self._config()}
         arrays = {CONFIG_KEY: np.array(json.dumps(config))}
         arrays.update(self.state_dict())
         if isinstance(path, (str, os.PathLike)):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn import _validation
 from fastrnn._archive import CONFIG_KEY
 
 
@@ -51,9 +52,10 @@ def with_config(config, **weights):
     return npz(**{CONFIG_KEY: np.array(json.dumps(config))}, **weights)
 
 
-def rewritten(**changes):
-    """A saved GRU(3, 4) whose configuration is updated with changes."""
-    arrays = entries(saved())
+def rewritten(layer=None, /, **changes):
+    """A saved layer (a GRU(3, 4) by default) whose configuration is updated
+    with changes."""
+    arrays = entries(saved(layer))
     config = json.loads(str(arrays.pop(CONFIG_KEY)[()]))
     config.update(changes)
     return with_config(config, **arrays)
@@ -175,8 +177,11 @@ def test_paths_of_the_wrong_type(path):
 @pytest.mark.parametrize("layer", [
     fastrnn.GRU(3, 4, seed=1), fastrnn.LSTM(3, 5, num_layers=2, proj_size=2, seed=1),
     fastrnn.RNN(3, 4, bidirectional=True, seed=1), fastrnn.LSTMCell(3, 4, seed=1),
-    fastrnn.Bidirectional(fastrnn.GRU(3, 4, seed=1), merge_mode="mul")],
-    ids=["GRU", "LSTM-projected", "RNN-bidirectional", "LSTMCell", "Bidirectional"])
+    fastrnn.Bidirectional(fastrnn.GRU(3, 4, seed=1), merge_mode="mul"),
+    fastrnn.Sequential(fastrnn.Embedding(5, 3, seed=1), fastrnn.GRU(3, 4, seed=1),
+                       fastrnn.Dropout(0.5), fastrnn.Linear(4, 2, seed=1))],
+    ids=["GRU", "LSTM-projected", "RNN-bidirectional", "LSTMCell", "Bidirectional",
+         "Sequential"])
 @pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])
 def test_good_files_still_load(layer, compressed):
     twin = fastrnn.load(io.BytesIO(saved(layer, compressed)))
@@ -196,3 +201,27 @@ def test_files_from_earlier_numpy_headers_load():
             z.writestr(k + ".npy", entry.getvalue())
     twin = fastrnn.load(io.BytesIO(out.getvalue()))
     np.testing.assert_array_equal(twin.weight_hh_l0, arrays["weight_hh_l0"])
+
+
+def test_a_sequential_is_checked_part_by_part(monkeypatch):
+    model = fastrnn.Sequential(*[fastrnn.Linear(20, 40, seed=0) for _ in range(3)])
+    nested = {}
+    for _ in range(40):
+        nested = {"0": {"class": "Sequential", "training": True, "modules": nested}}
+    for modules in (nested, [1, 2]):
+        with pytest.raises(ValueError, match="nested at most 32 deep"):
+            fastrnn.load(io.BytesIO(rewritten(model, modules=modules)))
+    with pytest.raises(ValueError, match="bad configuration for 'Linear'"):
+        fastrnn.load(io.BytesIO(rewritten(model, modules={"0": {"class": "Linear",
+                                                                "args": {"x": 1}}})))
+    cell = json.loads(str(entries(saved(fastrnn.GRUCell(3, 4)))[CONFIG_KEY][()]))
+    with pytest.raises(ValueError, match=r"bad configuration for 'Sequential': modules\[0\]"):
+        fastrnn.load(io.BytesIO(rewritten(model, modules={"0": cell})))
+    with pytest.raises(ValueError, match="unknown layer class 'mymodule.Net'; a model of your "
+                                         r"own class: build it, then model.load\(path\)"):
+        fastrnn.load(io.BytesIO(rewritten(model, **{"class": "mymodule.Net"})))
+    # each part fits the bound alone (14464 bytes with the float64 draw), the three
+    # together do not (3 * 7744)
+    monkeypatch.setattr(_validation, "_memory_limit", lambda: (16_000, "a test bound"))
+    with pytest.raises(MemoryError, match="configures a Sequential whose parts would need"):
+        fastrnn.load(io.BytesIO(saved(model)))

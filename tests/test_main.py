@@ -9,7 +9,7 @@ from fastrnn import __main__ as demo
 def test_demo_learns(capsys):
     results = demo.main(["--steps", "60", "--no-timing"])
     mse = results["mse"]
-    model = mse["LSTM + read-out"]
+    model = mse["LSTM + Linear"]
     assert model == model and model > 0                      # finite, positive
     assert model < mse["last value (y[t] = x[t])"]
     assert model < mse["zero (the waves' mean)"]
