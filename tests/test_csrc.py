@@ -35,3 +35,23 @@ def test_csrc_in_plain_c(tmp_path):
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 failed" in result.stdout, result.stdout
+
+
+@pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
+def test_thread_pool_under_thread_sanitizer(tmp_path):
+    """The pool, the teams and their barrier (csrc/common.c) under ThreadSanitizer:
+    no data race, no member past a barrier early, no slice lost."""
+    if not (ROOT / "csrc").is_dir():
+        pytest.skip("csrc/ is not beside the tests (installed package)")
+    exe = tmp_path / "test_threads"
+    cmd = [CC, "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
+           "-fsanitize=thread", f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "c" / "test_threads.c"),
+           str(ROOT / "csrc" / "common.c"), "-o", str(exe)]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    if built.returncode != 0 and "tsan" in built.stderr.lower():
+        pytest.skip("the compiler has no ThreadSanitizer runtime")
+    assert built.returncode == 0, built.stderr
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 early reads" in result.stdout and "WARNING" not in result.stderr, \
+        result.stdout + result.stderr
