@@ -97,6 +97,22 @@ def test_inference_matches_training_forward(cell, dtype, make_layer, make_inputs
 
 # ------------------------------------------------------- threaded time loop
 
+def _training_and_inference_match(layer, inputs, T, B, dtype, context, run_layer,
+                                  assert_tensors_close, assert_close):
+    """C training (forward and backward) and inference equal the NumPy reference,
+    without and with lengths."""
+    for lengths in (None, _lengths(T, B, 13)):
+        layer.backend = "c"
+        got = run_layer(layer, lengths=lengths, **inputs)
+        state = inputs["h0"] if inputs["c0"] is None else (inputs["h0"], inputs["c0"])
+        inferred = layer(inputs["x"], state, lengths=lengths, training=False)[0]
+        layer.backend = "numpy"
+        expected = run_layer(layer, lengths=lengths, **inputs)
+        where = f"{context} lengths={lengths is not None}"
+        assert_tensors_close(got, expected, dtype, context=where)
+        assert_close(f"inference output ({where})", inferred, expected["output"], dtype)
+
+
 @pytest.fixture(params=[2, 3], ids=["threads2", "threads3"])
 def loop_threads(request):
     before = _kernels.get_loop_threads()
@@ -126,17 +142,9 @@ def test_threaded_loop_matches_reference(loop_threads, cell, dtype, B, layout, m
     assert _kernels.loop_threads(cell, T, B, I, H, training=False) == expected_threads
     assert _kernels.loop_threads(cell, T, B, I, H, training=True) == 1
     layer = make_layer(cell, I, H, dtype=dtype, seed=11, **layout)
-    inputs = make_inputs(layer, T, B, seed=12)
-    for lengths in (None, _lengths(T, B, 13)):
-        layer.backend = "c"
-        got = run_layer(layer, lengths=lengths, **inputs)
-        state = inputs["h0"] if inputs["c0"] is None else (inputs["h0"], inputs["c0"])
-        inferred = layer(inputs["x"], state, lengths=lengths, training=False)[0]
-        layer.backend = "numpy"
-        expected = run_layer(layer, lengths=lengths, **inputs)
-        context = f"threads={loop_threads} B={B} lengths={lengths is not None}"
-        assert_tensors_close(got, expected, dtype, context=context)
-        assert_close(f"inference output ({context})", inferred, expected["output"], dtype)
+    _training_and_inference_match(layer, make_inputs(layer, T, B, seed=12), T, B, dtype,
+                                  f"threads={loop_threads} B={B}", run_layer,
+                                  assert_tensors_close, assert_close)
 
 
 def test_threaded_loop_with_projection(loop_threads, dtype, make_layer, run_layer,
@@ -193,17 +201,9 @@ def test_unit_split_loop_matches_reference(loop_threads, cell, dtype, shape, mak
         expected = 1 if slices > 1 else min(loop_threads, hidden // 32)
         assert _kernels.unit_threads(cell, T, B, I_, hidden, training=training) == expected
     layer = make_layer(cell, I_, hidden, dtype=dtype, seed=21, **layout)
-    inputs = make_inputs(layer, T, B, seed=22)
-    for lengths in (None, _lengths(T, B, 23)):
-        layer.backend = "c"
-        got = run_layer(layer, lengths=lengths, **inputs)
-        state = inputs["h0"] if inputs["c0"] is None else (inputs["h0"], inputs["c0"])
-        inferred = layer(inputs["x"], state, lengths=lengths, training=False)[0]
-        layer.backend = "numpy"
-        expected = run_layer(layer, lengths=lengths, **inputs)
-        context = f"threads={loop_threads} {shape} lengths={lengths is not None}"
-        assert_tensors_close(got, expected, dtype, context=context)
-        assert_close(f"inference output ({context})", inferred, expected["output"], dtype)
+    _training_and_inference_match(layer, make_inputs(layer, T, B, seed=22), T, B, dtype,
+                                  f"threads={loop_threads} {shape}", run_layer,
+                                  assert_tensors_close, assert_close)
 
 
 def test_unit_threads_rule(loop_threads):
