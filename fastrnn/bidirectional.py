@@ -148,7 +148,19 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
         return self.layer.state_dict()
 
     def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
-        """Load parameters by PyTorch name (see RNN.load_state_dict)."""
+        """Load parameters by PyTorch name (see ``RNN.load_state_dict``).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Every name of ``state_dict()`` (the inner layer's, ``..._reverse``
+            for the backward direction), each with its shape.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As ``RNN.load_state_dict``; nothing changes then.
+        """
         self.layer.load_state_dict(state_dict)
 
     # -- forward and backward

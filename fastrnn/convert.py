@@ -144,6 +144,41 @@ def from_torch(module, *, dtype=None, backend: str = "c"):
     to the module's: float64 stays float64, anything else becomes float32
     (float16/bfloat16 upcast exactly). The layer's training mode is the
     module's, so dropout between layers applies when the module would apply it.
+
+    Parameters
+    ----------
+    module : torch.nn.RNN, LSTM, GRU, RNNCell, LSTMCell or GRUCell
+        On any device, of any float dtype; its weights are copied.
+    dtype : float32 or float64, optional
+        The layer's dtype; None: the module's (float64 stays float64, other
+        floats become float32).
+    backend : {"c", "numpy"}, default "c"
+        As the layers'.
+
+    Returns
+    -------
+    RNN, LSTM, GRU, RNNCell, LSTMCell or GRUCell
+        The same kind, options, weights and mode.
+
+    Raises
+    ------
+    TypeError
+        When module is none of these.
+    ValueError
+        When dtype or backend is not one of the layers'.
+    ImportError
+        When PyTorch is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, fastrnn
+    >>> module = torch.nn.GRU(4, 8, num_layers=2, batch_first=True)
+    >>> layer = fastrnn.from_torch(module)
+    >>> x = np.random.default_rng(0).standard_normal((3, 5, 4)).astype(np.float32)
+    >>> out, h_n = layer(x, training=False)
+    >>> expected, _ = module(torch.from_numpy(x))
+    >>> np.allclose(out, expected.detach().numpy(), atol=1e-5)
+    True
     """
     import torch
 
@@ -214,6 +249,34 @@ def to_keras(layer) -> List[np.ndarray]:
     layer gives the arrays of a Keras layer with go_backwards=True (see
     from_keras for how their outputs differ). The bias is b_ih + b_hh except for
     GRU(reset_after=True), whose Keras bias (2, 3H) keeps both.
+
+    Parameters
+    ----------
+    layer : RNN, LSTM, GRU, Bidirectional, RNNCell, LSTMCell or GRUCell
+        One layer (num_layers=1, no proj_size) with PyTorch's cells (no ONNX
+        activations, clip, peepholes or input_forget).
+
+    Returns
+    -------
+    list of ndarray
+        kernel (I, G*H), recurrent_kernel (H, G*H) and bias per direction,
+        forward first, in Keras' gate order (LSTM i, f, c, o; GRU z, r, h):
+        ``keras_layer.set_weights(arrays)`` loads them.
+
+    Raises
+    ------
+    TypeError
+        When layer is none of these.
+    ValueError
+        For a stack of layers, a projection, or options Keras' layers do not
+        have.
+
+    Examples
+    --------
+    >>> import fastrnn
+    >>> arrays = fastrnn.to_keras(fastrnn.LSTM(4, 8, seed=0))
+    >>> [a.shape for a in arrays]                     # kernel, recurrent_kernel, bias
+    [(4, 32), (8, 32), (32,)]
     """
     stack, _ = _unwrap(layer, "to_keras", cells=True)
     _single_layer(stack, "Keras")
@@ -268,6 +331,52 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
 
     The Keras bias goes into bias_ih and zeros into bias_hh, except for
     GRU(reset_after=True) whose two rows are bias_ih and bias_hh.
+
+    Parameters
+    ----------
+    kind : {"SimpleRNN", "LSTM", "GRU"}
+        The Keras layer, in any case ("RNN" is SimpleRNN).
+    weights : sequence of array_like
+        The layer's ``get_weights()``: kernel (I, G*H), recurrent_kernel
+        (H, G*H) and, when it has one, bias; a Bidirectional wrapper's
+        forward layer's arrays, then its backward layer's.
+    reset_after : bool, default True
+        GRU: Keras' reset_after.
+    activation : str, default "tanh"
+        "relu" too for SimpleRNN.
+    recurrent_activation : str, default "sigmoid"
+        LSTM and GRU.
+    go_backwards : bool, default False
+        Gives ``direction="reverse"`` (outputs aligned with the inputs, above).
+    bidirectional : bool, default False
+        weights are a Keras Bidirectional wrapper's.
+    merge_mode : {"concat", "sum", "mul", "ave"}, default "concat"
+        The wrapper's; other than "concat" gives a fastrnn.Bidirectional.
+    batch_first : bool, default True
+        Keras' inputs are (B, T, I).
+    dtype : float32 or float64, default float32
+    backend : {"c", "numpy"}, default "c"
+        As the layers'.
+
+    Returns
+    -------
+    RNN, LSTM, GRU or Bidirectional
+        One layer holding the weights.
+
+    Raises
+    ------
+    ValueError
+        For a kind or activation fastrnn does not run, arrays of the wrong
+        number or shapes, or options that contradict each other.
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> gru = fastrnn.GRU(4, 8, batch_first=True, seed=0)
+    >>> twin = fastrnn.from_keras("GRU", fastrnn.to_keras(gru))   # lossless: reset_after
+    >>> x = np.ones((2, 5, 4), np.float32)                        # (B, T, I)
+    >>> np.allclose(twin(x)[0], gru(x)[0], atol=1e-6)
+    True
     """
     if not isinstance(kind, str) or kind.lower() not in _KERAS_KINDS:
         raise ValueError(f"kind: expected 'SimpleRNN', 'LSTM' or 'GRU', got {kind!r}")
@@ -408,6 +517,35 @@ def to_onnx(layer) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
     direction). Single layers only (export_onnx chains a stack); a
     fastrnn.Bidirectional gives its inner layer's node (the merge is not part of
     it; export_onnx adds it).
+
+    Parameters
+    ----------
+    layer : RNN, LSTM, GRU or Bidirectional
+        One layer (num_layers=1, no proj_size).
+
+    Returns
+    -------
+    op_type : {"RNN", "GRU", "LSTM"}
+    inputs : dict of str to ndarray
+        "W", "R" and (with a bias) "B"; "P" for LSTM peepholes.
+    attributes : dict of str to object
+        The node's attributes.
+
+    Raises
+    ------
+    TypeError
+        When layer is none of these (a cell: convert the one-layer layer).
+    ValueError
+        For a stack of layers or a projection.
+
+    Examples
+    --------
+    >>> import fastrnn
+    >>> op, inputs, attributes = fastrnn.to_onnx(fastrnn.GRU(4, 8, seed=0))
+    >>> op, {name: w.shape for name, w in inputs.items()}
+    ('GRU', {'W': (1, 24, 4), 'R': (1, 24, 8), 'B': (1, 48)})
+    >>> attributes["linear_before_reset"]                # reset_after=True
+    1
     """
     stack, _ = _unwrap(layer, "to_onnx")
     _single_layer(stack, "one ONNX node (export_onnx chains a stack)")
@@ -571,6 +709,16 @@ def from_onnx(op_type: str, W, R, B=None, *, hidden_size: Optional[int] = None,
         An argument of the wrong type (hidden_size not an integer, clip or
         activation_alpha/beta not numbers, activations not a list of names,
         weights that are not real numbers).
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> lstm = fastrnn.LSTM(4, 8, seed=0)
+    >>> op, inputs, _ = fastrnn.to_onnx(lstm)
+    >>> twin = fastrnn.from_onnx(op, inputs["W"], inputs["R"], inputs["B"])
+    >>> x = np.ones((5, 2, 4), np.float32)
+    >>> np.allclose(twin(x)[0], lstm(x)[0])
+    True
     """
     if not isinstance(op_type, str) or op_type not in ("RNN", "GRU", "LSTM"):
         raise ValueError(f"op_type: expected 'RNN', 'GRU' or 'LSTM', got {op_type!r}")
@@ -668,6 +816,45 @@ def export_onnx(layer, path=None, *, opset: int = 17, sequence_lens: bool = True
 
     Needs opset >= 14 (the layout attribute). ONNX Runtime's CPU kernels run
     float32 only; a float64 layer exports float64 tensors.
+
+    Parameters
+    ----------
+    layer : RNN, LSTM, GRU or Bidirectional
+        Any number of layers and directions; no proj_size.
+    path : str or os.PathLike, optional
+        Where to save the model too.
+    opset : int, default 17
+        The ONNX opset, at least 14.
+    sequence_lens : bool, default True
+        Whether the graph has the lengths input.
+    initial_state : bool, default True
+        Whether the graph has the initial state inputs.
+    layout_attribute : bool, default False
+        Batch-first layers as nodes with layout=1 instead of Transposes.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model (also saved to path when given).
+
+    Raises
+    ------
+    TypeError
+        When layer is none of these.
+    ValueError
+        For a projection, or an opset below 14.
+    ImportError
+        When onnx is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np, onnx, fastrnn
+    >>> lstm = fastrnn.LSTM(4, 8, num_layers=2, seed=0)
+    >>> model = fastrnn.export_onnx(lstm)                # or export_onnx(lstm, "lstm.onnx")
+    >>> [i.name for i in model.graph.input]
+    ['X', 'sequence_lens', 'initial_h', 'initial_c']
+    >>> [node.op_type for node in model.graph.node].count("LSTM")
+    2
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -1113,6 +1300,15 @@ def load_onnx(path_or_model, node=None, *, base_dir=None, batch_first: Optional[
         directory.
     TypeError
         path_or_model, node or base_dir of the wrong type; a file in text mode.
+
+    Examples
+    --------
+    >>> import numpy as np, onnx, fastrnn
+    >>> gru = fastrnn.GRU(4, 8, seed=0)
+    >>> twin = fastrnn.load_onnx(fastrnn.export_onnx(gru))   # or load_onnx("gru.onnx")
+    >>> x = np.ones((5, 2, 4), np.float32)
+    >>> np.allclose(twin(x)[0], gru(x)[0])
+    True
     """
     import onnx
     from google.protobuf.message import DecodeError

@@ -251,8 +251,18 @@ class _StackWrapper:
                                    "RNN.tape), or None.")
 
     def train(self: _T, mode: bool = True) -> _T:
-        """Set training mode (the default): a call keeps what backward needs.
-        Returns the wrapper itself."""
+        """Set the wrapped layer's mode (``RNN.train``): training, the default,
+        keeps what backward needs.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True or False (``eval()``); anything else raises TypeError.
+
+        Returns
+        -------
+        The wrapper itself.
+        """
         self._stack.train(mode)
         return self
 

@@ -305,8 +305,9 @@ def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike,
     """Binary cross-entropy from logits, and its gradient (``F.binary_cross_entropy_with_logits``).
 
     loss_i = -weight_i * (pos_weight * y_i * log sigmoid(x_i) + (1 - y_i) *
-    log(1 - sigmoid(x_i))), computed as PyTorch does without exp overflow:
-    (1 - y) x + (1 + (pos_weight - 1) y) (log(1 + exp(-|x|)) + max(-x, 0)).
+    log(1 - sigmoid(x_i))), computed as PyTorch does without exp overflow::
+
+        (1 - y) x + (1 + (pos_weight - 1) y) (log(1 + exp(-|x|)) + max(-x, 0))
 
     Parameters
     ----------
@@ -465,7 +466,18 @@ class MSELoss(_Loss):
     """
 
     def __call__(self, input: ArrayLike, target: ArrayLike) -> LossValue:
-        """The loss value (see ``mse_loss``); ``backward()`` gives d_input."""
+        """The loss value (see ``mse_loss``); ``backward()`` gives d_input.
+
+        Parameters
+        ----------
+        input, target : array_like
+            The same shape.
+
+        Returns
+        -------
+        float or ndarray
+            The loss (per element with ``reduction="none"``).
+        """
         return self._keep(*mse_loss(input, target, self.reduction))
 
 
@@ -503,8 +515,22 @@ class CrossEntropyLoss(_Loss):
 
     def __call__(self, input: ArrayLike, target: ArrayLike,
                  mask: Optional[ArrayLike] = None) -> LossValue:
-        """The loss value (see ``cross_entropy``; ``mask``: False leaves a
-        target out); ``backward()`` gives d_input."""
+        """The loss value (see ``cross_entropy``); ``backward()`` gives d_input.
+
+        Parameters
+        ----------
+        input : array_like
+            Logits (..., C), the class axis last.
+        target : array_like of int
+            Class ids (...).
+        mask : array_like of bool, optional
+            (...): False leaves a target out (a padded step; ``sequence_mask``).
+
+        Returns
+        -------
+        float or ndarray
+            The loss (per target with ``reduction="none"``).
+        """
         return self._keep(*cross_entropy(input, target, self.weight, self.ignore_index,
                                          self.reduction, mask))
 
@@ -545,6 +571,17 @@ class BCEWithLogitsLoss(_Loss):
 
     def __call__(self, input: ArrayLike, target: ArrayLike) -> LossValue:
         """The loss value (see ``binary_cross_entropy_with_logits``);
-        ``backward()`` gives d_input."""
+        ``backward()`` gives d_input.
+
+        Parameters
+        ----------
+        input, target : array_like
+            Logits and targets in [0, 1], the same shape.
+
+        Returns
+        -------
+        float or ndarray
+            The loss (per element with ``reduction="none"``).
+        """
         return self._keep(*binary_cross_entropy_with_logits(input, target, self.weight,
                                                             self.reduction, self.pos_weight))

@@ -73,6 +73,12 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The threads fastrnn may use: the larger of its kernels' and SciPy's BLAS's.
 
+    Returns
+    -------
+    int
+        The larger of the kernels' threads (``set_num_threads``; by default
+        the CPUs this process may run on, at most 8) and SciPy's BLAS's.
+
     Examples
     --------
     >>> import fastrnn
