@@ -1,5 +1,9 @@
 """Build of fastrnn's compiled extension: the whole build is this one table.
 
+The package lives in src/ (pyproject.toml): the checkout's own directory never
+holds an importable fastrnn, so `python -m fastrnn` or `pytest` run from it
+import the installed package, and the build writes nothing into the sources.
+
 FASTRNN_NATIVE=1  adds -march=native (fast on the build machine only).
 FASTRNN_DEBUG=1   builds -O0 -g with Cython bounds checks and the address and
                   undefined-behaviour sanitizers (run Python with
@@ -51,7 +55,7 @@ extensions = [
         "fastrnn._kernels",
         # kernels_f32.c / kernels_f64.c once per instruction set; dispatch.c
         # picks one at run time, so the default build needs no -march flag
-        sources=["fastrnn/_kernels.pyx", "csrc/common.c", "csrc/dispatch.c",
+        sources=["src/fastrnn/_kernels.pyx", "csrc/common.c", "csrc/dispatch.c",
                  "csrc/kernels_f32.c", "csrc/kernels_f32_avx2.c", "csrc/kernels_f32_avx512.c",
                  "csrc/kernels_f64.c", "csrc/kernels_f64_avx2.c", "csrc/kernels_f64_avx512.c"],
         depends=sorted(glob.glob("csrc/*.h")) + ["csrc/kernels_f32.c", "csrc/kernels_f64.c"],
@@ -75,16 +79,7 @@ directives = {
 
 class build_ext_isa(build_ext):
     """Compiles each instruction-set variant (ISA_FLAGS) with its own flags, the
-    rest of the extension as usual. Also copies the built extension next to the
-    sources. pip builds a local checkout in place, so `pip install . && python -m
-    fastrnn`, run from the checkout (whose fastrnn/ then shadows the installed
-    one), finds its kernels; elsewhere (a wheel or sdist build in a temporary
-    copy) the copy is harmless."""
-
-    def run(self):
-        super().run()
-        if not self.inplace:
-            self.copy_extensions_to_source()
+    rest of the extension as usual."""
 
     def build_extension(self, ext):
         variants = [src for src in ext.sources if src in ISA_FLAGS]
@@ -99,5 +94,7 @@ class build_ext_isa(build_ext):
         super().build_extension(ext)
 
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives),
+# Cython's C output goes to build/, not beside the .pyx in the sources
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            include_path=["src"], build_dir="build/cython"),
       cmdclass={"build_ext": build_ext_isa})
