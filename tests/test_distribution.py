@@ -41,3 +41,16 @@ def test_demo_runs_from_the_root():
     imported = Path(done.stdout.splitlines()[0]).resolve().parent
     assert imported == PACKAGE, f"from {ROOT}: imported {imported}, the tests use {PACKAGE}"
     assert "Mean squared error" in done.stdout
+
+
+def test_one_version():
+    """fastrnn.__version__ is the installed distribution's version (the wheel's
+    metadata), and CHANGELOG.md's first section, where it is beside the tests."""
+    from importlib.metadata import version
+    assert fastrnn.__version__ == version("fastrnn")
+    changelog = ROOT / "CHANGELOG.md"
+    if not changelog.is_file():
+        return
+    first = next(line for line in changelog.read_text().splitlines() if line.startswith("## "))
+    assert first.split()[1] == fastrnn.__version__, \
+        f"CHANGELOG.md starts with {first!r}, fastrnn is {fastrnn.__version__}"

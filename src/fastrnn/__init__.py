@@ -41,7 +41,7 @@ from fastrnn.serialize import load, save
 from fastrnn.threads import get_num_threads, set_num_threads
 from fastrnn.training import Stepper, from_cells, generate, sample, to_cells, truncated_bptt
 
-__version__ = "0.1.0"
+from fastrnn._version import __version__
 
 __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
            "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",
