@@ -203,12 +203,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     elapsed = time.perf_counter() - config.stash.get(_STARTED, time.perf_counter())
     tr = terminalreporter
     tr.write_sep("-", "fastrnn benchmarks")
-    tr.write_line(f"{cpu_model()}, {usable_cpus()} CPUs, kernels {_kernels.isa()}; ms per call: "
-                  f"median over pytest-benchmark's rounds ± half their interquartile range")
+    tr.write_line(f"{cpu_model()}, {usable_cpus()} CPUs, kernels {_kernels.isa()}")
+    tr.write_line("ms per call: the median over rounds ± half their interquartile range")
     used = sorted({row.split()[0] for _, rows in ordered.values() for row in rows} & set(SHAPES))
     if any(layout is CELL for layout, _ in ordered.values()):
-        tr.write_line(f"cells: {THREADS} threads; numpy/c and best peer/c > 1 when fastrnn c "
-                      f"is faster (ort: onnxruntime, inference only)")
+        tr.write_line(f"cells: {THREADS} threads; numpy/c, best peer/c > 1: fastrnn c is faster "
+                      f"(ort: onnxruntime)")
     if used:
         tr.write_line("shapes (T, B, I, H): " + ", ".join(f"{n} {SHAPES[n]}" for n in used))
     tr.write_line("")
