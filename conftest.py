@@ -3,7 +3,8 @@
     pytest                        the tests, and the benchmarks in bench/ once each as
                                   plain tests (their results checked, not timed)
     pytest --benchmark            the benchmarks timed, bench/ only, and one compact
-                                  table per cell at the end (about 7 minutes on 2 cores)
+                                  table per cell at the end (about 6 minutes on 2 idle
+                                  cores; far longer on a busy machine)
     pytest --benchmark-quick      the same on a subset (S1 and S2, fewer rounds; about
                                   a minute)
 
@@ -27,7 +28,7 @@ def pytest_addoption(parser) -> None:
     group = parser.getgroup("fastrnn benchmarks")
     group.addoption("--benchmark", action="store_true", default=False,
                     help="time the benchmarks in bench/ (the tests are not collected) and "
-                         "print one table per cell (about 7 minutes on 2 cores)")
+                         "print one table per cell (about 6 minutes on 2 idle cores)")
     group.addoption("--benchmark-quick", action="store_true", default=False,
                     help="--benchmark on a subset: S1 and S2, fewer rounds (about a minute)")
 

@@ -1,6 +1,6 @@
 """Backend "c" against backend "numpy" for every cell kind, shape and mode.
 
-    pytest --benchmark bench/test_bench_backends.py   # time them (about 1.5 minutes)
+    pytest --benchmark bench/test_bench_backends.py   # time them
     pytest bench/test_bench_backends.py               # each runs once as a check
 
 Each pytest-benchmark group ``{cell}-{shape}-{mode}`` holds the two backends of

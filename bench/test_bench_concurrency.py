@@ -1,6 +1,6 @@
 """N Python threads each running its own layer, against the same work run sequentially.
 
-    pytest --benchmark bench/test_bench_concurrency.py         # timed (about 1.5 minutes)
+    pytest --benchmark bench/test_bench_concurrency.py         # timed
     python bench/test_bench_concurrency.py [--rounds R] [--n 2,4] [--shapes S1,S2]
                                            [--settings one,default] [--json FILE]
                                                                  # the table of ratios

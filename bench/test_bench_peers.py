@@ -1,6 +1,7 @@
 """fastrnn against its peers, PyTorch and ONNX Runtime, in pytest-benchmark groups.
 
-    pytest --benchmark bench/test_bench_peers.py   # time the whole grid (about 4 minutes)
+    pytest --benchmark bench/test_bench_peers.py   # time the whole grid (most of
+                                                   # pytest --benchmark's 6 minutes)
     pytest bench/test_bench_peers.py               # S1 and S2 once each, as checks; a few
                                                    # seconds
 
