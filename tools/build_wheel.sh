@@ -27,8 +27,9 @@
 # 6. --compare: `pip install .` into a second venv (the system compiler, GCC) and
 #    tools/compare_builds.py times the two builds against each other.
 #
-# Takes about 5 minutes on 2 cores (zig's first run builds its glibc stubs and
-# compiler-rt into its cache, about a minute more); --compare about 6 more.
+# Takes 3.5 to 4.5 minutes on 2 busy cores (zig's first run on a machine builds
+# its glibc stubs and compiler-rt into its cache, about a minute more); --compare
+# about 6 more.
 # Prints the wheel's path and its auditwheel tag at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
