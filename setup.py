@@ -1,5 +1,9 @@
 """Build of fastrnn's compiled extension: the whole build is this one table.
 
+The package lives in src/ (pyproject.toml): the checkout's own directory never
+holds an importable fastrnn, so `python -m fastrnn` or `pytest` run from it
+import the installed package, and the build writes nothing into the sources.
+
 FASTRNN_NATIVE=1  adds -march=native (fast on the build machine only).
 FASTRNN_DEBUG=1   builds -O0 -g with Cython bounds checks and the address and
                   undefined-behaviour sanitizers (run Python with
@@ -7,6 +11,7 @@ FASTRNN_DEBUG=1   builds -O0 -g with Cython bounds checks and the address and
 """
 import glob
 import os
+import sysconfig
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -33,12 +38,24 @@ if DEBUG:
 if NATIVE:
     compile_args += ["-march=native"]
 
+# The instruction-set variants of the kernels, each compiled with its target's
+# flags (x86-64 only: elsewhere those files compile to nothing). GCC would
+# also take them from the `#pragma GCC target` at the top of each file, but
+# clang (and zig cc, which builds the manylinux wheels: tools/build_wheel.sh)
+# ignores that pragma and would compile the "AVX2" kernels for SSE2.
+X86_64 = sysconfig.get_platform().endswith(("x86_64", "amd64"))
+AVX2 = ["-mavx2", "-mfma"]
+AVX512 = ["-mavx512f", "-mavx512vl"] + AVX2
+ISA_FLAGS = {} if not X86_64 else {
+    "csrc/kernels_f32_avx2.c": AVX2, "csrc/kernels_f64_avx2.c": AVX2,
+    "csrc/kernels_f32_avx512.c": AVX512, "csrc/kernels_f64_avx512.c": AVX512}
+
 extensions = [
     Extension(
         "fastrnn._kernels",
         # kernels_f32.c / kernels_f64.c once per instruction set; dispatch.c
         # picks one at run time, so the default build needs no -march flag
-        sources=["fastrnn/_kernels.pyx", "csrc/common.c", "csrc/dispatch.c",
+        sources=["src/fastrnn/_kernels.pyx", "csrc/common.c", "csrc/dispatch.c",
                  "csrc/kernels_f32.c", "csrc/kernels_f32_avx2.c", "csrc/kernels_f32_avx512.c",
                  "csrc/kernels_f64.c", "csrc/kernels_f64_avx2.c", "csrc/kernels_f64_avx512.c"],
         depends=sorted(glob.glob("csrc/*.h")) + ["csrc/kernels_f32.c", "csrc/kernels_f64.c"],
@@ -60,17 +77,24 @@ directives = {
 
 
 
-class build_ext_into_checkout(build_ext):
-    """Also copy the built extension next to the sources. pip builds a local
-    checkout in place, so `pip install . && python -m fastrnn`, run from the
-    checkout (whose fastrnn/ then shadows the installed one), finds its kernels;
-    elsewhere (a wheel or sdist build in a temporary copy) the copy is harmless."""
+class build_ext_isa(build_ext):
+    """Compiles each instruction-set variant (ISA_FLAGS) with its own flags, the
+    rest of the extension as usual."""
 
-    def run(self):
-        super().run()
-        if not self.inplace:
-            self.copy_extensions_to_source()
+    def build_extension(self, ext):
+        variants = [src for src in ext.sources if src in ISA_FLAGS]
+        objects = []
+        for src in variants:
+            objects += self.compiler.compile(
+                [src], output_dir=self.build_temp, macros=ext.define_macros,
+                include_dirs=ext.include_dirs, debug=self.debug, depends=ext.depends,
+                extra_postargs=ext.extra_compile_args + ISA_FLAGS[src])
+        ext.sources = [src for src in ext.sources if src not in ISA_FLAGS]
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
 
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives),
-      cmdclass={"build_ext": build_ext_into_checkout})
+# Cython's C output goes to build/, not beside the .pyx in the sources
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            include_path=["src"], build_dir="build/cython"),
+      cmdclass={"build_ext": build_ext_isa})

@@ -1,4 +1,5 @@
-"""Shared set-up of the backend benchmarks (bench/test_bench_backends.py).
+"""Shared set-up of the benchmarks: the problems of bench/test_bench_backends.py, the
+thread limits, the --benchmark-quick subset, and the tables printed at the end.
 
 A ``Problem`` is one layer (cell kind, shape, backend) with a fixed input and a
 fixed output gradient; ``Problem.run(mode)`` is what a benchmark times:
@@ -12,18 +13,41 @@ parameters and must agree. Each benchmark, also in the default
 result against the other backend's, kept in ``results`` (module scope) so that
 each configuration runs at most once more than its benchmarks.
 
-With ``--benchmark-only`` the summary ends with the speed-up of the C kernels
-over the NumPy reference per group (the ratio of medians and of minima).
+Timed (``pytest --benchmark``, the root conftest.py), every benchmark records its
+rounds with ``record_timing(table, row, column, benchmark)`` and the run ends with
+fastrnn.bench.summary's tables: one per cell (rows shapes and modes, columns fastrnn
+c, fastrnn numpy, torch, onnxruntime, then numpy/c and best peer/c), then the
+concurrency and denormal tables. ``--benchmark-quick`` keeps the benchmarks each
+module's ``in_quick(params)`` accepts.
+
+Threads: the ``threads`` fixture runs a module at FASTRNN_BENCH_THREADS (default 2,
+fastrnn.bench.DEFAULT_THREADS) for BLAS, fastrnn, torch and ONNX Runtime
+(fastrnn.bench.thread_limits), restored after it.
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn.bench import compare
+from fastrnn.bench import DEFAULT_THREADS, SHAPES, compare, thread_limits
+from fastrnn.bench.summary import CELL, Layout, format_tables
+
+BENCH_CELLS = ("rnn_tanh", "lstm", "gru", "bilstm")
+THREADS = int(os.environ.get("FASTRNN_BENCH_THREADS", DEFAULT_THREADS))
+
+try:
+    import pytest_benchmark  # noqa: F401
+except ImportError:
+    @pytest.fixture
+    def benchmark():
+        """Stands in for pytest-benchmark's fixture when it is not installed."""
+        pytest.skip("pytest-benchmark is not installed (pip install pytest-benchmark, "
+                    "or \".[test]\")")
 
 SEED = 0
 LAYERS = {"rnn_tanh": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}
@@ -66,13 +90,11 @@ class Problem:
         return self.result(self.step(mode)())
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config) -> None:
-    # pyproject's addopts has --benchmark-disable (benchmarks run once, as tests), and
-    # pytest-benchmark refuses --benchmark-only together with it. Asking for
-    # --benchmark-only means asking for timings, so let it imply --benchmark-enable.
-    if config.getoption("benchmark_only", False):
-        config.option.benchmark_enable = True
+@pytest.fixture(scope="module")
+def threads():
+    """fastrnn.bench.thread_limits(THREADS) for the module; yields THREADS."""
+    with thread_limits(THREADS):
+        yield THREADS
 
 
 @pytest.fixture
@@ -121,37 +143,77 @@ def check_agreement() -> Callable[[Result, Result, str], None]:
     return assert_results_agree
 
 
-# --------------------------------------------------- C-over-NumPy summary
+# ------------------------------------------------------- quick subset
 
-_TIMINGS = pytest.StashKey[Dict[str, Dict[str, object]]]()
+def pytest_collection_modifyitems(config, items) -> None:
+    """--benchmark-quick keeps the benchmarks each module's in_quick(params) accepts."""
+    if not config.getoption("benchmark_quick", False):
+        return
+    keep, drop = [], []
+    for item in items:
+        in_quick = getattr(getattr(item, "module", None), "in_quick", None)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (keep if in_quick is None or in_quick(params) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# ------------------------------------------------------- the tables
+
+_TABLES = pytest.StashKey[Dict[str, Tuple[Layout, Dict[str, Dict[str, List[float]]]]]]()
+_STARTED = pytest.StashKey[float]()
+
+
+def pytest_sessionstart(session) -> None:
+    session.config.stash[_STARTED] = time.perf_counter()
 
 
 @pytest.fixture
-def record_timing(request) -> Callable[[str, str, object], None]:
-    """record_timing(group, backend, benchmark): keep the stats for the summary."""
-    timings = request.config.stash.setdefault(_TIMINGS, {})
+def record_timing(request) -> Callable[..., None]:
+    """record_timing(table, row, column, benchmark, layout=CELL): keep the round times
+    of a benchmark for the tables printed at the end (not when benchmarks are disabled)."""
+    tables = request.config.stash.setdefault(_TABLES, {})
 
-    def record(group: str, backend: str, benchmark) -> None:
-        if benchmark.stats is not None:         # None when benchmarks are disabled
-            timings.setdefault(group, {})[backend] = benchmark.stats
+    def record(table: str, row: str, column: str, benchmark, layout: Layout = CELL) -> None:
+        if benchmark.stats is None:          # benchmarks disabled: run once as a test
+            return
+        rows = tables.setdefault(table, (layout, {}))[1]
+        rows.setdefault(row, {})[column] = list(benchmark.stats.stats.data)
 
     return record
 
 
-@pytest.hookimpl(trylast=True)   # after pytest-benchmark's own tables
+def _table_order(title: str):
+    cell = title.split()[0]
+    return (0, BENCH_CELLS.index(cell), title) if cell in BENCH_CELLS else (1, 0, title)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    timings = config.stash.get(_TIMINGS, {})
-    rows: List[Tuple[str, object, object]] = [
-        (group, t["c"], t["numpy"]) for group, t in sorted(timings.items())
-        if "c" in t and "numpy" in t]
-    if not rows:
+    tables = config.stash.get(_TABLES, {})
+    if not tables:
         return
+    from fastrnn import _kernels
+    from fastrnn.bench.report import cpu_model, usable_cpus
+
+    ordered = {title: (layout, dict(sorted(rows.items())))
+               for title, (layout, rows) in sorted(tables.items(),
+                                                   key=lambda kv: _table_order(kv[0]))}
+    elapsed = time.perf_counter() - config.stash.get(_STARTED, time.perf_counter())
     tr = terminalreporter
-    tr.write_sep("-", "fastrnn: speed-up of backend 'c' over backend 'numpy' "
-                      "(numpy time / c time; > 1: C is faster)")
-    width = max(len(group) for group, _, _ in rows)
-    tr.write_line(f"{'group':<{width}}  {'c median':>10}  {'numpy median':>12}  "
-                  f"{'x (median)':>10}  {'x (min)':>8}")
-    for group, c, npy in rows:
-        tr.write_line(f"{group:<{width}}  {1e3 * c['median']:8.3f}ms  {1e3 * npy['median']:10.3f}ms  "
-                      f"{npy['median'] / c['median']:10.2f}  {npy['min'] / c['min']:8.2f}")
+    tr.write_sep("-", "fastrnn benchmarks")
+    tr.write_line(f"{cpu_model()}, {usable_cpus()} CPUs, kernels {_kernels.isa()}")
+    tr.write_line("ms per call: the median over rounds ± half their interquartile range")
+    used = sorted({row.split()[0] for _, rows in ordered.values() for row in rows} & set(SHAPES))
+    if any(layout is CELL for layout, _ in ordered.values()):
+        tr.write_line(f"cells: {THREADS} threads; numpy/c, best peer/c > 1: fastrnn c is faster "
+                      f"(ort: onnxruntime)")
+    if used:
+        tr.write_line("shapes (T, B, I, H): " + ", ".join(f"{n} {SHAPES[n]}" for n in used))
+    tr.write_line("")
+    for line in format_tables(ordered):
+        tr.write_line(line)
+    tr.write_line("")
+    count = sum(len(cells) for _, rows in ordered.values() for cells in rows.values())
+    tr.write_line(f"{count} benchmarks in {elapsed:.0f} s")

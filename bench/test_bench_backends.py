@@ -1,14 +1,14 @@
 """Backend "c" against backend "numpy" for every cell kind, shape and mode.
 
-    pytest bench/ --benchmark-only            # time them (about a minute)
-    pytest bench/                             # each runs once as a check (pyproject
-                                              # sets --benchmark-disable)
+    pytest --benchmark bench/test_bench_backends.py   # time them
+    pytest bench/test_bench_backends.py               # each runs once as a check
 
 Each pytest-benchmark group ``{cell}-{shape}-{mode}`` holds the two backends of
-one configuration, so its table compares them directly; the run ends with a
-table of the speed-ups (conftest.py). Every benchmark also checks its own
-result (shape, finiteness, agreement with the other backend, gradients
-included after training), so a fast but wrong kernel cannot pass.
+one configuration; in the tables at the end (conftest.py) they are the c and
+numpy columns of the cell's rows S1 and S3, which test_bench_peers.py completes
+with the peers. Every benchmark also checks its own result (shape, finiteness,
+agreement with the other backend, gradients included after training), so a fast
+but wrong kernel cannot pass. --benchmark-quick: S1 only.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import os
 import pytest
 
 from fastrnn._kernels import blas_enabled
+from fastrnn.bench import grid_name
 
 # name -> (T, B, I, H), float32
 SHAPES = {
@@ -25,9 +26,10 @@ SHAPES = {
 }
 CELLS = ["rnn_tanh", "lstm", "gru"]
 MODES = ["inference", "training"]
+MODE_NAMES = {"inference": "infer", "training": "train"}   # the tables' (fastrnn.bench's)
 
 # Calls of the big shape take 0.02-0.4 s on either backend: a fixed number of rounds
-# bounds the run (about a minute in all); small shapes use pytest-benchmark's own
+# bounds the run; small shapes use pytest-benchmark's own
 # calibration. Compare medians: on a shared machine a few rounds can be far slower.
 PEDANTIC = {
     "T100_B64_I256_H256": {"inference": dict(rounds=20, warmup_rounds=2),
@@ -35,11 +37,16 @@ PEDANTIC = {
 }
 
 
+def in_quick(params) -> bool:
+    """The --benchmark-quick subset: the small shape."""
+    return params.get("shape") == "T100_B1_I64_H64"
+
+
 @pytest.mark.parametrize("backend", ["c", "numpy"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("cell", CELLS)
-def test_backend(benchmark, make_problem, results, check_agreement, record_timing,
+def test_backend(benchmark, threads, make_problem, results, check_agreement, record_timing,
                  cell, shape, mode, backend):
     group = f"{cell}-{shape}-{mode}"
     benchmark.group = group
@@ -54,7 +61,7 @@ def test_backend(benchmark, make_problem, results, check_agreement, record_timin
         step_result = benchmark.pedantic(step, iterations=1, **pedantic)
     else:
         step_result = benchmark(step)
-    record_timing(group, backend, benchmark)
+    record_timing(cell, f"{grid_name(SHAPES[shape])} {MODE_NAMES[mode]}", backend, benchmark)
 
     T, B, I, H = SHAPES[shape]
     got = problem.result(step_result)

@@ -1,10 +1,14 @@
 """N Python threads each running its own layer, against the same work run sequentially.
 
-    pytest bench/test_bench_concurrency.py --benchmark-only     # pytest-benchmark timings
+    pytest --benchmark bench/test_bench_concurrency.py         # timed
     python bench/test_bench_concurrency.py [--rounds R] [--n 2,4] [--shapes S1,S2]
                                            [--settings one,default] [--json FILE]
                                                                  # the table of ratios
     pytest bench/                                                # each runs once as a test
+
+In the tables at the end of ``pytest --benchmark`` the rows are (shape, mode, N,
+setting), the columns sequential and concurrent, and seq/conc their ratio.
+--benchmark-quick: S1 with N = 2.
 
 A workload is N layers (one per thread), each with its own input, each called
 ``calls`` times: "sequential" runs the layers one after another in the calling
@@ -43,6 +47,7 @@ import pytest
 import fastrnn
 from fastrnn import _kernels
 from fastrnn.bench.report import cpu_model, usable_cpus as available_cpus
+from fastrnn.bench.summary import Layout
 
 # name -> (T, B, I, H): README's S1 and S2 (latency-bound), a batch the loop
 # splits between threads only up to 64 rows (B48), README's S3 (GEMM-bound)
@@ -166,12 +171,21 @@ def check_same(concurrent: List[Dict], sequential: List[Dict], label: str) -> No
 PYTEST_SHAPES = ("S1", "S2", "B48")
 
 
+TABLE = Layout(columns=("sequential", "concurrent"),
+               ratios=(("seq/conc", ("sequential",), "concurrent"),))
+
+
+def in_quick(params) -> bool:
+    """The --benchmark-quick subset: S1, two threads."""
+    return params.get("shape") == "S1" and params.get("n") == 2
+
+
 @pytest.mark.parametrize("how", ["sequential", "concurrent"])
 @pytest.mark.parametrize("setting", ["one", "default"])
 @pytest.mark.parametrize("n", [2, 4])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", PYTEST_SHAPES)
-def test_concurrency(benchmark, shape, mode, n, setting, how):
+def test_concurrency(benchmark, record_timing, shape, mode, n, setting, how):
     group = f"{CELL}-{shape}-{mode}-N{n}-{setting}"
     benchmark.group = group
     benchmark.extra_info.update(shape=SHAPES[shape], mode=mode, threads=n, setting=setting,
@@ -184,6 +198,9 @@ def test_concurrency(benchmark, shape, mode, n, setting, how):
         _, alone = work.sequential()                 # warm-up, and the reference
         run = work.sequential if how == "sequential" else work.concurrent
         _, results = benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
+    record_timing(f"concurrency: {CELL}, N threads each running its own layer "
+                  f"({'one call' if benchmark.disabled else 'calls'} per layer per round)",
+                  f"{shape} {mode[:5]} N{n} {setting}", how, benchmark, layout=TABLE)
     check_same(results, alone, group)
 
 

@@ -1,13 +1,14 @@
 """States that decay toward zero (issue 13, item 6): the same RNN call with a
 state that stays normal and with one that decays through the denormal range.
 
-    pytest bench/test_bench_denormals.py --benchmark-only
+    pytest --benchmark bench/test_bench_denormals.py     # timed (about 5 seconds)
 
 W_hh = 0.99 I, zero input and bias: h_t = tanh(0.99 h_{t-1}). From h0 = 1e-36
 the state spends most of the 2000 steps below float32's smallest normal number
 (1.2e-38), where many CPUs take a slow microcoded path unless denormals are
 flushed; fastrnn flushes them for the duration of each kernel call, so the two
-rows of a group should take the same time. Each run also checks that the
+rows of a group should take the same time (decaying/normal about 1 in the table at
+the end of ``pytest --benchmark``). Each run also checks that the
 decaying state really reached the denormal range (computed in NumPy, whose
 arithmetic keeps denormals) and that fastrnn's outputs hold none.
 """
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.bench.summary import Layout
 
 T, B, H = 2000, 16, 64
 STATES = {"normal": 1e-3, "decaying": 1e-36}
+TABLE = Layout(columns=tuple(STATES), ratios=(("decaying/normal", ("decaying",), "normal"),))
 
 
 def decaying_layer():
@@ -32,7 +35,7 @@ def decaying_layer():
 
 @pytest.mark.parametrize("mode", ["inference", "training"])
 @pytest.mark.parametrize("state", list(STATES))
-def test_decaying_state(benchmark, state, mode):
+def test_decaying_state(benchmark, record_timing, state, mode):
     benchmark.group = f"denormals-rnn_tanh-T{T}_B{B}_H{H}-{mode}"
     benchmark.extra_info.update(state=state, mode=mode)
     layer = decaying_layer()
@@ -48,6 +51,8 @@ def test_decaying_state(benchmark, state, mode):
         return out
 
     out = benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
+    record_timing(f"denormals: rnn_tanh T{T} B{B} H{H}, a state that stays normal or decays",
+                  mode, state, benchmark, layout=TABLE)
     tiny = np.finfo(np.float32).tiny
     assert not np.any((out != 0) & (np.abs(out) < tiny)), "a denormal reached the output"
     if state == "decaying":

@@ -1,8 +1,9 @@
 """fastrnn against its peers, PyTorch and ONNX Runtime, in pytest-benchmark groups.
 
-    pytest bench/ --benchmark-only        # time the issue's whole grid (a few minutes)
-    pytest bench/                         # S1 and S2 once each, as checks (pyproject sets
-                                          # --benchmark-disable); a few seconds
+    pytest --benchmark bench/test_bench_peers.py   # time the whole grid (most of
+                                                   # pytest --benchmark's 6 minutes)
+    pytest bench/test_bench_peers.py               # S1 and S2 once each, as checks; a few
+                                                   # seconds
 
 One group per (cell, shape, mode), named as in test_bench_backends.py,
 ``{cell}-T{T}_B{B}_I{I}_H{H}-{inference|training}`` (``bilstm`` is the bidirectional
@@ -16,25 +17,24 @@ S3 = T100_B64_I256_H256) the peers join that file's groups and this file does no
 time fastrnn's backends again (IN_BACKENDS_FILE), so ``pytest bench/ --benchmark-only``
 gives every group of the grid all four implementations, each timed once.
 
-S3, S4, S5 and the bidirectional LSTM are parametrized only under --benchmark-only; the
-default run checks S1 and S2: every peer's result (output; after training dx and
+S3, S4, S5 and the bidirectional LSTM are parametrized only when timing (--benchmark,
+--benchmark-only), and --benchmark-quick keeps S1 and S2; the default run checks S1 and S2: every peer's result (output; after training dx and
 every parameter gradient) must agree with fastrnn "c"'s, the check also made after
 timing. Peers that are not installed skip (``pip install ".[bench]"`` and a CPU torch).
 
-Threads: 2 (fastrnn.bench.DEFAULT_THREADS, or FASTRNN_BENCH_THREADS) for BLAS, torch and
-ONNX Runtime, set for this module and restored after it. For the report with ratios,
-GFLOP/s and percent of the GEMM peak use ``python -m fastrnn.bench``.
+Threads: conftest.py's ``threads`` (2, or FASTRNN_BENCH_THREADS) for BLAS, fastrnn, torch
+and ONNX Runtime. In the tables at the end each implementation is a column of its cell's
+table. For the report with GFLOP/s and percent of the GEMM peak, timed in interleaved
+rounds, use ``python -m fastrnn.bench``.
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, Tuple
 
 import pytest
 
 from fastrnn import bench as fb
 
-THREADS = int(os.environ.get("FASTRNN_BENCH_THREADS", fb.DEFAULT_THREADS))
 SMALL = ("S1", "S2")
 BIG = ("S3", "S4", "S5")
 NUMPY_SHAPES = ("S1", "S2")
@@ -74,10 +74,9 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("cell,shape,mode,impl", list(_cases(big)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    with fb.thread_limits(THREADS):
-        yield THREADS
+def in_quick(params) -> bool:
+    """The --benchmark-quick subset: S1 and S2."""
+    return params.get("shape") in SMALL
 
 
 _problems: Dict[Tuple[str, str], fb.Problem] = {}
@@ -92,11 +91,11 @@ def _problem(cell: str, shape: str) -> fb.Problem:
     return _problems[key]
 
 
-def _reference(cell: str, shape: str, mode: str) -> fb.Result:
+def _reference(cell: str, shape: str, mode: str, threads: int) -> fb.Result:
     """fastrnn "c"'s result of the configuration (computed once)."""
     key = (cell, shape, mode)
     if key not in _references:
-        c = fb.make_impl("c", _problem(cell, shape), THREADS)
+        c = fb.make_impl("c", _problem(cell, shape), threads)
         c.step(mode)()
         _references[key] = c.result(mode)
     return _references[key]
@@ -123,12 +122,12 @@ def test_peer(benchmark, record_timing, threads, cell, shape, mode, impl):
         benchmark.pedantic(step, iterations=1, **pedantic)
     else:
         benchmark(step)
-    record_timing(group, impl, benchmark)    # conftest's c-over-numpy summary
+    record_timing(cell, f"{shape} {mode}", impl, benchmark)
 
     got = adapter.result(mode)
     assert got["output"].shape == (spec.T, spec.B, spec.D * spec.H)
     if mode == "train":
         assert got["dx"].shape == (spec.T, spec.B, spec.I)
     if impl != "c":
-        problem_text = fb.compare(got, _reference(cell, shape, mode))
+        problem_text = fb.compare(got, _reference(cell, shape, mode, threads))
         assert problem_text is None, f"{group}: {impl} vs fastrnn c: {problem_text}"

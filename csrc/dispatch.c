@@ -45,17 +45,56 @@ static const kernel_table KERNELS[] = {
 
 static int isa_forced = -1;   /* fastrnn_set_isa; -1: the best the CPU has */
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+
+/* What this CPU and its OS let the variants use, from the CPUID instruction
+ * and XGETBV, so that the answer needs nothing from the compiler's runtime
+ * (__builtin_cpu_supports reads libgcc's or compiler-rt's data, which a
+ * toolchain such as zig's does not fill in: every CPU was baseline there).
+ * A feature counts only if the OS saves its registers on a context switch
+ * (XCR0): a CPU with AVX-512 under an OS or hypervisor that leaves the zmm
+ * state out must not run the AVX-512 kernels. */
+static int detect_isa(void)
+{
+    unsigned int eax, ebx, ecx, edx;
+    if (__get_cpuid_max(0, 0) < 7 || !__get_cpuid(1, &eax, &ebx, &ecx, &edx))
+        return FASTRNN_ISA_BASELINE;
+    const unsigned int leaf1_ecx = ecx;
+    /* leaf 1 ecx: FMA (12), OSXSAVE (27: XGETBV may be used), AVX (28) */
+    if (!(leaf1_ecx & (1u << 27)))
+        return FASTRNN_ISA_BASELINE;
+    unsigned int xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    const int os_avx = (xcr0_lo & 0x6u) == 0x6u;              /* xmm, ymm state */
+    const int os_avx512 = os_avx && (xcr0_lo & 0xe0u) == 0xe0u; /* opmask, zmm 0-15 high, zmm 16-31 */
+    __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx);
+    /* leaf 7 ebx: AVX2 (5), AVX512F (16), AVX512VL (31) */
+    const int avx2_fma = os_avx && (leaf1_ecx & (1u << 28)) && (leaf1_ecx & (1u << 12))
+                         && (ebx & (1u << 5));
+    if (avx2_fma && os_avx512 && (ebx & (1u << 16)) && (ebx & (1u << 31)))
+        return FASTRNN_ISA_AVX512;
+    return avx2_fma ? FASTRNN_ISA_AVX2 : FASTRNN_ISA_BASELINE;
+}
+#endif
+
 int fastrnn_best_isa(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return FASTRNN_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return FASTRNN_ISA_AVX2;
-#endif
+    /* detected once: CPUID traps to the hypervisor in a virtual machine, and
+     * every kernel call asks (a relaxed atomic: racing first callers store
+     * the same value) */
+    static int best = -1;
+    int isa = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (isa < 0) {
+        isa = detect_isa();
+        __atomic_store_n(&best, isa, __ATOMIC_RELAXED);
+    }
+    return isa;
+#else
     return FASTRNN_ISA_BASELINE;
+#endif
 }
 
 int fastrnn_isa(void)

@@ -223,3 +223,51 @@ def test_second_pass_pools_rounds():
     assert merged.impls["c"]["rounds"] == [1.0, 5.0, 9.0, 0.5, 0.6, 0.7]
     assert (merged.impls["c"]["min"], merged.impls["c"]["median"]) == (0.5, 0.85)
     assert merged.impls["torch"] == {"status": "n/a"}
+
+
+# ------------------------------------------------- pytest --benchmark's tables
+
+def test_summary_table():
+    """One compact table: ms everywhere, median ± half the IQR, the ratios of medians
+    against numpy and the fastest peer, columns no row has left out."""
+    from fastrnn.bench.summary import CELL, format_tables, median_spread
+    rows = {"S1 infer": {"c": [1e-4, 1.1e-4, 1.2e-4, 1.3e-4, 1.4e-4],
+                         "numpy": [2e-3] * 5, "onnxruntime": [5e-5] * 3, "torch": [3e-4] * 3},
+            "S1 train": {"c": [4e-3] * 3, "numpy": [0.1] * 3, "torch": [8e-3] * 3}}
+    # quartiles 1.1e-4 and 1.3e-4: half the IQR is 0.1e-4, 8% of the median
+    assert median_spread(rows["S1 infer"]["c"]) == pytest.approx((1.2e-4, 0.1 / 1.2))
+    lines = format_tables({"lstm": (CELL, rows), "gru": (CELL, {"S2 infer": {"c": [1.0]}})})
+    assert lines[0] == "lstm"
+    assert lines[1].split() == ["c", "numpy", "torch", "onnxruntime", "numpy/c", "best", "peer/c"]
+    infer = lines[2].split()
+    assert infer[:3] == ["S1", "infer", "0.120"] and infer[4] == "2.000"
+    assert infer[-3:] == ["0.42x", "±8%", "ort"]             # 0.05 ms / 0.12 ms
+    train = lines[3].split()
+    assert train[-3:] == ["2.00x", "±0%", "torch"] and "-" in train   # no onnxruntime in training
+    assert "25.00x" in lines[3]                               # numpy/c
+    assert lines[4] == "" and lines[5] == "gru"
+    assert lines[6].split() == ["c", "numpy/c", "best", "peer/c"]   # the columns it has
+    assert lines[7].split() == ["S2", "infer", "1000", "±0%", "-", "-"]
+    assert max(len(line) for line in lines) < 100
+
+
+def test_pytest_benchmark_option(tmp_path):
+    """`pytest --benchmark-quick` (the root conftest.py) times the benchmarks and ends
+    with fastrnn's table instead of pytest-benchmark's wide ones."""
+    import pathlib
+    import subprocess
+    import sys
+    pytest.importorskip("pytest_benchmark")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "test_bench_denormals.py").is_file():
+        pytest.skip("bench/ is not beside the tests")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--benchmark-quick", "-p", "no:cacheprovider",
+         "-k", "inference", "bench/test_bench_denormals.py"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert "fastrnn benchmarks" in out and "decaying/normal" in out, out[-3000:]
+    assert "inference" in out.split("decaying/normal", 1)[1]
+    assert "Name (time in" not in out              # pytest-benchmark's own table
+    assert "2 benchmarks in" in out

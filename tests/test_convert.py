@@ -274,8 +274,12 @@ def test_keras_cells():
 
 @pytest.fixture(scope="module")
 def keras():
+    """Keras 3 on its torch backend (pip install ".[torch]")."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras")
+    pytest.importorskip("torch", reason="Keras runs on its torch backend here, and torch is "
+                                        "not installed (pip install \".[torch]\")")
+    return pytest.importorskip("keras", reason="keras is not installed "
+                                               "(pip install \".[torch]\")")
 
 
 def keras_run(keras, klayer, x, states):

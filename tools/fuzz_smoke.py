@@ -44,9 +44,8 @@ import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
 # Which fastrnn runs: the one in the directory given by --path (the tests pass
-# the one they imported), by default this checkout's (as `python -m pytest`
-# from the checkout imports it), not whatever else is installed.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the one they imported), by default the installed one (the checkout's src/
+# holds no built extension).
 
 ALLOWED = (ValueError, TypeError, MemoryError)
 ALLOWED_IO = ALLOWED + (OSError,)      # save/load document OSError for the file itself
@@ -526,8 +525,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="address-space limit of a child (0: none)")
     p.add_argument("--min-cases", type=int,
                    help="cases that must have run when the budget is spent (default: all)")
-    p.add_argument("--path", default=ROOT,
-                   help="directory whose fastrnn package to run (default: this checkout)")
+    p.add_argument("--path", default="",
+                   help="directory whose fastrnn package to run (default: the installed one)")
     p.add_argument("--case", type=int, help="run this one case here, verbosely")
     p.add_argument("--child", nargs=2, type=int, metavar=("FIRST", "COUNT"),
                    help=argparse.SUPPRESS)
@@ -535,8 +534,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     fail_at = (int(args.fail_at[0]), args.fail_at[1]) if args.fail_at else None
-    args.path = os.path.abspath(args.path)
-    if os.path.isdir(os.path.join(args.path, "fastrnn")):
+    args.path = args.path and os.path.abspath(args.path)
+    if args.path and os.path.isdir(os.path.join(args.path, "fastrnn")):
         sys.path.insert(0, args.path)
 
     if args.child:

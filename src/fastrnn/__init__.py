@@ -13,6 +13,18 @@ Linear, Embedding, Dropout, Sequential and Module (fastrnn.nn), the losses
 (fastrnn.losses), optimizers, clipping and schedules (fastrnn.optim), and
 truncated BPTT and generation (fastrnn.training).
 """
+import importlib.util as _util
+import os as _os
+
+if _util.find_spec("fastrnn._kernels") is None:
+    # said here, before a module that needs the kernels fails to import them with
+    # Python's "(most likely due to a circular import)"
+    raise ImportError(
+        f"fastrnn's compiled extension (fastrnn._kernels) is not in "
+        f"{_os.path.dirname(__file__)}: that is a source tree, not a built fastrnn. Install "
+        f"it (pip install .) and import it from anywhere but that directory, or build it in "
+        f"place for development (pip install -e .)")
+del _util, _os
 from fastrnn.convert import (export_onnx, from_keras, from_onnx, from_torch, load_onnx,
                              to_keras, to_onnx)
 from fastrnn._validation import ACTIVATION_DEFAULTS
@@ -29,7 +41,7 @@ from fastrnn.serialize import load, save
 from fastrnn.threads import get_num_threads, set_num_threads
 from fastrnn.training import Stepper, from_cells, generate, sample, to_cells, truncated_bptt
 
-__version__ = "0.1.0"
+from fastrnn._version import __version__
 
 __all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
            "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",

@@ -109,6 +109,15 @@ def parse_shape(shape: str) -> Tuple[int, int, int, int]:
     return dims  # type: ignore[return-value]
 
 
+def grid_name(shape: Tuple[int, int, int, int]) -> str:
+    """The grid's name of a (T, B, I, H) shape ("S1".."S5"), else its label
+    T100_B1_I64_H64."""
+    for name, dims in SHAPES.items():
+        if dims == tuple(shape):
+            return name
+    return "T{}_B{}_I{}_H{}".format(*shape)
+
+
 def flops(spec: Spec, mode: str) -> int:
     """GEMM flops of one call (see the module docstring): 2*T*B*G*H*(I + H) per
     direction for inference, three times that for training."""

@@ -23,12 +23,13 @@ The parts, each described in its module's docstring, each using only those above
     rows      one row built, checked and timed (Row, run_row), its targets, the extra
               rows (LSTMCell step, float64), the second pass over busy rows
     report    the tables, the plot, the JSON and the command line (main)
+    summary   the compact tables of `pytest --benchmark` (bench/conftest.py)
 
 The pytest-benchmark tests in the repository's bench/ directory time the same
 adapters in pytest-benchmark groups; this package is the one-process report.
 """
 from fastrnn.bench.grid import (CELLS, DEFAULT_CELLS, DEFAULT_THREADS, MODES, SHAPES, Spec,
-                                flops, parse_shape)
+                                flops, grid_name, parse_shape)
 from fastrnn.bench.peers import (IMPLS, PEERS, TOLERANCE, Impl, Problem, Result, compare,
                                  make_impl, make_problem, supports, unavailable)
 from fastrnn.bench.timing import interleaved, measure_gemm_peak, thread_limits
@@ -38,7 +39,7 @@ from fastrnn.bench.report import (cell_step_table, float64_table, main, markdown
                                   parse_args, plot_speedups)
 
 __all__ = ["CELLS", "DEFAULT_CELLS", "DEFAULT_THREADS", "MODES", "SHAPES", "Spec", "flops",
-           "parse_shape", "IMPLS", "PEERS", "TOLERANCE", "Impl", "Problem", "Result",
+           "parse_shape", "grid_name", "IMPLS", "PEERS", "TOLERANCE", "Impl", "Problem", "Result",
            "compare", "make_impl", "make_problem", "supports", "unavailable", "interleaved",
            "measure_gemm_peak", "thread_limits", "Row", "cell_step_report", "float64_ratio",
            "float64_report", "merge_rows", "run_cell_step", "run_float64", "run_row",
