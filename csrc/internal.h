@@ -227,14 +227,14 @@ static inline int projection_by_slice(const fastrnn_layer *L, int training)
 }
 
 /* Rows of each input-projection GEMM of a forward: all steps when training,
- * a chunk in inference, one step per GEMM for batch-first inference, a slice
- * of one step in threaded inference. */
+ * a chunk in inference, one step per GEMM for batch-first inference, a
+ * slice's rows of a chunk in threaded inference. */
 static inline int projection_rows(const fastrnn_layer *L, int training)
 {
     if (training)
         return L->T * L->B;
     if (projection_by_slice(L, training))
-        return step_rows(L, training);
+        return infer_chunk_steps(L) * step_rows(L, training);
     return L->batch_first && L->B > 1 ? L->B : infer_chunk_steps(L) * L->B;
 }
 

@@ -54,7 +54,7 @@ static size_t FN(cache_layout)(FN(cache_tensors) *K, real *base, const fastrnn_l
 }
 
 /* Where P (the input projection) lives: row (t, b) is (t - t0)*pst + b*psb,
- * or with by_slot (threaded inference, one step at a time) row i of slot i. */
+ * or with by_slot (threaded inference) (t - t0)*pst + i for slot i. */
 typedef struct {
     real *p;     /* (rows, G*H) */
     int t0;      /* first step held */
@@ -75,9 +75,10 @@ typedef struct {
     real *w_hh_room, *w_hn_room, *w_hr_room;  /* the per-step operands' copies, when
                                                * operand_buffered, else NULL */
     real *w_ih_room;  /* W_ih packed, when projection_packed, else NULL */
-    real *p;      /* inference: P of a chunk of steps (chunk*B, G*H), or of one step's
-                   * slots (B, G*H) in threaded inference; NULL in training */
-    real *xg;     /* threaded inference: x rows gathered by slot (B, I), else NULL */
+    real *p;      /* inference: P of a chunk of steps (chunk*B, G*H) (threaded: one
+                   * block per slice, project_slots); NULL in training */
+    real *xg;     /* threaded inference: a chunk's x rows gathered by slice and
+                   * slot (chunk*B, I), else NULL */
     /* the training cache, NULL members in inference */
     real *hs, *extra, *ms;   /* as cache_layout */
     /* the operands (gemm.h), prepared once per call */
@@ -107,13 +108,9 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
     S->w_hr_room = buffered && L->P ? FN(take)(base, &used, operand_size(L->H, L->P)) : NULL;
     S->w_ih_room = projection_packed(L, training)
                    ? FN(take)(base, &used, operand_size(L->I, (int)GH)) : NULL;
-    S->p = S->xg = NULL;
-    if (projection_by_slice(L, training)) {
-        S->p = FN(take)(base, &used, B * GH);
-        S->xg = FN(take)(base, &used, B * L->I);
-    } else if (!training) {
-        S->p = FN(take)(base, &used, (size_t)infer_chunk_steps(L) * B * GH);
-    }
+    S->p = training ? NULL : FN(take)(base, &used, (size_t)infer_chunk_steps(L) * B * GH);
+    S->xg = projection_by_slice(L, training)
+            ? FN(take)(base, &used, (size_t)infer_chunk_steps(L) * B * L->I) : NULL;
     return used;
 }
 
@@ -202,7 +199,7 @@ size_t FN(fastrnn_backward_work_size)(const fastrnn_layer *L)
 static inline real *FN(proj_gates)(const FN(proj) *P, int t, int b, int i, int GH)
 {
     if (P->by_slot)
-        return P->p + (size_t)i * GH;
+        return P->p + ((size_t)(t - P->t0) * P->pst + i) * GH;
     return P->p + (size_t)(t - P->t0) * P->pst * GH + (size_t)b * P->psb * GH;
 }
 
@@ -449,29 +446,22 @@ typedef struct {
     const fastrnn_layer *L;
 } FN(fwd_loop);
 
-/* P rows of slots [s0, e) = their x rows of step t @ W_ih^T + b_ih
- * (threaded inference) */
-static void FN(project_slots)(const FN(fwd_loop) *C, int t, int s0, int e)
+/* P rows of slots [s0, s1) for steps [t0, t1) = their x rows @ W_ih^T + b_ih,
+ * one GEMM (threaded inference): the rows are gathered step-major into the
+ * slice's block of xg, and land in the slice's block of p, row
+ * (t - t0) * (s1 - s0) + (i - s0). */
+static void FN(project_slots)(const FN(fwd_loop) *C, int t0, int t1, int s0, int s1)
 {
     const fastrnn_layer *L = C->L;
     const FN(fwd_buffers) *S = C->S;
-    int I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
-    real *dst = S->p + (size_t)s0 * GH;
-    const real *a;
-    int lda = I;
-    if (e <= s0)
-        return;
-    if (!L->order) {   /* slots are batch rows: strided rows of x */
-        a = C->x + mem_row(L, t, s0) * I;
-        lda = L->batch_first ? L->T * I : I;
-    } else {           /* sorted slots: gather their rows */
-        for (int i = s0; i < e; i++)
-            memcpy(S->xg + (size_t)i * I, C->x + mem_row(L, t, L->order[i]) * I,
-                   (size_t)I * sizeof(real));
-        a = S->xg + (size_t)s0 * I;
-    }
-    FN(fill_bias)(dst, e - s0, GH, GH, C->W->b_ih);
-    FN(operand_mul)(&S->w_ih, e - s0, a, lda, C->W->b_ih != NULL, dst, GH);
+    int I = L->I, GH = fastrnn_num_gates(L->cell) * L->H, rows = (t1 - t0) * (s1 - s0);
+    real *a = S->xg + (size_t)s0 * C->chunk * I, *dst = S->p + (size_t)s0 * C->chunk * GH;
+    for (int t = t0; t < t1; t++)
+        for (int i = s0; i < s1; i++)
+            memcpy(a + ((size_t)(t - t0) * (s1 - s0) + (i - s0)) * I,
+                   C->x + mem_row(L, t, slot_row(L->order, i)) * I, (size_t)I * sizeof(real));
+    FN(fill_bias)(dst, rows, GH, GH, C->W->b_ih);
+    FN(operand_mul)(&S->w_ih, rows, a, I, C->W->b_ih != NULL, dst, GH);
 }
 
 /* The whole time loop for slots [s0, s1), or with C->team for member s0 of
@@ -481,14 +471,23 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
     FN(fwd_loop) *C = arg;
     const fastrnn_layer *L = C->L;
     int T = L->T, B = L->B, H = L->H;
+    int chunk = C->chunk, nchunks = (T + chunk - 1) / chunk;
     if (C->by_slice) {
-        /* threaded inference: each slice projects its own rows step by step */
-        FN(proj) P = {C->S->p, 0, 0, 0, 1};
-        for (int s = 0; s < T; s++) {
-            int t = L->reverse ? T - 1 - s : s;
-            int n = active_slots(L->lengths, L->order, B, t);
-            FN(project_slots)(C, t, s0, slice_end(n, s0, s1));
-            FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
+        /* threaded inference: each slice projects its own rows, a chunk of steps
+         * at a time; P row (t - t0) * (s1 - s0) + i of slot i is that of
+         * project_slots, from a base s0 rows before the slice's block */
+        int GH = fastrnn_num_gates(L->cell) * H;
+        FN(proj) P = {C->S->p + (size_t)s0 * (chunk - 1) * GH, 0, (size_t)(s1 - s0), 0, 1};
+        for (int k = 0; k < nchunks; k++) {
+            int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
+            int t1 = t0 + chunk < T ? t0 + chunk : T;
+            FN(project_slots)(C, t0, t1, s0, s1);
+            P.t0 = t0;
+            for (int s = 0; s < t1 - t0; s++) {
+                int t = L->reverse ? t1 - 1 - s : t0 + s;
+                int n = active_slots(L->lengths, L->order, B, t);
+                FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
+            }
         }
         return;
     }
@@ -497,7 +496,6 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
     real *h = C->S->h, *h_next = C->S->h2;
     if (C->team)
         unit_range(H, s0, s1, &u0, &u1);
-    int chunk = C->chunk, nchunks = (T + chunk - 1) / chunk;
     for (int k = 0; k < nchunks; k++) {
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
