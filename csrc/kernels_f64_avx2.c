@@ -3,7 +3,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC target("avx2,fma")
 #define FASTRNN_VBYTES 32   /* ymm */
-#define FASTRNN_MR 4        /* 8 accumulators of 16 registers */
+#define FASTRNN_MR 6        /* 12 accumulators of 16 registers */
 #define FN(name) name##_f64_avx2
 #include "kernels_f64.c"
 #else
