@@ -23,7 +23,8 @@ static fastrnn_blas_get_threads_fn blas_get_threads = NULL;
 static fastrnn_blas_set_threads_fn blas_set_threads = NULL;
 static pthread_mutex_t blas_mutex = PTHREAD_MUTEX_INITIALIZER;
 static int calls_running = 0;     /* kernel calls in progress (any thread) */
-static int blas_threads_saved = 0;  /* the setting the first of them found */
+static int blas_serial = 0;       /* whether those calls made BLAS serial (atomic) */
+static int blas_threads_saved = 0;  /* the setting BLAS had before */
 
 void fastrnn_set_blas_threading(fastrnn_blas_get_threads_fn get, fastrnn_blas_set_threads_fn set)
 {
@@ -33,13 +34,28 @@ void fastrnn_set_blas_threading(fastrnn_blas_get_threads_fn get, fastrnn_blas_se
     pthread_mutex_unlock(&blas_mutex);
 }
 
+/* A kernel call counts itself in and out; BLAS's setting is read and changed
+ * only when one of the running calls first reaches a BLAS product
+ * (fastrnn_blas_serial), so that calls without any (a cell step, small
+ * layers: the packed and dot kernels) pay neither the lock of BLAS's
+ * setting nor its two calls. */
 void fastrnn_blas_serial_begin(void)
 {
     pthread_mutex_lock(&blas_mutex);
-    if (calls_running++ == 0 && blas_get_threads && blas_set_threads) {
-        blas_threads_saved = blas_get_threads();
+    calls_running++;
+    pthread_mutex_unlock(&blas_mutex);
+}
+
+void fastrnn_blas_serial(void)
+{
+    if (__atomic_load_n(&blas_serial, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&blas_mutex);
+    if (!blas_serial && calls_running > 0) {
+        blas_threads_saved = blas_get_threads && blas_set_threads ? blas_get_threads() : 0;
         if (blas_threads_saved > 1)
             blas_set_threads(1);
+        __atomic_store_n(&blas_serial, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&blas_mutex);
 }
@@ -47,8 +63,11 @@ void fastrnn_blas_serial_begin(void)
 void fastrnn_blas_serial_end(void)
 {
     pthread_mutex_lock(&blas_mutex);
-    if (--calls_running == 0 && blas_set_threads && blas_threads_saved > 1)
-        blas_set_threads(blas_threads_saved);
+    if (--calls_running == 0 && blas_serial) {
+        if (blas_threads_saved > 1 && blas_set_threads)
+            blas_set_threads(blas_threads_saved);
+        __atomic_store_n(&blas_serial, 0, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&blas_mutex);
 }
 

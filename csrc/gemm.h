@@ -59,6 +59,7 @@ static void FN(gemm_serial)(int trans_a, int trans_b, int M, int N, int K, real 
         FN(gemm_naive)(trans_a, trans_b, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
         return;
     }
+    fastrnn_blas_serial();   /* BLAS's own threads off while the call runs */
     /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
      * hand BLAS the operands swapped, with M and N swapped. */
     char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';

@@ -33,6 +33,7 @@ static inline size_t operand_size(int K, int N)
 /* Bracket every kernel call (dispatch.c): BLAS runs serially in between,
  * whatever its own setting (fastrnn_set_blas_threading). */
 void fastrnn_blas_serial_begin(void);
+void fastrnn_blas_serial(void);   /* before each BLAS product of a call */
 void fastrnn_blas_serial_end(void);
 
 /* Runs fn(ctx, s0, s1) on nthreads contiguous slices of [0, B) at once, the

@@ -240,6 +240,66 @@ static void test_split_gemm(void)
     check(cases == 8, "split gemm cases", cases);
 }
 
+/* A stand-in BLAS (column-major sgemm, as Fortran's) that records the
+ * thread setting it runs under, and a stand-in thread setting */
+static int fake_threads = 4, fake_set_calls, fake_sgemm_calls, fake_threads_seen_max;
+
+static int fake_get_threads(void) { return fake_threads; }
+static void fake_set_threads(int n) { fake_threads = n; fake_set_calls++; }
+
+static void fake_sgemm(const char *ta, const char *tb, const int *m, const int *n, const int *k,
+                       const float *alpha, const float *a, const int *lda, const float *b,
+                       const int *ldb, const float *beta, float *c, const int *ldc)
+{
+    fake_sgemm_calls++;
+    if (fake_threads > fake_threads_seen_max)
+        fake_threads_seen_max = fake_threads;
+    for (int j = 0; j < *n; j++)
+        for (int i = 0; i < *m; i++) {
+            double sum = 0;
+            for (int p = 0; p < *k; p++)
+                sum += (double)(*ta == 'N' ? a[i + (size_t)p * *lda] : a[p + (size_t)i * *lda])
+                       * (*tb == 'N' ? b[p + (size_t)j * *ldb] : b[j + (size_t)p * *ldb]);
+            float *cij = c + i + (size_t)j * *ldc;
+            *cij = (float)(*alpha * sum + (*beta == 0.0f ? 0.0 : (double)*beta * *cij));
+        }
+}
+
+/* A call makes BLAS serial only if it reaches a BLAS product, and puts the
+ * setting back when it returns; a call without one (one row: the dot
+ * kernels) leaves BLAS's setting alone. */
+static void test_blas_serial_only_when_used(void)
+{
+    fastrnn_set_gemm(fake_sgemm, NULL);
+    fastrnn_set_blas_threading(fake_get_threads, fake_set_threads);
+    for (int B = 64; B >= 1; B -= 63) {
+        fastrnn_layer L = {.cell = FASTRNN_GRU, .T = 3, .B = B, .I = 8, .H = 8, .ldy = 8,
+                           .threads = 1};
+        size_t rows = (size_t)L.T * B;
+        float *x = calloc(rows * 8, sizeof(float)), *y = calloc(rows * 8, sizeof(float));
+        float *h0 = calloc((size_t)B * 8, sizeof(float)), *hn = calloc((size_t)B * 8, sizeof(float));
+        float *w_ih = calloc(24 * 8, sizeof(float)), *w_hh = calloc(24 * 8, sizeof(float));
+        float *work = calloc(fastrnn_forward_work_size(&L, 0), sizeof(float));
+        fastrnn_state_f32 state0 = {h0, NULL}, state_n = {hn, NULL};
+        fastrnn_params_f32 W = {.w_ih = w_ih, .w_hh = w_hh};
+        fake_set_calls = fake_sgemm_calls = fake_threads_seen_max = 0;
+        int status = fastrnn_forward_f32(y, &state_n, NULL, work, x, &state0, &W, &L);
+        check(status == FASTRNN_OK, "forward status (stand-in BLAS)", status);
+        if (B > 1) {   /* 64 rows per step: BLAS products, run serially */
+            check(fake_sgemm_calls > 0, "rows above the packed kernel's reach BLAS", B);
+            check(fake_threads_seen_max == 1, "BLAS serial during the call", fake_threads_seen_max);
+            check(fake_set_calls == 2, "BLAS set serial once and restored", fake_set_calls);
+        } else {
+            check(fake_sgemm_calls == 0 && fake_set_calls == 0,
+                  "a call without BLAS leaves its setting alone", fake_set_calls);
+        }
+        check(fake_threads == 4, "BLAS's setting restored", fake_threads);
+        free(x); free(y); free(h0); free(hn); free(w_ih); free(w_hh); free(work);
+    }
+    fastrnn_set_blas_threading(NULL, NULL);
+    fastrnn_set_gemm(NULL, NULL);
+}
+
 /* The layouts count elements, so the sizes the API reports (from the float
  * baseline variant, dispatch.c) hold for the double kernels too. */
 size_t fastrnn_cache_size_f64_base(const fastrnn_layer *L);
@@ -274,6 +334,7 @@ int main(void)
     test_step_kernels();
     test_sizes_precision_free();
     test_split_gemm();
+    test_blas_serial_only_when_used();
     for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
         test_layer_round_trip(cell);
     printf("%d passed, %d failed\n", passed, failed);
