@@ -24,7 +24,12 @@ size_t fastrnn_cache_size_f32_base(const fastrnn_layer *L);
 size_t fastrnn_forward_work_size_f32_base(const fastrnn_layer *L, int training);
 size_t fastrnn_backward_work_size_f32_base(const fastrnn_layer *L);
 
+/* The FMA peak probes (gemm.h), float32 */
+long fastrnn_fma_probe_f32_base(long, float *), fastrnn_fma_probe_f32_avx2(long, float *),
+    fastrnn_fma_probe_f32_avx512(long, float *);
+
 typedef struct {
+    long (*fma_probe)(long, float *);
     fastrnn_forward_fn_f32 *forward_f32;
     fastrnn_backward_fn_f32 *backward_f32;
     fastrnn_forward_fn_f64 *forward_f64;
@@ -33,12 +38,15 @@ typedef struct {
 
 /* The kernels of each instruction set, indexed by FASTRNN_ISA_* */
 static const kernel_table KERNELS[] = {
-    [FASTRNN_ISA_BASELINE] = {fastrnn_forward_f32_base, fastrnn_backward_f32_base,
+    [FASTRNN_ISA_BASELINE] = {fastrnn_fma_probe_f32_base,
+                              fastrnn_forward_f32_base, fastrnn_backward_f32_base,
                               fastrnn_forward_f64_base, fastrnn_backward_f64_base},
 #if defined(__x86_64__) && defined(__GNUC__)
-    [FASTRNN_ISA_AVX2] = {fastrnn_forward_f32_avx2, fastrnn_backward_f32_avx2,
+    [FASTRNN_ISA_AVX2] = {fastrnn_fma_probe_f32_avx2,
+                          fastrnn_forward_f32_avx2, fastrnn_backward_f32_avx2,
                           fastrnn_forward_f64_avx2, fastrnn_backward_f64_avx2},
-    [FASTRNN_ISA_AVX512] = {fastrnn_forward_f32_avx512, fastrnn_backward_f32_avx512,
+    [FASTRNN_ISA_AVX512] = {fastrnn_fma_probe_f32_avx512,
+                            fastrnn_forward_f32_avx512, fastrnn_backward_f32_avx512,
                             fastrnn_forward_f64_avx512, fastrnn_backward_f64_avx512},
 #endif
 };
@@ -144,6 +152,11 @@ static void leave_call(fp_mode saved)
 {
     restore_denormals(saved);
     fastrnn_blas_serial_end();
+}
+
+long fastrnn_fma_probe_f32(long iterations, float *sink)
+{
+    return KERNELS[fastrnn_isa()].fma_probe(iterations, sink);
 }
 
 size_t fastrnn_cache_size(const fastrnn_layer *L)

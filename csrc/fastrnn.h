@@ -173,6 +173,12 @@ int fastrnn_isa(void);
  * (FASTRNN_ERR_ARGUMENT) a variant this CPU cannot run. */
 int fastrnn_set_isa(int isa);
 
+/* The machine's FMA peak, for benchmark reports: `iterations` rounds of
+ * independent float32 vector FMAs on registers in the variant in use, in the
+ * calling thread; returns the floating-point operations done (time them).
+ * *sink receives a result (to be ignored). */
+long fastrnn_fma_probe_f32(long iterations, float *sink);
+
 /* Forward of one layer-direction.
  *   y       (T*B, ldy) rows in memory order; this call writes columns [0, R)
  *           of each row, so pass y + d*R for direction d

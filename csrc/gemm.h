@@ -503,3 +503,28 @@ static void FN(add_column_sums)(real *out, const real *rows, size_t n, int w, in
             out[j] += r[j];
     }
 }
+
+#if REAL_BYTES == 4
+/* The FMA peak probe (fastrnn_fma_probe_f32): iterations x 12 independent
+ * chains of vector FMAs on registers, no memory traffic: enough chains to
+ * fill two FMA pipes of four cycles' latency. x = x * m + a converges to 1,
+ * so no value turns denormal or infinite. Returns the float operations done;
+ * *sink gets a sum of every chain, so that none is optimized away. */
+long FN(fastrnn_fma_probe)(long iterations, float *sink)
+{
+    enum { CHAINS = 12 };
+    vreal acc[CHAINS], m = FN(vload)((const real[VL]){0}) + (real)0.999,
+                       a = FN(vload)((const real[VL]){0}) + (real)0.001;
+    for (int i = 0; i < CHAINS; i++)
+        acc[i] = FN(vload)((const real[VL]){0}) + (real)(i + 2);   /* not the fixed point 1 */
+    for (long n = 0; n < iterations; n++)
+        for (int i = 0; i < CHAINS; i++)
+            acc[i] = acc[i] * m + a;
+    real total = 0;
+    for (int i = 0; i < CHAINS; i++)
+        for (int j = 0; j < VL; j++)
+            total += acc[i][j];
+    *sink = total;
+    return iterations * CHAINS * VL * 2;
+}
+#endif

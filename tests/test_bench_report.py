@@ -160,6 +160,23 @@ def test_report_prints_the_table(capsys, tmp_path):
     assert row["flops"] == fb.flops(fb.Spec.make(row["cell"], "4x2x3x5"), row["mode"])
     assert row["impls"]["c"]["status"] == "ok" and len(row["impls"]["c"]["rounds"]) == 1
     assert saved["meta"]["gemm_peak_gflops"] > 0
+    assert saved["meta"]["fma_peak_gflops"] > 0 and "FMA peak" in out
+
+
+def test_fma_probe_counts_its_work():
+    from fastrnn import _kernels
+    lanes = {"baseline": 4, "avx2": 8, "avx512": 16}   # float32 lanes of each variant
+    try:
+        for isa in _kernels.available_isas():
+            _kernels.set_isa(isa)
+            assert _kernels.fma_probe(1000) == 1000 * 12 * lanes[isa] * 2
+            assert _kernels.fma_probe(0) == 0
+    finally:
+        _kernels.set_isa(None)
+    with pytest.raises(ValueError, match="iterations"):
+        _kernels.fma_probe(-1)
+    # the report's measurement: the probe on two threads at once
+    assert fb.timing.measure_fma_peak(2, seconds=0.02, repeats=2) > 0
 
 
 def test_report_without_peers_shows_na(capsys, monkeypatch):

@@ -103,6 +103,7 @@ cdef extern from "fastrnn.h" nogil:
     int fastrnn_best_isa()
     int fastrnn_isa()
     int fastrnn_set_isa(int isa)
+    long fastrnn_fma_probe_f32(long iterations, float *sink)
 
     int fastrnn_forward_f32(float *y, fastrnn_state_f32 *state_n, float *cache,
                             float *work, const float *x, const fastrnn_state_f32 *state0,

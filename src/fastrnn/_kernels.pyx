@@ -101,6 +101,20 @@ def isa():
     return next(name for name, value in ISAS.items() if value == current)
 
 
+def fma_probe(long iterations):
+    """Runs `iterations` rounds of independent float32 vector FMAs on registers
+    (the variant in use) in this thread, without the GIL; returns the
+    floating-point operations done. Timed on every core at once, it gives the
+    machine's FMA peak (fastrnn.bench.timing.measure_fma_peak)."""
+    cdef float sink
+    cdef long flops
+    if iterations < 0:
+        raise ValueError(f"iterations: expected >= 0, got {iterations}")
+    with nogil:
+        flops = fastrnn_fma_probe_f32(iterations, &sink)
+    return flops
+
+
 def available_isas():
     """The variants this CPU can run, oldest first."""
     return [name for name, value in ISAS.items() if value <= fastrnn_best_isa()]

@@ -19,7 +19,7 @@ The parts, each described in its module's docstring, each using only those above
               same weights: fastrnn "c" and "numpy" and its peers torch and
               onnxruntime; the agreement check before timing (TOLERANCE, compare),
               which bench/conftest.py uses too
-    timing    thread limits, interleaved rounds, the GEMM peak and the GEMM probe
+    timing    thread limits, interleaved rounds, the GEMM and FMA peaks, the GEMM probe
     rows      one row built, checked and timed (Row, run_row), its targets, the extra
               rows (LSTMCell step, float64), the second pass over busy rows
     report    the tables, the plot, the JSON and the command line (main)

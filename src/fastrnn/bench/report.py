@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 import fastrnn
+from fastrnn import _kernels
 from fastrnn.bench import peers
 from fastrnn.bench.grid import (CELLS, DEFAULT_CELLS, DEFAULT_THREADS, FLOAT64_SHAPES, MODES,
                                 SHAPES, Spec, parse_shape)
@@ -21,7 +22,8 @@ from fastrnn.bench.rows import (FLOAT64_RATIO, LOADED_FRACTION, STAT, UNSTEADY, 
                                 _progress, _unsteady, cell_step_report, float64_ratio,
                                 float64_report, merge_rows, run_cell_step, run_float64,
                                 run_row, unstable_rows)
-from fastrnn.bench.timing import MAX_ROUNDS, PROBE_N, measure_gemm_peak, thread_limits
+from fastrnn.bench.timing import (MAX_ROUNDS, PROBE_N, measure_fma_peak, measure_gemm_peak,
+                                  thread_limits)
 
 ROW_BUDGET = 5.0             # seconds of timed rounds per row (full grid)
 QUICK_ROW_BUDGET, QUICK_MAX_ROUNDS = 1.0, 5
@@ -301,6 +303,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         _progress(f"fastrnn.bench: {len(specs) * len(args.modes)} rows, "
                   f"{args.threads} threads; measuring the GEMM peak")
         peak_start = measure_gemm_peak(peak_sizes, peak_repeats)
+        fma_peak = measure_fma_peak(args.threads)
         for spec in specs:
             for mode in args.modes:
                 row = run_row(spec, mode, args.threads, budget, args.rounds, max_rounds)
@@ -353,6 +356,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           "by library: "
           + ", ".join(f"{k} {v:.1f}" for k, v in by_library.items())
           + f" (start {peak_start['gflops']:.1f}, end {peak_end['gflops']:.1f})")
+    print(f"- FMA peak (float32, fastrnn's {_kernels.isa()} FMA probe on "
+          f"{args.threads} threads at once): {fma_peak:.1f} GFLOP/s; the GEMM peak is "
+          f"{100 * peak / fma_peak:.0f}% of it")
     print(f"- time: ms per call, {STAT} over interleaved rounds of each round's fastest call; "
           "ratio = best peer time / fastrnn c time (> 1: fastrnn faster; infer: faster of "
           "torch and onnxruntime, train: torch); GFLOP/s counts GEMM work only")
@@ -401,6 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     report = {
         "meta": {"threads": args.threads, "thread_pools": thread_info["pools"],
+                 "fma_peak_gflops": fma_peak,
                  "versions": _versions(), "machine": platform.machine(),
                  "cpu_model": cpu_model(), "cpus": os.cpu_count(),
                  "usable_cpus": usable_cpus(), "seconds": elapsed,

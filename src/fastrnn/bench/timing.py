@@ -26,6 +26,11 @@ and at the end of the run, and the rows' GEMM probes; the peak is the best of
 all of them (the machine's, not one library's). Per-library numbers are in the header
 and the JSON.
 
+FMA peak: fastrnn's FMA probe (independent float32 vector FMAs on registers, in the
+kernel variant in use) run on as many threads as the run uses, all at once, best of a
+few repeats: the arithmetic ceiling of those cores, which the GEMM peak approaches from
+below (its ratio to the FMA peak says how far the machine's best GEMM gets).
+
 Threads: threadpoolctl limits every BLAS and OpenMP pool in the process (NumPy's and
 SciPy's OpenBLAS, torch's OpenMP), fastrnn.set_num_threads (where it exists) sets
 fastrnn's, torch.set_num_threads torch's intra-op pool, and ONNX Runtime sessions get
@@ -193,6 +198,36 @@ def measure_gemm_peak(sizes: Sequence[int] = (1024, 2048, 3072), repeats: int = 
                 t = _block(fn, 1, 0, pause=PAUSE)
                 best[name] = max(best.get(name, 0.0), 2.0 * n ** 3 / t / 1e9)
     return {"gflops": max(best.values()), "by_library": best, "sizes": list(sizes)}
+
+
+def measure_fma_peak(threads: int, seconds: float = 0.1, repeats: int = 5) -> float:
+    """Float32 GFLOP/s of fastrnn's FMA probe run by `threads` threads at once (about
+    `seconds` each), best of `repeats`: the FMA peak of that many cores."""
+    import threading
+    from fastrnn import _kernels
+    iterations = 1 << 16
+    t = time.perf_counter()
+    _kernels.fma_probe(iterations)               # calibrate: iterations for `seconds`
+    per_iteration = max(time.perf_counter() - t, 1e-6) / iterations
+    iterations = max(1, int(seconds / per_iteration))
+    best = 0.0
+    for _ in range(repeats):
+        flops = [0] * threads
+        start = threading.Barrier(threads + 1)
+
+        def work(k: int) -> None:
+            start.wait()
+            flops[k] = _kernels.fma_probe(iterations)
+
+        pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        for th in pool:
+            th.start()
+        start.wait()
+        t = time.perf_counter()
+        for th in pool:
+            th.join()
+        best = max(best, sum(flops) / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 _probe: Dict[str, Callable[[], object]] = {}
