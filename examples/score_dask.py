@@ -7,10 +7,10 @@ quarter held out; nothing is downloaded). Then it scores a data set made
 from the held-out digits: N noisy copies, each a random held-out digit with
 its contrast scaled by a random factor in [0.7, 1.3] and Gaussian noise (sd
 0.15) on every pixel, clipped to [0, 1]. The copies are made lazily, chunk by
-chunk, by dask.array.random on the workers: 12.8 million digits by default
-(3.1 GiB of float32), 1.1 million with --quick (269 MiB), on a LocalCluster
-of two worker processes whose memory limit is 256 MiB each. (The GRU has 64
-hidden units, as classify.py's; 16 with --quick.)
+chunk, by dask.array.random on the workers: 6.4 million digits by default
+(1.5 GiB of float32), 1.1 million with --quick (269 MiB), on a LocalCluster
+of two worker processes whose memory limit is 256 MiB each. (The GRU has 32
+hidden units, 16 with --quick.)
 
 fastrnn.dask.map_batches runs the model on every chunk of 2**14 digits,
 after scattering it once to each worker; the logits are reduced on the
@@ -73,8 +73,8 @@ def peak_memory() -> int:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     args = parse_args(__doc__, argv, plot="score_dask.png")
     data = load_digits(args.seed)
-    n = 1_100_000 if args.quick else 12_800_000
-    hidden, epochs = (16, 6) if args.quick else (64, 20)
+    n = 1_100_000 if args.quick else 6_400_000
+    hidden, epochs = (16, 6) if args.quick else (32, 20)
 
     # --- train, in this process, as classify.py does
     model = Classifier(8, hidden, 10, seed=args.seed)

@@ -99,8 +99,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     neighbour = float((nearest_neighbour(data.x_train, data.y_train, data.x_test)
                        == data.y_test).mean())
     if rank == 0:
-        print(f"{seconds / epochs:.2f} s per epoch; the {size} processes' parameters are "
-              f"{'identical' if same else 'DIFFERENT'}")
+        print(f"{seconds / epochs:.2f} s per epoch" + (
+            f"; the {size} processes' parameters are {'identical' if same else 'DIFFERENT'}"
+            if size > 1 else ""))
         report("GRU test accuracy", accuracy, {"baseline: most frequent class": majority,
                                                "reference: 1-nearest neighbour": neighbour},
                fmt="{:.1%}")
