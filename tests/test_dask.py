@@ -241,8 +241,19 @@ def test_errors_are_raised_before_computing():
         fastrnn.dask.map_batches(fastrnn.Linear(3, 2), x)
     with pytest.raises(ValueError, match="model: its output 0 has no batch axis"):
         fastrnn.dask.map_batches(Total(), x)
+    with pytest.raises(TypeError, match="model: expected a fastrnn layer, cell or model"):
+        fastrnn.dask.map_batches(lambda x: x, x, batch_axis=0)
     with pytest.raises(TypeError, match="client: expected a dask.distributed Client"):
         fastrnn.dask.map_batches(gru, x, client="tcp://127.0.0.1:8786")
+
+
+def test_cell_given_its_batch_axis(assert_close):
+    cell = fastrnn.LSTMCell(3, 4, dtype=np.float64, seed=0)
+    x = rng.standard_normal((10, 3))                            # one step (B, I)
+    h, c = fastrnn.dask.map_batches(cell, da.from_array(x, chunks=(4, 3)), batch_axis=0)
+    expected_h, expected_c = cell(x)
+    assert_close("h", h.compute(scheduler="sync"), expected_h, np.float64)
+    assert_close("c", c.compute(scheduler="sync"), expected_c, np.float64)
 
 
 def test_model_without_recurrent_layers_given_its_batch_axis(assert_close):

@@ -55,6 +55,7 @@ except ImportError as error:   # pragma: no cover - the tests run with dask or s
 
 from fastrnn.bidirectional import Bidirectional
 from fastrnn.layers import _RNNBase
+from fastrnn.nn import _is_part
 
 __all__ = ["map_batches"]
 
@@ -228,10 +229,11 @@ def map_batches(model: Any, x: da.Array, lengths: Any = None, *,
 
     Parameters
     ----------
-    model : RNN, LSTM, GRU, Bidirectional or fastrnn.nn.Module
+    model : RNN, LSTM, GRU, Bidirectional, a cell, or fastrnn.nn.Module
         A layer, or a model (Sequential, or a Module of your own) whose
         ``model(x)`` returns an array or tuples of arrays, each with a batch
-        axis, and that takes ``lengths=`` when lengths are given.
+        axis, and that takes ``lengths=`` when lengths are given (their
+        values are checked by the model as each chunk runs).
     x : dask.array.Array
         The input, as the model takes it, with known chunk sizes. Chunks
         along the other axes are joined first (``x.rechunk``): a task holds
@@ -254,7 +256,8 @@ def map_batches(model: Any, x: da.Array, lengths: Any = None, *,
     Raises
     ------
     TypeError
-        When x is not a Dask array, or lengths are not integers.
+        When model is not one of fastrnn's, x is not a Dask array, or
+        lengths are not integers.
     ValueError
         When x's shape or batch_axis does not fit the model (the model's own
         message, from a trial run on zeros), lengths are not (B,), or a chunk
@@ -273,6 +276,9 @@ def map_batches(model: Any, x: da.Array, lengths: Any = None, *,
     >>> bool(np.allclose(output.compute(), expected, atol=1e-6))
     True
     """
+    if not _is_part(model):
+        raise TypeError(f"model: expected a fastrnn layer, cell or model (RNN, LSTM, GRU, "
+                        f"Bidirectional, a cell, a Module), got {type(model).__name__}")
     if not isinstance(x, da.Array):
         raise TypeError(f"x: expected a dask array (dask.array.from_array(x, chunks=...)), "
                         f"got {type(x).__name__}")
