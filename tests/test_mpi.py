@@ -47,8 +47,10 @@ def mpiexec(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     python_path = [os.path.dirname(os.path.dirname(fastrnn.__file__)),
                    os.environ.get("PYTHONPATH")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in python_path if p))
+    # (stdin from /dev/null: mpiexec forwards its stdin to rank 0, and CI has none)
     child = subprocess.run([launcher, "-n", "2", sys.executable, *args], env=env,
-                           capture_output=True, text=True, timeout=timeout)
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
     assert child.returncode == 0, (child.stdout[-2000:], child.stderr[-3000:])
     return child
 
