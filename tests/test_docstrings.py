@@ -5,7 +5,8 @@ has a summary line and the numpydoc sections that apply to it: Parameters
 when it takes arguments, Returns when a function returns something, Raises
 when it checks arguments, Examples on every class and function. Every
 docstring example of fastrnn's modules runs as a doctest (those that import
-an optional framework skip when it is absent).
+an optional framework skip when it is absent). The modules of the dask and
+mpi extras are checked the same way when their packages are installed.
 """
 import doctest
 import importlib
@@ -20,6 +21,17 @@ import fastrnn
 
 # repr's helper, documented once on Module
 SKIP_METHODS = {"extra_repr"}
+
+# The modules of the optional extras (not imported by fastrnn) and the package
+# each needs: without it, importing the module raises ImportError naming the
+# extra, and its tests here skip saying so.
+OPTIONAL = {"fastrnn.dask": "dask", "fastrnn.mpi": "mpi4py"}
+
+
+def optional_modules():
+    """The optional modules whose package is installed, imported."""
+    return [importlib.import_module(name) for name, package in OPTIONAL.items()
+            if importlib.util.find_spec(package) is not None]
 
 
 def sections(obj):
@@ -48,6 +60,9 @@ def public_objects():
         obj = getattr(fastrnn, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             yield name, obj
+    for module in optional_modules():
+        for name in module.__all__:
+            yield f"{module.__name__}.{name}", getattr(module, name)
 
 
 def missing_sections(name, obj, is_class):
@@ -91,7 +106,11 @@ def test_public_methods_document_their_arguments(name, cls):
 def modules():
     yield fastrnn
     for info in pkgutil.iter_modules(fastrnn.__path__, "fastrnn."):
-        if info.name not in ("fastrnn.__main__", "fastrnn.bench"):
+        package = OPTIONAL.get(info.name)
+        if package and importlib.util.find_spec(package) is None:
+            yield pytest.param(None, id=info.name, marks=pytest.mark.skip(
+                reason=f"{package} is not installed (pip install '.[{info.name[8:]}]')"))
+        elif info.name not in ("fastrnn.__main__", "fastrnn.bench"):
             yield importlib.import_module(info.name)
 
 
