@@ -169,8 +169,8 @@ def spill(dask_worker) -> int:
 def test_model_spilled_to_disk_and_read_back(client, assert_close):
     """A worker near its memory limit spills what it holds, the scattered model
     too, and reads it back: arrays pickled on their own come back as views
-    into that read at any offset, which the kernels refuse (not aligned);
-    map_batches' model is one pickle, whose arrays come back fresh."""
+    into that read at any offset; map_batches' model is one pickle, whose
+    arrays come back fresh."""
     model = fastrnn.Sequential(fastrnn.GRU(8, 33, batch_first=True, seed=0),
                                fastrnn.Linear(33, 10, seed=0))
     x = rng.standard_normal((64, 8, 8)).astype(np.float32)

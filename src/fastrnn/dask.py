@@ -96,8 +96,9 @@ class _Shipped:
     # The model travels as one pickle of its own, its arrays inside it. Dask
     # pickles a NumPy array's data as a buffer of its own, and a worker near
     # its memory limit spills what it holds to disk: read back, such an array
-    # is a view at any offset of what was read, not aligned for the kernels,
-    # which refuse it. Unpickled from bytes, every array is fresh. cloudpickle
+    # is a view at any offset of what was read (the layers copy such
+    # parameters when unpickled; other arrays of a model would stay views).
+    # Unpickled from bytes, every array is fresh. cloudpickle
     # (dask's) pickles a class of __main__ (a script's, a notebook's) by
     # value, where pickle would name a module the workers do not have.
     def __getstate__(self) -> dict:

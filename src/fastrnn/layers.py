@@ -521,6 +521,14 @@ class _RNNBase(_ParameterAttributes, Saveable):
         backend = state.pop("_backend_name")
         if "_options" in state:   # pickled before options were per direction
             state["_cell_options"] = (state.pop("_options"),) * (1 + state["bidirectional"])
+        # Pickled with out-of-band buffers (protocol 5: dask, multiprocessing),
+        # arrays come back as views of the caller's memory, which may be
+        # read-only or at any offset: the kernels need aligned, contiguous,
+        # writable parameters and gradients, so such arrays are copied once here.
+        for store in ("_params", "grads"):
+            if store in state:
+                state[store] = {k: np.require(v, requirements="CAW")
+                                for k, v in state[store].items()}
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self.backend = backend            # also forgets the records (_saved)
