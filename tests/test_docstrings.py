@@ -5,8 +5,8 @@ has a summary line and the numpydoc sections that apply to it: Parameters
 when it takes arguments, Returns when a function returns something, Raises
 when it checks arguments, Examples on every class and function. Every
 docstring example of fastrnn's modules runs as a doctest (those that import
-an optional framework skip when it is absent). The modules of the dask and
-mpi extras are checked the same way when their packages are installed.
+an optional framework skip when it is absent). The modules of the dask, mpi
+and torch extras are checked the same way when their packages are installed.
 """
 import doctest
 import importlib
@@ -25,7 +25,7 @@ SKIP_METHODS = {"extra_repr"}
 # The modules of the optional extras (not imported by fastrnn) and the package
 # each needs: without it, importing the module raises ImportError naming the
 # extra, and its tests here skip saying so.
-OPTIONAL = {"fastrnn.dask": "dask", "fastrnn.mpi": "mpi4py"}
+OPTIONAL = {"fastrnn.dask": "dask", "fastrnn.mpi": "mpi4py", "fastrnn.torch": "torch"}
 
 
 def optional_modules():
