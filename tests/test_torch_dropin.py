@@ -24,7 +24,8 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="fastrnn.torch needs PyTorch (pip install \".[torch]\")")
+torch = pytest.importorskip("torch",
+                            reason="fastrnn.torch needs PyTorch (pip install \".[torch]\")")
 import fastrnn.torch as ft  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
@@ -244,7 +245,8 @@ def test_same_initialisation_and_repr_as_torch():
         assert repr(fm) == repr(tm)
         assert isinstance(fm, type(tm))
         assert [n for n, _ in fm.named_parameters()] == [n for n, _ in tm.named_parameters()]
-    assert repr(ft.RNNCell(3, 4, nonlinearity="relu")) == repr(torch.nn.RNNCell(3, 4, nonlinearity="relu"))
+    assert repr(ft.RNNCell(3, 4, nonlinearity="relu")) == \
+        repr(torch.nn.RNNCell(3, 4, nonlinearity="relu"))
 
 
 # ------------------------------------------------------------ gradcheck
@@ -419,7 +421,8 @@ def test_dropout_fraction():
     alive = plain > 0
     kept = out[alive] / plain[alive]
     scale = 1 / 0.75
-    assert torch.all(torch.isclose(kept, torch.zeros(())) | torch.isclose(kept, torch.tensor(scale)))
+    assert torch.all(torch.isclose(kept, torch.zeros(()))
+                     | torch.isclose(kept, torch.tensor(scale)))
     fraction = (kept == 0).float().mean().item()
     assert 0.2 < fraction < 0.3, fraction
 
@@ -616,6 +619,8 @@ def test_construction_errors(call, error, match):
     (lambda m: m(torch.zeros(T, B, I), (torch.zeros(1, B, H),)), TypeError, "pair"),
     (lambda m: m(np.zeros((T, B, I), np.float32)), TypeError, "Tensor or a PackedSequence"),
     (lambda m: m.half()(torch.zeros(T, B, I, dtype=torch.float16)), TypeError, "float32"),
+    (lambda m: ft.GRUCell(I, H)(torch.zeros(B, I), (torch.zeros(B, H),)), TypeError, "a Tensor"),
+    (lambda m: ft.LSTMCell(I, H)(torch.zeros(B, I), torch.zeros(B, H)), TypeError, "pair"),
     (lambda m: m(torch.zeros(T, B, I, device="meta")), ValueError, "CPU only"),
 ])
 def test_forward_errors_of_fastrnn(call, error, match):

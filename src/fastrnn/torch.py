@@ -252,7 +252,9 @@ def _stack_forward(spec: _Spec, x: np.ndarray, h0: Optional[np.ndarray],
 
 def _stack_backward(spec: _Spec, record: _Record, weights: Sequence[Optional[np.ndarray]],
                     dy: Optional[np.ndarray], dh_n: Optional[np.ndarray],
-                    dc_n: Optional[np.ndarray]):
+                    dc_n: Optional[np.ndarray]
+                    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
+                               List[Optional[np.ndarray]]]:
     """BPTT through the stack (fastrnn.layers' backward loop). dy like the
     output, dh_n, dc_n like h_n, c_n, each None for zeros. Returns dx, dh0,
     dc0 (None but for LSTM) and the gradients of the parameters in torch's
@@ -707,6 +709,9 @@ class _FastCellBase:
         if lstm and hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise TypeError(f"hx: expected a pair (h, c) of tensors, got {type(hx).__name__}")
         states = list(hx) if lstm and hx is not None else [hx, None] if lstm else [hx]
+        if hx is not None and not all(isinstance(s, Tensor) for s in states):
+            raise TypeError(f"hx: expected {'a pair of tensors' if lstm else 'a Tensor'}, got "
+                            f"{', '.join(type(s).__name__ for s in states)}")
         for i, s in enumerate(states):
             if s is not None and s.dim() not in (1, 2):
                 label = f"hx[{i}]" if lstm else "hidden"
