@@ -490,19 +490,29 @@ def test_unused_outputs_and_partial_gradients():
 def test_backward_releases_the_caches():
     """What backward reads goes through save_for_backward, so torch frees it
     after backward although the output lives on: the next forward reuses the
-    same kernel caches instead of allocating new ones."""
+    same kernel caches instead of allocating new ones. Run in a new thread,
+    whose kernel backend (and its spare caches) is its own."""
     _, fm = make_pair("gru", num_layers=2)
     x, _ = data("gru", torch.float64)
-    kept = []
-    for _ in range(4):
-        out, _ = fm(x.clone().requires_grad_())
-        out.sum().backward()
-        kept.append(out)                        # graphs alive, saved tensors freed
-        caches = {id(c) for c in ft._backend()._caches}
-    assert len(caches) <= 2, "one cache per layer-direction, reused"
-    out, _ = fm(x.clone().requires_grad_())     # not differentiated: holds its caches
-    out2, _ = fm(x.clone().requires_grad_())
-    assert len({id(c) for c in ft._backend()._caches} - caches) == 2
+    found = {}
+
+    def body():
+        kept = []
+        for _ in range(4):
+            out, _ = fm(x.clone().requires_grad_())
+            out.sum().backward()
+            kept.append(out)                    # graphs alive, saved tensors freed
+        found["after backward"] = {id(c) for c in ft._backend()._caches}
+        held = [fm(x.clone().requires_grad_()) for _ in range(2)]   # not differentiated
+        found["held"] = {id(c) for c in ft._backend()._caches}
+        del held
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert len(found["after backward"]) == 2, "one cache per layer, reused"
+    # the first undifferentiated forward reuses the two, the second needs two more
+    assert len(found["held"] - found["after backward"]) == 2
 
 
 def test_threads_share_one_module():
