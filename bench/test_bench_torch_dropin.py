@@ -1,7 +1,7 @@
 """One training step of a small PyTorch model: torch.nn's GRU/LSTM against fastrnn.torch's.
 
     pytest --benchmark bench/test_bench_torch_dropin.py   # timed: one table per kind
-    pytest bench/test_bench_torch_dropin.py               # S2 once each, as checks
+    pytest bench/test_bench_torch_dropin.py               # S2 once each, as checks (1 thread)
     python bench/test_bench_torch_dropin.py [--threads 1,2] [--shapes S1,S2,S3]
                                             [--kinds gru,lstm] [--rounds R] [--json FILE]
                                                           # the Markdown table of ratios
@@ -28,7 +28,7 @@ Threads: each row runs under fastrnn.bench.thread_limits(n), which sets torch's
 intra-op pool (``torch.set_num_threads``), fastrnn's (``fastrnn.set_num_threads``)
 and every BLAS pool to n; rows at 1 and 2 threads. Shapes (T, B, I, H) are
 fastrnn.bench's: S1 (100, 1, 64, 64), S2 (50, 16, 128, 128), S3 (100, 64, 256, 256);
-plain pytest checks S2 only and --benchmark-quick times S2 only.
+plain pytest checks S2 at one thread only and --benchmark-quick times S2 only.
 
 The script times the columns of a row in interleaved rounds (fastrnn.bench.timing:
 a pause before each block, rotating order) and reports the minimum over rounds
@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
 from typing import Callable, Dict, List, Tuple
 
@@ -62,7 +61,8 @@ OUTPUTS = 8                       # the head's features per step
 IMPLS = ("torch.nn", "torch.nn, no oneDNN", "fastrnn.torch")
 THREADS = (1, 2)
 TIMED_SHAPES = ("S1", "S2", "S3")
-CHECKED_SHAPES = ("S2",)          # plain pytest: one step each, checked
+CHECKED_SHAPES = ("S2",)          # plain pytest: one step each, checked, at one thread
+CHECKED_THREADS = (1,)
 # rounds of pytest-benchmark per shape (a step takes 5-40 ms at S1/S2, 0.1-1 s at S3)
 ROUNDS = {"S1": 20, "S2": 20, "S3": 6}
 TOL = dict(rtol=2e-3, atol=2e-5)  # float32, one Adam step from equal weights
@@ -149,7 +149,7 @@ def in_quick(params) -> bool:
 def _cases(timing: bool):
     for kind in KINDS:
         for shape in (TIMED_SHAPES if timing else CHECKED_SHAPES):
-            for threads in THREADS:
+            for threads in (THREADS if timing else CHECKED_THREADS):
                 for impl in impls(kind):
                     yield kind, shape, threads, impl
 
@@ -222,9 +222,10 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--budget", type=float, default=8.0, help="seconds per row")
     parser.add_argument("--json", help="write every round's times here")
     args = parser.parse_args(argv)
+    load_before = _loadavg()
     print(f"CPU: {cpu_model()}, {usable_cpus()} CPUs; fastrnn {fastrnn.__version__} "
           f"(kernels {_kernels.isa()}), torch {torch.__version__}; load average before: "
-          f"{_loadavg()}", flush=True)
+          f"{load_before}", flush=True)
     print("ms per training step, minimum over interleaved rounds (median in brackets); "
           "ratio > 1: fastrnn.torch faster\n")
     print("| kind | shape (T, B, I, H) | threads | torch.nn | torch.nn, no oneDNN | "
@@ -249,11 +250,13 @@ def main(argv: List[str]) -> None:
                       f"{cell('torch.nn')} | {cell('torch.nn, no oneDNN')} | "
                       f"{cell('fastrnn.torch')} | {ratio('torch.nn')} | "
                       f"{ratio('torch.nn, no oneDNN')} |", flush=True)
-    print(f"\nload average after: {_loadavg()}")
+    load_after = _loadavg()
+    print(f"\nload average after: {load_after}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_model(), "cpus": usable_cpus(), "torch": torch.__version__,
-                       "rows": rows}, f, indent=1)
+                       "fastrnn": fastrnn.__version__, "load_before": load_before,
+                       "load_after": load_after, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
