@@ -12,6 +12,14 @@ copyright = "the fastrnn developers, MIT license"
 version = release = fastrnn.__version__
 
 extensions = ["sphinx.ext.autodoc", "numpydoc"]
+
+# fastrnn.torch's reference imports PyTorch, which is optional (CI installs it):
+# without it the module is read against autodoc's stand-in, which documents the
+# same docstrings
+try:
+    import torch  # noqa: F401
+except ImportError:
+    autodoc_mock_imports = ["torch"]
 exclude_patterns = ["_build"]
 
 # signatures without annotations: the numpydoc sections give the types
