@@ -1,6 +1,7 @@
 /* common.c -- the parts of the C API that do not depend on the precision. */
 #define _POSIX_C_SOURCE 200112L   /* pthreads under -std=c99 */
 #include <pthread.h>
+#include <time.h>
 #include "internal.h"
 
 fastrnn_sgemm_fn fastrnn_blas_sgemm = NULL;
@@ -242,6 +243,30 @@ static void run_on_new_threads(slice_job *jobs, int n)
     }
 }
 
+/* A busy machine: when another process holds a core, the slice of a
+ * descheduled worker finishes milliseconds after the caller's, and every split
+ * region waits for it (default threads then ran training 1.1-1.4x slower than
+ * one thread). A region whose caller waited for its workers longer than its
+ * own slice took, and more than STALL_NS, makes the regions of the next
+ * BACKOFF_NS run their slices one after another in the caller: the same
+ * slices, so the same results bit for bit, at one thread's speed. */
+#define STALL_NS 200000LL        /* 0.2 ms */
+#define BACKOFF_NS 250000000LL   /* 0.25 s */
+static long long backoff_until;  /* CLOCK_MONOTONIC ns (atomic) */
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int backing_off(void)
+{
+    long long until = __atomic_load_n(&backoff_until, __ATOMIC_RELAXED);
+    return until != 0 && now_ns() < until;
+}
+
 /* With pool.region held: jobs[0, n) at once on the caller and the workers
  * (started as needed); returns how many of them ran there. The caller runs
  * the rest, if any, after. */
@@ -260,13 +285,20 @@ static int pool_run(slice_job *jobs, int n)
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
 
+    long long start = now_ns();
     run_job(&jobs[0]);
     for (int i = 0; i < POOL_SPIN && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; i++)
         cpu_relax();
-    pthread_mutex_lock(&pool.lock);
-    while (pool.pending > 0)
-        pthread_cond_wait(&pool.done, &pool.lock);
-    pthread_mutex_unlock(&pool.lock);
+    if (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0) {   /* a late worker */
+        long long own = now_ns() - start;
+        pthread_mutex_lock(&pool.lock);
+        while (pool.pending > 0)
+            pthread_cond_wait(&pool.done, &pool.lock);
+        pthread_mutex_unlock(&pool.lock);
+        long long end = now_ns(), waited = end - start - own;
+        if (waited > STALL_NS && waited > own)
+            __atomic_store_n(&backoff_until, end + BACKOFF_NS, __ATOMIC_RELAXED);
+    }
     return n;
 }
 
@@ -285,8 +317,9 @@ void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void 
         jobs[k].s0 = (int)((long long)B * k / nthreads);
         jobs[k].s1 = (int)((long long)B * (k + 1) / nthreads);
     }
-    if (nthreads == 1) {
-        run_job(&jobs[0]);
+    if (nthreads == 1 || backing_off()) {
+        for (int k = 0; k < nthreads; k++)   /* the same slices, one after another */
+            run_job(&jobs[k]);
     } else if (pthread_mutex_trylock(&pool.region) != 0) {
         run_on_new_threads(jobs, nthreads);
     } else {

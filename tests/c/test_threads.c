@@ -3,9 +3,13 @@
  * share of an array, meet, and check that every share of the step is there
  * (twice per step, 300 steps); regions of 1-4 slices each add one to every
  * element of their slices. Any data race, a barrier that lets a member through
- * early, or a lost slice fails. */
+ * early, or a lost slice fails; then a region with a late worker must make
+ * the next ones run in the caller, for a while only. */
+#define _POSIX_C_SOURCE 200112L   /* nanosleep, pthread_self under -std=c99 */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include "internal.h"
 #define STEPS 300
 typedef struct { fastrnn_barrier *bar; int *cells; int n_cells; int bad; } team_ctx;
@@ -22,6 +26,36 @@ static void member(void *arg, int k, int n)
     }
 }
 static void slice(void *arg, int s0, int s1) { int *a = arg; for (int i = s0; i < s1; i++) a[i] += 1; }
+/* slices of 2: slice 1 sleeps (a worker descheduled on a busy machine) when
+ * asked; each records whether it ran in the caller's thread */
+typedef struct { pthread_t caller; int late, in_caller[2]; } stall_ctx;
+static void stall_slice(void *arg, int s0, int s1)
+{
+    stall_ctx *c = arg;
+    (void)s1;
+    c->in_caller[s0] = pthread_equal(pthread_self(), c->caller);
+    if (s0 == 1 && c->late) {
+        struct timespec pause = {0, 5000000};   /* 5 ms */
+        nanosleep(&pause, NULL);
+    }
+}
+/* A region whose worker is late makes the next regions run their slices in the
+ * caller, for a while; then they use the workers again. */
+static int check_backoff(void)
+{
+    stall_ctx c = {pthread_self(), 1, {0, 0}};
+    struct timespec later = {0, 400000000};   /* 0.4 s: past the backoff */
+    nanosleep(&later, NULL);   /* the regions above may have started one */
+    fastrnn_run_slices(2, 2, stall_slice, &c);
+    if (c.in_caller[1]) { printf("the late slice ran in the caller\n"); return 1; }
+    c.late = 0;
+    fastrnn_run_slices(2, 2, stall_slice, &c);
+    if (!c.in_caller[0] || !c.in_caller[1]) { printf("no backoff after a late worker\n"); return 1; }
+    nanosleep(&later, NULL);
+    fastrnn_run_slices(2, 2, stall_slice, &c);
+    if (c.in_caller[1]) { printf("the backoff did not end\n"); return 1; }
+    return 0;
+}
 int main(void)
 {
     int cells[64] = {0}, arr[1000] = {0};
@@ -34,6 +68,7 @@ int main(void)
         for (int k = 0; k < 50; k++) fastrnn_run_slices(1 + k % 4, 1000, slice, arr);
     }
     for (int i = 0; i < 1000; i++) if (arr[i] != 6 * 50) { printf("slices lost work\n"); return 1; }
+    if (check_backoff()) return 1;
     printf("%d early reads\n", c.bad);
     return c.bad != 0;
 }
