@@ -513,10 +513,10 @@ static void FN(add_column_sums)(real *out, const real *rows, size_t n, int w, in
 long FN(fastrnn_fma_probe)(long iterations, float *sink)
 {
     enum { CHAINS = 12 };
-    vreal acc[CHAINS], m = FN(vload)((const real[VL]){0}) + (real)0.999,
-                       a = FN(vload)((const real[VL]){0}) + (real)0.001;
+    const vreal zero = {0};
+    vreal acc[CHAINS], m = zero + (real)0.999, a = zero + (real)0.001;
     for (int i = 0; i < CHAINS; i++)
-        acc[i] = FN(vload)((const real[VL]){0}) + (real)(i + 2);   /* not the fixed point 1 */
+        acc[i] = zero + (real)(i + 2);   /* not the fixed point 1 */
     for (long n = 0; n < iterations; n++)
         for (int i = 0; i < CHAINS; i++)
             acc[i] = acc[i] * m + a;
