@@ -160,81 +160,114 @@ typedef real vreal __attribute__((vector_size(FASTRNN_VBYTES)));
 static inline vreal FN(vload)(const real *p) { vreal v; memcpy(&v, p, sizeof v); return v; }
 static inline void FN(vstore)(real *p, vreal v) { memcpy(p, &v, sizeof v); }
 
-/* C (M, N) (+)= A (M, K) @ Bk (K, N), row-major. Four rows of Bk per pass
- * over C keep the loads and stores of C to one per 4 FMAs; the inner loop
- * vectorizes, and its iterations are independent (no latency chain). */
+/* c[:nv*VL] (+)= a (K) @ Bk[:, :nv*VL]: nv vector sums held in registers over
+ * all of k (one load of Bk per FMA, none of c), in ks interleaved partial sums
+ * so that at least 8 independent FMAs hide the FMA latency. nv and ks are
+ * constants after inlining. */
+static inline __attribute__((always_inline)) void
+FN(row_block)(int nv, int ks, int K, const real *a, const real *Bk, int ldb, int accumulate,
+              real *c)
+{
+    vreal acc[2][8];
+    for (int s = 0; s < ks; s++)
+        for (int v = 0; v < nv; v++)
+            acc[s][v] = (vreal){0};
+    const real *b = Bk;   /* row k of Bk */
+    int k = 0;
+    for (; k + ks <= K; k += ks)
+        for (int s = 0; s < ks; s++, b += ldb) {
+            real ak = a[k + s];
+            for (int v = 0; v < nv; v++)
+                acc[s][v] += ak * FN(vload)(b + v * VL);
+        }
+    for (; k < K; k++, b += ldb)
+        for (int v = 0; v < nv; v++)
+            acc[0][v] += a[k] * FN(vload)(b + v * VL);
+    for (int v = 0; v < nv; v++) {
+        if (ks > 1)
+            acc[0][v] += acc[1][v];
+        if (accumulate)
+            acc[0][v] += FN(vload)(c + v * VL);
+        FN(vstore)(c + v * VL, acc[0][v]);
+    }
+}
+
+/* C (M, N) (+)= A (M, K) @ Bk (K, N), row-major, for one or two rows: each
+ * row in column blocks of 8 vectors (then 4, 2, 1) kept in registers across
+ * k, the last columns (fewer than a vector) by scalar sums. */
 static void FN(gemm_small)(int M, int N, int K, const real *A, int lda,
                            const real *Bk, int ldb, int accumulate, real *C, int ldc)
 {
     for (int i = 0; i < M; i++) {
-        real *restrict c = C + (size_t)i * ldc;
+        real *c = C + (size_t)i * ldc;
         const real *a = A + (size_t)i * lda;
-        if (!accumulate)
-            for (int j = 0; j < N; j++)
-                c[j] = (real)0;
-        int k = 0;
-        for (; k + 4 <= K; k += 4) {
-            const real *restrict b0 = Bk + (size_t)k * ldb, *restrict b1 = b0 + ldb;
-            const real *restrict b2 = b1 + ldb, *restrict b3 = b2 + ldb;
-            real a0 = a[k], a1 = a[k + 1], a2 = a[k + 2], a3 = a[k + 3];
-            for (int j = 0; j < N; j++)
-                c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+        int j = 0;
+        for (; j + 8 * VL <= N; j += 8 * VL)
+            FN(row_block)(8, 1, K, a, Bk + j, ldb, accumulate, c + j);
+        if (j + 4 * VL <= N) {
+            FN(row_block)(4, 2, K, a, Bk + j, ldb, accumulate, c + j);
+            j += 4 * VL;
         }
-        for (; k < K; k++) {
-            const real *restrict b0 = Bk + (size_t)k * ldb;
-            real a0 = a[k];
-            for (int j = 0; j < N; j++)
-                c[j] += a0 * b0[j];
+        if (j + 2 * VL <= N) {
+            FN(row_block)(2, 2, K, a, Bk + j, ldb, accumulate, c + j);
+            j += 2 * VL;
+        }
+        if (j + VL <= N) {
+            FN(row_block)(1, 2, K, a, Bk + j, ldb, accumulate, c + j);
+            j += VL;
+        }
+        for (; j < N; j++) {
+            real s = accumulate ? c[j] : (real)0;
+            for (int k = 0; k < K; k++)
+                s += a[k] * Bk[(size_t)k * ldb + j];
+            c[j] = s;
         }
     }
 }
 
-/* r[j] = the sum of the lanes of s_j. Summing lane by lane cost more than the
- * dot products themselves (16 extractions per row on AVX-512); two rounds of
- * shuffles first add lanes pairwise across all four vectors, leaving VL/4
- * partial sums per row. */
-#if defined(__GNUC__) && !defined(__clang__) && FASTRNN_VBYTES / REAL_BYTES >= 4
+/* The vector whose lane j is the sum of the lanes of s[j], for VL vectors s.
+ * Summing lane by lane cost more than the dot products themselves; instead
+ * log2(VL) rounds of shuffles add lanes pairwise across pairs of vectors
+ * (after round one, the low half of a vector holds s[2i]'s pair sums and the
+ * high half s[2i+1]'s; after the last, lane j holds all of s[j]'s). */
+#if defined(__GNUC__) && !defined(__clang__)
 #if FASTRNN_VBYTES / REAL_BYTES == 16
 #define EVEN_LANES {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
 #define ODD_LANES {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}
 #elif FASTRNN_VBYTES / REAL_BYTES == 8
 #define EVEN_LANES {0, 2, 4, 6, 8, 10, 12, 14}
 #define ODD_LANES {1, 3, 5, 7, 9, 11, 13, 15}
-#else
+#elif FASTRNN_VBYTES / REAL_BYTES == 4
 #define EVEN_LANES {0, 2, 4, 6}
 #define ODD_LANES {1, 3, 5, 7}
+#else
+#define EVEN_LANES {0, 2}
+#define ODD_LANES {1, 3}
 #endif
 typedef LANE_INT vlane __attribute__((vector_size(FASTRNN_VBYTES)));
 
-static inline void FN(hsum4)(vreal s0, vreal s1, vreal s2, vreal s3, real r[4])
+static inline __attribute__((always_inline)) vreal FN(lane_sums)(vreal s[VL])
 {
     const vlane even = EVEN_LANES, odd = ODD_LANES;
-    /* lanes [0, VL/2): pairs of s0, [VL/2, VL): pairs of s1; then quads of all four */
-    vreal p = __builtin_shuffle(s0, s1, even) + __builtin_shuffle(s0, s1, odd);
-    vreal q = __builtin_shuffle(s2, s3, even) + __builtin_shuffle(s2, s3, odd);
-    vreal t = __builtin_shuffle(p, q, even) + __builtin_shuffle(p, q, odd);
-    for (int j = 0; j < 4; j++) {
-        real x = 0;
-        for (int i = 0; i < VL / 4; i++)
-            x += t[j * (VL / 4) + i];
-        r[j] = x;
-    }
+    for (int n = VL; n > 1; n /= 2)
+        for (int i = 0; i < n / 2; i++)
+            s[i] = __builtin_shuffle(s[2 * i], s[2 * i + 1], even)
+                   + __builtin_shuffle(s[2 * i], s[2 * i + 1], odd);
+    return s[0];
 }
-#else   /* other compilers, and two-lane vectors: lane by lane */
-static inline void FN(hsum4)(vreal s0, vreal s1, vreal s2, vreal s3, real r[4])
+#else   /* other compilers: lane by lane */
+static inline vreal FN(lane_sums)(vreal s[VL])
 {
-    r[0] = r[1] = r[2] = r[3] = 0;
-    for (int i = 0; i < VL; i++) {
-        r[0] += s0[i];
-        r[1] += s1[i];
-        r[2] += s2[i];
-        r[3] += s3[i];
-    }
+    vreal r = {0};
+    for (int j = 0; j < VL; j++)
+        for (int i = 0; i < VL; i++)
+            r[j] += s[j][i];
+    return r;
 }
 #endif
 
-/* C (M, N) (+)= A (M, K) @ W^T with W (N, K) row-major: four dot products at
- * a time, vectorized along k. */
+/* C (M, N) (+)= A (M, K) @ W^T with W (N, K) row-major: VL dot products at a
+ * time, vectorized along k, their sums gathered into one vector of C. */
 static void FN(gemm_nt_small)(int M, int N, int K, const real *A, int lda,
                               const real *W, int ldw, int accumulate, real *C, int ldc)
 {
@@ -243,26 +276,27 @@ static void FN(gemm_nt_small)(int M, int N, int K, const real *A, int lda,
         const real *a = A + (size_t)m * lda;
         real *c = C + (size_t)m * ldc;
         int n = 0;
-        for (; n + 4 <= N; n += 4) {
-            const real *w0 = W + (size_t)n * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-            vreal s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        for (; n + VL <= N; n += VL) {
+            /* one pointer per row, k the shared index: independent
+             * addresses (stepping one pointer from row to row made a chain) */
+            const real *w[VL];
+            vreal s[VL];
+            for (int j = 0; j < VL; j++) {
+                w[j] = W + (size_t)(n + j) * ldw;
+                s[j] = (vreal){0};
+            }
             for (int k = 0; k < kv; k += VL) {
                 vreal av = FN(vload)(a + k);
-                s0 += av * FN(vload)(w0 + k);
-                s1 += av * FN(vload)(w1 + k);
-                s2 += av * FN(vload)(w2 + k);
-                s3 += av * FN(vload)(w3 + k);
+                for (int j = 0; j < VL; j++)
+                    s[j] += av * FN(vload)(w[j] + k);
             }
-            real r[4];
-            FN(hsum4)(s0, s1, s2, s3, r);
-            for (int k = kv; k < K; k++) {
-                r[0] += a[k] * w0[k];
-                r[1] += a[k] * w1[k];
-                r[2] += a[k] * w2[k];
-                r[3] += a[k] * w3[k];
-            }
-            for (int j = 0; j < 4; j++)
-                c[n + j] = accumulate ? c[n + j] + r[j] : r[j];
+            vreal r = FN(lane_sums)(s);
+            for (int k = kv; k < K; k++)
+                for (int j = 0; j < VL; j++)
+                    r[j] += a[k] * w[j][k];
+            if (accumulate)
+                r += FN(vload)(c + n);
+            FN(vstore)(c + n, r);
         }
         for (; n < N; n++) {
             const real *w0 = W + (size_t)n * ldw;
