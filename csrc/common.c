@@ -1,5 +1,6 @@
 /* common.c -- the parts of the C API that do not depend on the precision. */
 #define _POSIX_C_SOURCE 200112L   /* pthreads under -std=c99 */
+#include <limits.h>
 #include <pthread.h>
 #include <time.h>
 #include "internal.h"
@@ -249,7 +250,9 @@ static void run_on_new_threads(slice_job *jobs, int n)
  * one thread). A region whose caller waited for its workers longer than its
  * own slice took, and more than STALL_NS, makes the regions of the next
  * BACKOFF_NS run their slices one after another in the caller: the same
- * slices, so the same results bit for bit, at one thread's speed. */
+ * slices, so the same results bit for bit, at one thread's speed. A team
+ * whose last member came that late disbands the same way, and starts the
+ * same backoff (fastrnn_barrier_wait). */
 #define STALL_NS 200000LL        /* 0.2 ms */
 #define BACKOFF_NS 250000000LL   /* 0.25 s */
 static long long backoff_until;  /* CLOCK_MONOTONIC ns (atomic) */
@@ -261,10 +264,15 @@ static long long now_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int backing_off(void)
+int fastrnn_backing_off(void)
 {
     long long until = __atomic_load_n(&backoff_until, __ATOMIC_RELAXED);
     return until != 0 && now_ns() < until;
+}
+
+void fastrnn_back_off(long long ns)
+{
+    __atomic_store_n(&backoff_until, ns > 0 ? now_ns() + ns : 0, __ATOMIC_RELAXED);
 }
 
 /* With pool.region held: jobs[0, n) at once on the caller and the workers
@@ -317,7 +325,7 @@ void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void 
         jobs[k].s0 = (int)((long long)B * k / nthreads);
         jobs[k].s1 = (int)((long long)B * (k + 1) / nthreads);
     }
-    if (nthreads == 1 || backing_off()) {
+    if (nthreads == 1 || fastrnn_backing_off()) {
         for (int k = 0; k < nthreads; k++)   /* the same slices, one after another */
             run_job(&jobs[k]);
     } else if (pthread_mutex_trylock(&pool.region) != 0) {
@@ -348,7 +356,9 @@ int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
     for (int k = 0; k < n; k++)
         jobs[k] = (slice_job){fn, ctx, k, n};
     barrier->parties = n;
-    barrier->waiting = barrier->phase = barrier->sleepers = 0;
+    barrier->waiting = barrier->phase = barrier->sleepers = barrier->solo = 0;
+    barrier->opened = now_ns();
+    barrier->first = LLONG_MAX;
     pthread_mutex_init(&barrier->lock, NULL);
     pthread_cond_init(&barrier->wake, NULL);
     pool_run(jobs, n);
@@ -360,23 +370,37 @@ int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
 
 /* A waiting member spins about POOL_SPIN pauses, then sleeps: on a busy
  * machine the member it waits for may need its core. The last to arrive
- * opens the next phase and wakes the sleepers (a sleeper checks the phase
- * under the lock after counting itself, so no wake-up is lost). */
-void fastrnn_barrier_wait(fastrnn_barrier *b)
+ * judges the phase (fastrnn_barrier_wait in internal.h), opens the next one
+ * and wakes the sleepers (a sleeper checks the phase under the lock after
+ * counting itself, so no wake-up is lost). */
+int fastrnn_barrier_wait(fastrnn_barrier *b)
 {
     int phase = __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE);
+    long long arrived = now_ns(), first = __atomic_load_n(&b->first, __ATOMIC_RELAXED);
+    while (arrived < first
+           && !__atomic_compare_exchange_n(&b->first, &first, arrived, 0, __ATOMIC_RELAXED,
+                                           __ATOMIC_RELAXED))
+        ;
     if (__atomic_add_fetch(&b->waiting, 1, __ATOMIC_ACQ_REL) == b->parties) {
+        /* every earlier arrival's time is visible here (their adds released it) */
+        long long late = arrived - b->first, own = b->first - b->opened;
+        if (late > STALL_NS && late > own) {
+            b->solo = 1;
+            __atomic_store_n(&backoff_until, arrived + BACKOFF_NS, __ATOMIC_RELAXED);
+        }
+        b->opened = arrived;
+        b->first = LLONG_MAX;
         __atomic_store_n(&b->waiting, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&b->phase, phase + 1, __ATOMIC_SEQ_CST);
         pthread_mutex_lock(&b->lock);
         if (b->sleepers > 0)
             pthread_cond_broadcast(&b->wake);
         pthread_mutex_unlock(&b->lock);
-        return;
+        return b->solo;
     }
     for (int i = 0; i < POOL_SPIN; i++) {
         if (__atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) != phase)
-            return;
+            return b->solo;
         cpu_relax();
     }
     pthread_mutex_lock(&b->lock);
@@ -385,4 +409,5 @@ void fastrnn_barrier_wait(fastrnn_barrier *b)
         pthread_cond_wait(&b->wake, &b->lock);
     b->sleepers--;
     pthread_mutex_unlock(&b->lock);
+    return b->solo;
 }

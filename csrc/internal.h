@@ -45,6 +45,9 @@ void fastrnn_run_slices(int nthreads, int B, void (*fn)(void *, int, int), void 
 /* A team of threads that meet at a barrier (fastrnn_barrier_wait) */
 typedef struct {
     int parties, waiting, phase, sleepers;
+    int solo;               /* set once a member stalled: the team disbands */
+    long long opened;       /* when the current phase opened (ns) */
+    long long first;        /* the current phase's first arrival (ns) */
     pthread_mutex_t lock;   /* members that stop spinning sleep on wake */
     pthread_cond_t wake;
 } fastrnn_barrier;
@@ -55,7 +58,23 @@ typedef struct {
  * at once (the pool serves another region): the caller then does the work. */
 int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
                      fastrnn_barrier *barrier);
-void fastrnn_barrier_wait(fastrnn_barrier *barrier);
+
+/* Waits for every member; returns 1 when the team disbands after this
+ * phase, the same answer to every member of the phase: the last to arrive
+ * came later than STALL_NS and later than the first member's own work of
+ * the phase (a member whose core another process holds). Member 0 (the
+ * caller) then does every member's remaining work in turn, one member's share
+ * after another, so results stay bitwise those of the team; the others
+ * return. It also starts the backoff below. */
+int fastrnn_barrier_wait(fastrnn_barrier *barrier);
+
+/* Whether a recent stall (a late worker in a split region, a late member of a
+ * team) asks calls to do their threads' shares one after another in the
+ * caller, for BACKOFF_NS (common.c) */
+int fastrnn_backing_off(void);
+
+/* Starts the backoff for ns nanoseconds (0: ends it); for tests */
+void fastrnn_back_off(long long ns);
 
 /* Inference projects the input this many rows (time steps x batch) at a
  * time, so its scratch does not grow with T yet each GEMM stays large. */

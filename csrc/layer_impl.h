@@ -440,7 +440,8 @@ typedef struct {
     FN(proj) P;               /* the cache, or the inference chunk (one thread) */
     int chunk;                /* steps per projection chunk */
     int by_slice;             /* threaded inference: each slice projects its own rows */
-    fastrnn_barrier *team;    /* the unit-split loop's barrier, else NULL */
+    int members;              /* the unit-split loop's members (units split n ways), or 1 */
+    fastrnn_barrier *team;    /* their barrier; NULL: the caller does every member's share */
     const real *x;
     const RT(fastrnn_params) *W;
     const fastrnn_layer *L;
@@ -464,8 +465,9 @@ static void FN(project_slots)(const FN(fwd_loop) *C, int t0, int t1, int s0, int
     FN(operand_mul)(&S->w_ih, rows, a, I, C->W->b_ih != NULL, dst, GH);
 }
 
-/* The whole time loop for slots [s0, s1), or with C->team for member s0 of
- * s1 (its units of every slot) */
+/* The whole time loop for slots [s0, s1); with C->members > 1, for member s0
+ * of the team (its units of every slot), or for every member in turn when
+ * there is no team or it disbands (fastrnn_barrier_wait) */
 static void FN(forward_loop)(void *arg, int s0, int s1)
 {
     FN(fwd_loop) *C = arg;
@@ -492,33 +494,53 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
         return;
     }
     FN(proj) P = C->P;
-    int u0 = 0, u1 = H;   /* the units this thread computes */
+    if (C->members < 2) {
+        for (int k = 0; k < nchunks; k++) {
+            int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
+            int t1 = t0 + chunk < T ? t0 + chunk : T;
+            if (!C->S->hs)   /* inference: the chunk's projection */
+                FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, 0, H, L);
+            for (int s = 0; s < t1 - t0; s++) {
+                int t = L->reverse ? t1 - 1 - s : t0 + s;
+                int n = active_slots(L->lengths, L->order, B, t);
+                FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
+            }
+        }
+        return;
+    }
+    /* the unit-split loop: member `me` does units [u0, u1) of member j for j
+     * in [j0, j1): its own, or every member's when solo */
+    int me = s0, members = C->members, solo = C->team == NULL, u0, u1;
     real *h = C->S->h, *h_next = C->S->h2;
-    if (C->team)
-        unit_range(H, s0, s1, &u0, &u1);
+#define MEMBERS_DO(stmt)                                                 \
+    for (int j = solo ? 0 : me; j < (solo ? members : me + 1); j++) {   \
+        unit_range(H, j, members, &u0, &u1);                             \
+        stmt;                                                            \
+    }
     for (int k = 0; k < nchunks; k++) {
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
-        if (!C->S->hs)   /* inference: this thread's columns of the chunk's projection */
-            FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, u0, u1, L);
+        if (!C->S->hs)   /* inference: the members' columns of the chunk's projection */
+            MEMBERS_DO(FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, u0, u1, L))
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(L->lengths, L->order, B, t);
-            if (!C->team) {
-                FN(forward_step)(C->y, C->S, &P, C->W, t, n, s0, s1, L);
-                continue;
+            MEMBERS_DO(FN(unit_step)(C->y, C->S, &P, C->W, t, n, h, h_next, u0, u1, L))
+            if (!solo && fastrnn_barrier_wait(C->team)) {
+                if (me != 0)
+                    return;   /* the caller does the rest */
+                solo = 1;
             }
-            FN(unit_step)(C->y, C->S, &P, C->W, t, n, h, h_next, u0, u1, L);
-            fastrnn_barrier_wait(C->team);
             real *swap = h;
             h = h_next;
             h_next = swap;
         }
     }
-    if (C->team && h != C->S->h)   /* the final state where the caller reads it */
-        for (int i = 0; i < B; i++)
-            memcpy(C->S->h + (size_t)i * H + u0, h + (size_t)i * H + u0,
-                   (size_t)(u1 - u0) * sizeof(real));
+    if (h != C->S->h)   /* the final state where the caller reads it */
+        MEMBERS_DO(for (int i = 0; i < B; i++)
+                       memcpy(C->S->h + (size_t)i * H + u0, h + (size_t)i * H + u0,
+                              (size_t)(u1 - u0) * sizeof(real)))
+#undef MEMBERS_DO
 }
 
 /* The parameters a layer needs and may have, and nothing else */
@@ -571,7 +593,7 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
                 S.c[(size_t)i * H + j] = state0->c[(size_t)b * H + j];
     }
 
-    FN(fwd_loop) C = {y, &S, {0}, T, projection_by_slice(L, training), NULL, x, W, L};
+    FN(fwd_loop) C = {y, &S, {0}, T, projection_by_slice(L, training), 1, NULL, x, W, L};
     if (training) {
         /* P = X @ W_ih.T + b_ih, all steps in memory order: the gates cache */
         size_t rows = (size_t)T * B;
@@ -586,15 +608,20 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
         C.P.psb = 1;
         C.chunk = infer_chunk_steps(L);
     }
-    int threads = loop_threads(L, training), members = unit_threads(L, training);
+    int threads = loop_threads(L, training);
     fastrnn_barrier team;
+    C.members = unit_threads(L, training);
     if (threads > 1) {
         fastrnn_run_slices(threads, B, FN(forward_loop), &C);
+    } else if (C.members < 2) {
+        FN(forward_loop)(&C, 0, B);
     } else {
-        C.team = members > 1 ? &team : NULL;
-        if (!C.team || !fastrnn_run_team(members, FN(forward_loop), &C, &team)) {
-            C.team = NULL;   /* one thread (or the pool serves another call) */
-            FN(forward_loop)(&C, 0, B);
+        /* a team, or (a recent stall, or the pool serves another call) every
+         * member's share in turn in this thread: the same results either way */
+        C.team = fastrnn_backing_off() ? NULL : &team;
+        if (!C.team || !fastrnn_run_team(C.members, FN(forward_loop), &C, &team)) {
+            C.team = NULL;
+            FN(forward_loop)(&C, 0, C.members);
         }
     }
 
@@ -717,14 +744,15 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
     }
 }
 
-/* One step of the unit-split backward loop for units [u0, u1) of every slot,
- * the mirror of unit_step: dh gets y's gradient, the fused pass gives the
- * step's pre-activation gradients of those units (into drec, which alternates
- * with a second buffer between steps, so no member overwrites what another
- * still reads), the threads meet, and dh_{t-1}[:, units] += drec @ W_hh[:, units]. */
-static void FN(unit_backward_step)(FN(bwd_buffers) *S, const real *dy,
-                                   const FN(cache_tensors) *K, real *drec, int t, int n,
-                                   int u0, int u1, fastrnn_barrier *team, const fastrnn_layer *L)
+/* The first half of a step of the unit-split backward loop for units
+ * [u0, u1) of every slot, the mirror of unit_step: dh gets y's gradient, and
+ * the fused pass gives the step's pre-activation gradients of those units
+ * (into drec, which alternates with a second buffer between steps, so no
+ * member overwrites what another still reads). Then the members meet, and
+ * each adds drec @ W_hh[:, units] to dh_{t-1}[:, units]. */
+static void FN(unit_backward_gates)(FN(bwd_buffers) *S, const real *dy,
+                                    const FN(cache_tensors) *K, real *drec, int t, int n,
+                                    int u0, int u1, const fastrnn_layer *L)
 {
     int B = L->B, H = L->H, G = fastrnn_num_gates(L->cell), GH = G * H, w = u1 - u0;
     int cell = L->cell;
@@ -762,8 +790,6 @@ static void FN(unit_backward_step)(FN(bwd_buffers) *S, const real *dy,
         for (int g = 0; g < G; g++)   /* the input side equals the recurrent side */
             memcpy(S->dP + row * GH + g * H + u0, dri + g * H, units);
     }
-    fastrnn_barrier_wait(team);
-    FN(operand_mul_cols)(&S->w_hh, n, drec, GH, 1, S->dh, H, u0, u1);
 }
 
 /* What the unit-split backward loop reads and writes (shared by its members) */
@@ -771,26 +797,40 @@ typedef struct {
     FN(bwd_buffers) *S;
     const real *dy;
     const FN(cache_tensors) *K;
-    fastrnn_barrier *team;
+    fastrnn_barrier *team;    /* NULL: the caller does every member's share */
     const fastrnn_layer *L;
 } FN(bwd_loop);
 
-/* The whole backward time loop for member k of n (its units of every slot) */
+/* The whole backward time loop for member k of n (its units of every slot),
+ * or for every member in turn when there is no team or it disbands */
 static void FN(unit_backward_loop)(void *arg, int k, int n)
 {
     FN(bwd_loop) *C = arg;
     const fastrnn_layer *L = C->L;
-    int T = L->T, u0, u1;
+    int T = L->T, H = L->H, GH = fastrnn_num_gates(L->cell) * H, solo = C->team == NULL;
+    int u0, u1;
     real *drec = C->S->drec, *drec_next = C->S->drec2;
-    unit_range(L->H, k, n, &u0, &u1);
+#define MEMBERS_DO(stmt)                                       \
+    for (int j = solo ? 0 : k; j < (solo ? n : k + 1); j++) {  \
+        unit_range(H, j, n, &u0, &u1);                         \
+        stmt;                                                  \
+    }
     for (int s = 0; s < T; s++) {
         int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
         int active = active_slots(L->lengths, L->order, L->B, t);
-        FN(unit_backward_step)(C->S, C->dy, C->K, drec, t, active, u0, u1, C->team, L);
+        MEMBERS_DO(FN(unit_backward_gates)(C->S, C->dy, C->K, drec, t, active, u0, u1, L))
+        if (!solo && fastrnn_barrier_wait(C->team)) {
+            if (k != 0)
+                return;   /* the caller does the rest */
+            solo = 1;
+        }
+        /* dh_{t-1}[:, units] += drec @ W_hh[:, units] */
+        MEMBERS_DO(FN(operand_mul_cols)(&C->S->w_hh, active, drec, GH, 1, C->S->dh, H, u0, u1))
         real *swap = drec;
         drec = drec_next;
         drec_next = swap;
     }
+#undef MEMBERS_DO
 }
 
 /* After the loop, the GEMMs over all steps: dX, and the parameter gradients
@@ -889,8 +929,14 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
 
     int members = unit_threads(L, 1);
     fastrnn_barrier team;
-    FN(bwd_loop) C = {&S, dy, &K, &team, L};
-    if (members < 2 || !fastrnn_run_team(members, FN(unit_backward_loop), &C, &team)) {
+    FN(bwd_loop) C = {&S, dy, &K, fastrnn_backing_off() ? NULL : &team, L};
+    if (members > 1) {
+        /* a team, or every member's share in turn: the same results either way */
+        if (!C.team || !fastrnn_run_team(members, FN(unit_backward_loop), &C, &team)) {
+            C.team = NULL;
+            FN(unit_backward_loop)(&C, 0, members);
+        }
+    } else {
         for (int s = 0; s < T; s++) {
             int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
             int n = active_slots(L->lengths, order, B, t);

@@ -206,6 +206,35 @@ def test_unit_split_loop_matches_reference(loop_threads, cell, dtype, shape, mak
                                   assert_tensors_close, assert_close)
 
 
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("shape", ["packed_B16", "blas_B40"])
+def test_unit_split_in_turn_is_bitwise_the_team(loop_threads, cell, shape, run_layer,
+                                                make_layer, make_inputs):
+    """After a stall (a member whose core another process holds), calls do every
+    member's share of the units one after another in the caller: the same
+    products and gate passes, so training and inference give bit for bit what
+    the team gives, with and without lengths."""
+    T, B, hidden, layout = UNIT_SHAPES[shape]
+    layer = make_layer(cell, 8, hidden, dtype=np.float32, seed=23, **layout)
+    inputs = make_inputs(layer, T, B, seed=24)
+    state = inputs["h0"] if inputs["c0"] is None else (inputs["h0"], inputs["c0"])
+    for lengths in (None, _lengths(T, B, 13)):
+        runs = []
+        for in_turn in (False, True):
+            _kernels.back_off(60.0 if in_turn else 0.0)
+            try:
+                assert _kernels.backing_off() == in_turn
+                got = run_layer(layer, lengths=lengths, **inputs)
+                got["inferred"] = layer(inputs["x"], state, lengths=lengths, training=False)[0]
+            finally:
+                _kernels.back_off(0.0)
+            runs.append(got)
+        team, in_turn = runs
+        for name in team:
+            assert np.array_equal(team[name], in_turn[name]), \
+                f"{name} differs ({cell} {shape}, lengths={lengths is not None})"
+
+
 def test_unit_threads_rule(loop_threads):
     """The documented rule: plain cells without projection, H a multiple of 32 with
     a block per thread, at least 4M multiply-adds per step, batch slices first."""

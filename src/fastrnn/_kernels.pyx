@@ -101,6 +101,22 @@ def isa():
     return next(name for name, value in ISAS.items() if value == current)
 
 
+cdef extern from "internal.h" nogil:
+    void fastrnn_back_off(long long ns)
+    int fastrnn_backing_off()
+
+
+def back_off(double seconds):
+    """For tests: make split regions and teams do their threads' shares one
+    after another in the caller for this long (0: stop), as after a stall."""
+    fastrnn_back_off(<long long>(seconds * 1e9))
+
+
+def backing_off():
+    """For tests: whether calls do their threads' shares in the caller now."""
+    return bool(fastrnn_backing_off())
+
+
 def fma_probe(long iterations):
     """Runs `iterations` rounds of independent float32 vector FMAs on registers
     (the variant in use) in this thread, without the GIL; returns the

@@ -4,7 +4,8 @@
  * (twice per step, 300 steps); regions of 1-4 slices each add one to every
  * element of their slices. Any data race, a barrier that lets a member through
  * early, or a lost slice fails; then a region with a late worker must make
- * the next ones run in the caller, for a while only. */
+ * the next ones run in the caller, for a while only, and a team with a late
+ * member must disband, telling every member at the same phase. */
 #define _POSIX_C_SOURCE 200112L   /* nanosleep, pthread_self under -std=c99 */
 #include <pthread.h>
 #include <stdio.h>
@@ -56,6 +57,40 @@ static int check_backoff(void)
     if (c.in_caller[1]) { printf("the backoff did not end\n"); return 1; }
     return 0;
 }
+/* member 1 of 2 is late (5 ms) at phase LATE_PHASE; each records what every
+ * phase's barrier returned */
+#define PHASES 6
+#define LATE_PHASE 3
+typedef struct { fastrnn_barrier *bar; int said[2][PHASES]; } disband_ctx;
+static void disband_member(void *arg, int k, int n)
+{
+    disband_ctx *c = arg;
+    (void)n;
+    for (int p = 0; p < PHASES; p++) {
+        if (k == 1 && p == LATE_PHASE) {
+            struct timespec pause = {0, 5000000};
+            nanosleep(&pause, NULL);
+        }
+        c->said[k][p] = fastrnn_barrier_wait(c->bar);
+    }
+}
+/* The late member's phase tells both members to disband, and every later
+ * phase says so too; calls then back off. */
+static int check_disband(void)
+{
+    fastrnn_barrier bar;
+    disband_ctx c = {&bar, {{0}}};
+    struct timespec later = {0, 400000000};
+    nanosleep(&later, NULL);   /* past any backoff started above */
+    if (fastrnn_run_team(2, disband_member, &c, &bar) != 2) { printf("team did not run\n"); return 1; }
+    for (int p = 0; p < PHASES; p++) {
+        if (c.said[0][p] != c.said[1][p]) { printf("members told apart at phase %d\n", p); return 1; }
+        if (p >= LATE_PHASE && !c.said[0][p]) { printf("no disbanding at phase %d\n", p); return 1; }
+        if (p > 0 && c.said[0][p - 1] && !c.said[0][p]) { printf("the team came back\n"); return 1; }
+    }
+    if (!fastrnn_backing_off()) { printf("no backoff after a late member\n"); return 1; }
+    return 0;
+}
 int main(void)
 {
     int cells[64] = {0}, arr[1000] = {0};
@@ -69,6 +104,7 @@ int main(void)
     }
     for (int i = 0; i < 1000; i++) if (arr[i] != 6 * 50) { printf("slices lost work\n"); return 1; }
     if (check_backoff()) return 1;
+    if (check_disband()) return 1;
     printf("%d early reads\n", c.bad);
     return c.bad != 0;
 }
