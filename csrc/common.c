@@ -358,6 +358,7 @@ int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
     barrier->parties = n;
     barrier->waiting = barrier->phase = barrier->sleepers = barrier->solo = 0;
     barrier->opened = now_ns();
+    barrier->late_sum = barrier->own_sum = 0;
     barrier->first = LLONG_MAX;
     pthread_mutex_init(&barrier->lock, NULL);
     pthread_cond_init(&barrier->wake, NULL);
@@ -384,7 +385,9 @@ int fastrnn_barrier_wait(fastrnn_barrier *b)
     if (__atomic_add_fetch(&b->waiting, 1, __ATOMIC_ACQ_REL) == b->parties) {
         /* every earlier arrival's time is visible here (their adds released it) */
         long long late = arrived - b->first, own = b->first - b->opened;
-        if (late > STALL_NS && late > own) {
+        b->late_sum += late;
+        b->own_sum += own;
+        if ((late > STALL_NS && late > own) || (b->late_sum > STALL_NS && b->late_sum > b->own_sum)) {
             b->solo = 1;
             __atomic_store_n(&backoff_until, arrived + BACKOFF_NS, __ATOMIC_RELAXED);
         }

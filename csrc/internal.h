@@ -48,6 +48,8 @@ typedef struct {
     int solo;               /* set once a member stalled: the team disbands */
     long long opened;       /* when the current phase opened (ns) */
     long long first;        /* the current phase's first arrival (ns) */
+    long long late_sum, own_sum;   /* over the phases so far: last arrival - first,
+                                    * first arrival - opening */
     pthread_mutex_t lock;   /* members that stop spinning sleep on wake */
     pthread_cond_t wake;
 } fastrnn_barrier;
@@ -62,7 +64,9 @@ int fastrnn_run_team(int nthreads, void (*fn)(void *, int, int), void *ctx,
 /* Waits for every member; returns 1 when the team disbands after this
  * phase, the same answer to every member of the phase: the last to arrive
  * came later than STALL_NS and later than the first member's own work of
- * the phase (a member whose core another process holds). Member 0 (the
+ * the phase (a member whose core another process holds), or the phases so
+ * far lost more than STALL_NS waiting for their last member, and more than
+ * their first members' own work took (many short stalls). Member 0 (the
  * caller) then does every member's remaining work in turn, one member's share
  * after another, so results stay bitwise those of the team; the others
  * return. It also starts the backoff below. */
