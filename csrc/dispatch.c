@@ -2,6 +2,7 @@
  * instruction set this CPU has: baseline x86-64 (SSE2), AVX2 + FMA, or
  * AVX-512. The default build thus runs on any x86-64 and is fast on new ones;
  * other architectures have the baseline only. */
+#include <string.h>
 #include "internal.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -164,9 +165,21 @@ size_t fastrnn_cache_size(const fastrnn_layer *L)
     return fastrnn_cache_size_f32_base(L);
 }
 
+/* The answer for the last layer asked in this thread is kept: a cell stepped
+ * in a loop asks for the same one at every step, and the answer (the largest
+ * of 16 layouts) cost more than the step's gate pass. Layers equal byte for
+ * byte (the bindings zero them first) have the same work size. */
 size_t fastrnn_forward_work_size(const fastrnn_layer *L, int training)
 {
-    return fastrnn_forward_work_size_f32_base(L, training);
+    static __thread fastrnn_layer last;
+    static __thread int last_training = -1;
+    static __thread size_t last_size;
+    if (training != last_training || memcmp(L, &last, sizeof last) != 0) {
+        last_size = fastrnn_forward_work_size_f32_base(L, training);
+        last = *L;
+        last_training = training;
+    }
+    return last_size;
 }
 
 size_t fastrnn_backward_work_size(const fastrnn_layer *L)
