@@ -102,10 +102,11 @@ _DOCS = {
         The activation of the recurrence (the paper's is relu).""",
     "indrnn_init": """\
     Initialisation: ``weight_ih`` and the biases U(-1/sqrt(H), 1/sqrt(H)) as
-    PyTorch's RNN; the recurrent weights ``weight_hh`` (u, (H,)) U(0, 1), the
-    paper's choice for its relu networks (Li et al. 2018, section 4.1): every
-    |u| < 1, so h neither explodes nor vanishes quickly, and u >= 0 keeps each
-    unit's memory monotone. Load other values with ``load_state_dict``.""",
+    PyTorch's RNN; the recurrent weights ``weight_hh`` (u, (H,)) U(0, 1): every
+    |u| < 1, so no unit's state grows without bound at the start, and u >= 0
+    keeps the sign of each unit's memory (the paper regulates u's range to
+    keep gradients over long sequences in bounds; set such values with
+    ``load_state_dict``).""",
     "reset_after": """\
     reset_after : bool, default True
         Apply the reset gate after the recurrent product (PyTorch's, Keras'
