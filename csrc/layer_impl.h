@@ -728,8 +728,9 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
         }
         /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
         FN(operand_mul)(&S->w_hh, n, drec, GH, 1, dh, H);
-    } else if (!S->u) {
-        /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
+    } else if (!elementwise_recurrence(cell)) {
+        /* (IndRNN's row wrote all of dh_{t-1} = dP * u: no product)
+         * dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
          * step t only through W_hh, so dh is overwritten */
         FN(operand_mul)(&S->w_hh, n, drec, GH, S->dm == NULL, dh, R);
     }
@@ -866,9 +867,7 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
     case FASTRNN_INDRNN_TANH:
     case FASTRNN_INDRNN_RELU:
         /* du += (dP * HS).sum(0);  db_hh += dP.sum(0) */
-        for (size_t r = 0; r < (size_t)rows; r++)
-            for (int j = 0; j < H; j++)
-                dW->w_hh[j] += dP[r * H + j] * hs[r * H + j];
+        FN(add_column_dots)(dW->w_hh, dP, hs, (size_t)rows, H);
         if (dW->b_hh)
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, H, H);
         break;
