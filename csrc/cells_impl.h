@@ -44,13 +44,18 @@ static void FN(rnn_backward_row)(real *restrict dpre, real *restrict dh, const r
 /* h = act(gates + u * h_{t-1}), act = tanh or relu; gates (H) hold
  * x W_ih^T + b_ih + b_hh (the caller folds both biases into the projection);
  * h (H) in: h_{t-1}, out: h_t; u (H) the recurrent weights. No GEMM: the
- * recurrence is elementwise, so each unit depends on its own past only. */
+ * recurrence is elementwise, so each unit depends on its own past only.
+ * One loop per activation: with the choice inside, GCC computed both and
+ * blended, and relu paid for a vector tanh (half the loop's time). */
 static void FN(indrnn_forward_row)(real *restrict gates, real *restrict h, const real *restrict u, int H,
                                    int relu)
 {
-    for (int j = 0; j < H; j++) {
-        real v = gates[j] + u[j] * h[j];
-        h[j] = gates[j] = relu ? FN(relu)(v) : TANH(v);
+    if (relu) {
+        for (int j = 0; j < H; j++)
+            h[j] = gates[j] = FN(relu)(gates[j] + u[j] * h[j]);
+    } else {
+        for (int j = 0; j < H; j++)
+            h[j] = gates[j] = TANH(gates[j] + u[j] * h[j]);
     }
 }
 

@@ -372,8 +372,10 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         int b = slot_row(order, i);
         size_t row = mem_row(L, t, b);
         real *yrow = y + row * L->ldy;
-        for (int j = 0; j < R; j++)
-            yrow[j] = i < e ? S->h[(size_t)i * R + j] : (real)0;
+        if (i < e)   /* (as copies: the loop with the choice inside stayed scalar) */
+            memcpy(yrow, S->h + (size_t)i * R, (size_t)R * sizeof(real));
+        else
+            memset(yrow, 0, (size_t)R * sizeof(real));
         if (training && i >= e) {
             /* inactive rows take part in the weight GEMMs with zero gradients:
              * keep them finite */
