@@ -102,9 +102,9 @@ _DOCS = {
         The activation of the recurrence (the paper's is relu).""",
     "indrnn_init": """\
     Initialisation: ``weight_ih`` and the biases U(-1/sqrt(H), 1/sqrt(H)) as
-    PyTorch's RNN; the recurrent weights ``weight_hh`` (u, (H,)) U(0, 1): every
-    |u| < 1, so no unit's state grows without bound at the start, and u >= 0
-    keeps the sign of each unit's memory (the paper regulates u's range to
+    PyTorch's RNN; the recurrent weights ``weight_hh`` (u, (H,)) U(0, 1): with
+    ``0 <= u < 1`` no unit's state grows without bound at the start, and each
+    unit keeps the sign of its memory (the paper regulates u's range to
     keep gradients over long sequences in bounds; set such values with
     ``load_state_dict``).""",
     "reset_after": """\
