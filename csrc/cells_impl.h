@@ -42,20 +42,22 @@ static void FN(rnn_backward_row)(real *restrict dpre, real *restrict dh, const r
 /* ------------------------------------------------------------- IndRNN */
 
 /* h = act(gates + u * h_{t-1}), act = tanh or relu; gates (H) hold
- * x W_ih^T + b_ih + b_hh (the caller folds both biases into the projection);
- * h (H) in: h_{t-1}, out: h_t; u (H) the recurrent weights. No GEMM: the
- * recurrence is elementwise, so each unit depends on its own past only.
+ * x W_ih^T + b_ih + b_hh (the caller folds both biases into the projection)
+ * and get h_t; h (H) in: h_{t-1}, out: h_t; y (H) the output row, also h_t
+ * (written here: one sweep instead of a second one copying h); u (H) the
+ * recurrent weights. No GEMM: the recurrence is elementwise, so each unit
+ * depends on its own past only.
  * One loop per activation: with the choice inside, GCC computed both and
  * blended, and relu paid for a vector tanh (half the loop's time). */
-static void FN(indrnn_forward_row)(real *restrict gates, real *restrict h, const real *restrict u, int H,
-                                   int relu)
+static void FN(indrnn_forward_row)(real *restrict gates, real *restrict h, real *restrict y,
+                                   const real *restrict u, int H, int relu)
 {
     if (relu) {
         for (int j = 0; j < H; j++)
-            h[j] = gates[j] = FN(relu)(gates[j] + u[j] * h[j]);
+            y[j] = h[j] = gates[j] = FN(relu)(gates[j] + u[j] * h[j]);
     } else {
         for (int j = 0; j < H; j++)
-            h[j] = gates[j] = TANH(gates[j] + u[j] * h[j]);
+            y[j] = h[j] = gates[j] = TANH(gates[j] + u[j] * h[j]);
     }
 }
 

@@ -312,7 +312,8 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             break;
         case FASTRNN_INDRNN_TANH:
         case FASTRNN_INDRNN_RELU:
-            FN(indrnn_forward_row)(gates, hi, W->w_hh, H, cell == FASTRNN_INDRNN_RELU);
+            FN(indrnn_forward_row)(gates, hi, y + row * L->ldy, W->w_hh, H,
+                                   cell == FASTRNN_INDRNN_RELU);
             break;
         case FASTRNN_LSTM: {
             /* with a projection the row writes m = o * h(c), projected below */
@@ -372,9 +373,10 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         int b = slot_row(order, i);
         size_t row = mem_row(L, t, b);
         real *yrow = y + row * L->ldy;
-        if (i < e)   /* (as copies: the loop with the choice inside stayed scalar) */
-            memcpy(yrow, S->h + (size_t)i * R, (size_t)R * sizeof(real));
-        else
+        if (i < e) {   /* (as copies: the loop with the choice inside stayed scalar) */
+            if (!elementwise_recurrence(cell))   /* IndRNN's row wrote it */
+                memcpy(yrow, S->h + (size_t)i * R, (size_t)R * sizeof(real));
+        } else
             memset(yrow, 0, (size_t)R * sizeof(real));
         if (training && i >= e) {
             /* inactive rows take part in the weight GEMMs with zero gradients:
