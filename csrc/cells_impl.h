@@ -7,6 +7,7 @@
  *   rec    (G*H)  h_{t-1} W_hh^T + b_hh for this row
  * Backward gets the gates back and produces the pre-activation gradients
  * dpre (G*H); the caller adds dpre W_hh to dh and runs the weight GEMMs.
+ * IndRNN has no recurrent product: its rows take u (H) instead of rec.
  * Row buffers never alias (restrict), so every row loop vectorizes.
  * On return, dh and dc hold the direct part of the gradient of h_{t-1} and
  * c_{t-1} (everything but the dpre W_hh term). */
@@ -35,6 +36,41 @@ static void FN(rnn_backward_row)(real *restrict dpre, real *restrict dh, const r
         /* backprop through act: h = act(v) */
         dpre[j] = dh[j] * (relu ? FN(drelu)(gates[j]) : FN(dtanh)(gates[j]));
         dh[j] = (real)0;
+    }
+}
+
+/* ------------------------------------------------------------- IndRNN */
+
+/* h = act(gates + u * h_{t-1}), act = tanh or relu; gates (H) hold
+ * x W_ih^T + b_ih + b_hh (the caller folds both biases into the projection)
+ * and get h_t; h (H) in: h_{t-1}, out: h_t; y (H) the output row, also h_t
+ * (written here: one sweep instead of a second one copying h); u (H) the
+ * recurrent weights. No GEMM: the recurrence is elementwise, so each unit
+ * depends on its own past only.
+ * One loop per activation: with the choice inside, GCC computed both and
+ * blended, and relu paid for a vector tanh (half the loop's time). */
+static void FN(indrnn_forward_row)(real *restrict gates, real *restrict h, real *restrict y,
+                                   const real *restrict u, int H, int relu)
+{
+    if (relu) {
+        for (int j = 0; j < H; j++)
+            y[j] = h[j] = gates[j] = FN(relu)(gates[j] + u[j] * h[j]);
+    } else {
+        for (int j = 0; j < H; j++)
+            y[j] = h[j] = gates[j] = TANH(gates[j] + u[j] * h[j]);
+    }
+}
+
+/* dh (H) in: dL/dh_t; out: the whole of dL/dh_{t-1} (no dpre W_hh term follows)
+ * gates (H): h_t; u (H) */
+static void FN(indrnn_backward_row)(real *restrict dpre, real *restrict dh, const real *restrict gates,
+                                    const real *restrict u, int H, int relu)
+{
+    for (int j = 0; j < H; j++) {
+        /* backprop through act: h = act(v) */
+        dpre[j] = dh[j] * (relu ? FN(drelu)(gates[j]) : FN(dtanh)(gates[j]));
+        /* backprop through v = ... + u * h_{t-1} */
+        dh[j] = dpre[j] * u[j];
     }
 }
 

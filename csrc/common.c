@@ -78,6 +78,8 @@ int fastrnn_num_gates(int cell)
     switch (cell) {
     case FASTRNN_RNN_TANH:
     case FASTRNN_RNN_RELU:
+    case FASTRNN_INDRNN_TANH:
+    case FASTRNN_INDRNN_RELU:
         return 1;
     case FASTRNN_LSTM:
         return 4;

@@ -7,7 +7,7 @@
  *
  * Dimension letters, used in every shape comment:
  *   T  time steps          B  batch rows          I  input features
- *   H  hidden features     G  gates of the cell (RNN 1, LSTM 4, GRU 3)
+ *   H  hidden features     G  gates of the cell (RNN 1, LSTM 4, GRU 3, IndRNN 1)
  *   P  LSTM projection size (0: none); R = P or H is the width of h
  *
  * Memory order. x, y and every training-cache tensor are matrices whose rows
@@ -45,7 +45,9 @@ typedef enum {
     FASTRNN_RNN_RELU = 1,         /* h = relu(same) */
     FASTRNN_LSTM = 2,             /* c = f*c + i*g; h = o*tanh(c) */
     FASTRNN_GRU = 3,              /* n = tanh(x W_in^T + b_in + r*(h W_hn^T + b_hn)) */
-    FASTRNN_GRU_RESET_BEFORE = 4  /* n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn) */
+    FASTRNN_GRU_RESET_BEFORE = 4, /* n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn) */
+    FASTRNN_INDRNN_TANH = 5,      /* h = tanh(x W_ih^T + b_ih + u * h + b_hh), u = w_hh (H) */
+    FASTRNN_INDRNN_RELU = 6       /* h = relu(same) (Li et al. 2018, IndRNN) */
 } fastrnn_cell;
 
 /* Activations of the general cells (ONNX's list; alpha and beta as ONNX's). */
@@ -93,7 +95,8 @@ typedef struct {
 } fastrnn_layer;
 
 /* The parameters of one layer-direction, and (the same type) their gradients.
- * Shapes: w_ih (G*H, I), w_hh (G*H, R), b_ih and b_hh (G*H) or both NULL,
+ * Shapes: w_ih (G*H, I), w_hh (G*H, R) (IndRNN: the vector u (H), its
+ * elementwise recurrent weights), b_ih and b_hh (G*H) or both NULL,
  * w_hr (P, H) with a projection else NULL, peep (3H) LSTM peepholes p_i, p_f,
  * p_o of the general cells else NULL (i and f see p * c_{t-1}, o sees
  * p * c_t). The kernels never write through a parameter struct given as

@@ -538,6 +538,15 @@ static void FN(add_column_sums)(real *out, const real *rows, size_t n, int w, in
     }
 }
 
+/* out[j] += sum over rows i of a[i, j] * b[i, j], a and b (n, w) contiguous */
+static void FN(add_column_dots)(real *restrict out, const real *restrict a, const real *restrict b,
+                                size_t n, int w)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < w; j++)
+            out[j] += a[i * w + j] * b[i * w + j];
+}
+
 #if REAL_BYTES == 4
 /* The FMA peak probe (fastrnn_fma_probe_f32): iterations x 12 independent
  * chains of vector FMAs on registers, no memory traffic: enough chains to

@@ -96,12 +96,20 @@ static inline int state_width(const fastrnn_layer *L)
     return L->P ? L->P : L->H;
 }
 
+/* Whether the recurrence is elementwise (IndRNN: u * h_{t-1}, u (H)): then
+ * no step has a recurrent GEMM, and W_hh is no per-step operand. */
+static inline int elementwise_recurrence(int cell)
+{
+    return cell == FASTRNN_INDRNN_TANH || cell == FASTRNN_INDRNN_RELU;
+}
+
 /* The sizes and flags every kernel requires (the rest is assumed). */
 static inline int layer_ok(const fastrnn_layer *L, int gates)
 {
     return gates != 0 && L->T >= 1 && L->B >= 1 && L->I >= 1 && L->H >= 1 && L->P >= 0
            && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L)
-           && (L->lengths == NULL || L->order != NULL);
+           && (L->lengths == NULL || L->order != NULL)
+           && !(L->general && elementwise_recurrence(L->cell));
 }
 
 /* Whether the training cache has a third (T*B, H) block: LSTM's c_{t-1},
@@ -153,7 +161,8 @@ static inline int active_slots(const int *lengths, const int *order, int B, int 
 static inline int loop_threads(const fastrnn_layer *L, int training)
 {
     int n = L->threads < FASTRNN_MAX_THREADS ? L->threads : FASTRNN_MAX_THREADS;
-    size_t weights = (size_t)state_width(L) * fastrnn_num_gates(L->cell) * L->H;
+    size_t weights = elementwise_recurrence(L->cell)
+                     ? (size_t)L->H : (size_t)state_width(L) * fastrnn_num_gates(L->cell) * L->H;
     if (n > L->B / FASTRNN_MIN_SLICE_ROWS)
         n = L->B / FASTRNN_MIN_SLICE_ROWS;
     if (n < 2 || training || L->general || (L->B + n - 1) / n > FASTRNN_PACKED_ROWS
@@ -199,7 +208,8 @@ static inline int gemm_threads(const fastrnn_layer *L)
 static inline int unit_split_applies(const fastrnn_layer *L)
 {
     double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
-    return !L->general && !L->P && L->H % FASTRNN_UNIT_BLOCK == 0
+    return !L->general && !L->P && !elementwise_recurrence(L->cell)
+           && L->H % FASTRNN_UNIT_BLOCK == 0
            && L->H >= 2 * FASTRNN_UNIT_BLOCK && L->cell != FASTRNN_GRU_RESET_BEFORE
            && macs >= FASTRNN_SPLIT_GEMM_MACS;
 }
@@ -227,10 +237,11 @@ static inline int step_rows(const fastrnn_layer *L, int training)
     return (L->B + n - 1) / n;
 }
 
-/* Whether the per-step operands are copied (transposed or packed) into the work */
+/* Whether the per-step operands are copied (transposed or packed) into the
+ * work (IndRNN has none) */
 static inline int operand_buffered(const fastrnn_layer *L, int training)
 {
-    return step_rows(L, training) <= FASTRNN_PACKED_ROWS;
+    return !elementwise_recurrence(L->cell) && step_rows(L, training) <= FASTRNN_PACKED_ROWS;
 }
 
 /* Time steps per inference projection chunk. */

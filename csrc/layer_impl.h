@@ -68,7 +68,9 @@ typedef struct {
     /* the workspace (forward_layout) */
     real *h;      /* (B, R) state */
     real *h2;     /* (B, R) the unit-split loop's other state buffer, else NULL */
-    real *rec;    /* (B, G*H) recurrent pre-activations h W_hh^T + b_hh */
+    real *rec;    /* (B, G*H) recurrent pre-activations h W_hh^T + b_hh; NULL for
+                   * IndRNN, whose recurrence is elementwise */
+    real *bias;   /* IndRNN: (H) b_ih + b_hh, folded into the projection, else NULL */
     real *c;      /* (B, H) LSTM cell state, else NULL */
     real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
     real *m;      /* (B, H) o * tanh(c) before the projection W_hr, else NULL */
@@ -98,7 +100,9 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
     int buffered = operand_buffered(L, training);
     S->h = FN(take)(base, &used, B * R);
     S->h2 = unit_split_applies(L) ? FN(take)(base, &used, B * R) : NULL;
-    S->rec = FN(take)(base, &used, B * GH);
+    int elementwise = elementwise_recurrence(L->cell);
+    S->rec = elementwise ? NULL : FN(take)(base, &used, B * GH);
+    S->bias = elementwise ? FN(take)(base, &used, H) : NULL;
     S->c = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->rh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
     S->m = L->P ? FN(take)(base, &used, B * H) : NULL;
@@ -131,6 +135,7 @@ typedef struct {
     FN(operand) w_hh;  /* W_hh (G*H, R); GRU reset before: its r, z blocks (2H, H) */
     FN(operand) w_hn;  /* GRU reset before: W_hn (H, H) */
     FN(operand) w_hr;  /* projection: W_hr (P, H) */
+    const real *u;     /* IndRNN: u = W_hh (H), its elementwise operand, else NULL */
 } FN(bwd_buffers);
 
 /* Assigns S's workspace members from base; returns the size in elements */
@@ -277,16 +282,18 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     const int *order = L->order;
     const real *b_hh = W->b_hh;
 
-    /* rec[s0:e] = h[s0:e] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
-    FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, b_hh);
-    FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, b_hh != NULL,
-                    S->rec + (size_t)s0 * GH, GH);
+    if (!elementwise_recurrence(cell)) {
+        /* rec[s0:e] = h[s0:e] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
+        FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, b_hh);
+        FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, b_hh != NULL,
+                        S->rec + (size_t)s0 * GH, GH);
+    }
 
     for (int i = s0; i < e; i++) {
         int b = slot_row(order, i);
         size_t row = mem_row(L, t, b);
         real *gates = FN(proj_gates)(P, t, b, i, GH);
-        real *hi = S->h + (size_t)i * R, *ri = S->rec + (size_t)i * GH;
+        real *hi = S->h + (size_t)i * R, *ri = S->rec ? S->rec + (size_t)i * GH : NULL;
         real *ci = S->c ? S->c + (size_t)i * H : NULL;
         if (training) {
             for (int j = 0; j < R; j++)
@@ -302,6 +309,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
                 FN(rnn_general_forward_row)(gates, hi, ri, H, L);
             else
                 FN(rnn_forward_row)(gates, hi, ri, H, cell == FASTRNN_RNN_RELU);
+            break;
+        case FASTRNN_INDRNN_TANH:
+        case FASTRNN_INDRNN_RELU:
+            FN(indrnn_forward_row)(gates, hi, y + row * L->ldy, W->w_hh, H,
+                                   cell == FASTRNN_INDRNN_RELU);
             break;
         case FASTRNN_LSTM: {
             /* with a projection the row writes m = o * h(c), projected below */
@@ -361,8 +373,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         int b = slot_row(order, i);
         size_t row = mem_row(L, t, b);
         real *yrow = y + row * L->ldy;
-        for (int j = 0; j < R; j++)
-            yrow[j] = i < e ? S->h[(size_t)i * R + j] : (real)0;
+        if (i < e) {   /* (as copies: the loop with the choice inside stayed scalar) */
+            if (!elementwise_recurrence(cell))   /* IndRNN's row wrote it */
+                memcpy(yrow, S->h + (size_t)i * R, (size_t)R * sizeof(real));
+        } else
+            memset(yrow, 0, (size_t)R * sizeof(real));
         if (training && i >= e) {
             /* inactive rows take part in the weight GEMMs with zero gradients:
              * keep them finite */
@@ -574,9 +589,21 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
     S.extra = K.extra;
     S.ms = K.ms;
 
-    /* the operands, prepared for the rows of each per-step product */
+    /* the operands, prepared for the rows of each per-step product (IndRNN
+     * has none: its rows read u = W_hh itself) */
     int srows = step_rows(L, training), gt = gemm_threads(L);
-    S.w_hh = FN(operand_prepare)(W->w_hh, R, 1, R, rec_w, srows, T, S.w_hh_room, gt);
+    if (!elementwise_recurrence(L->cell))
+        S.w_hh = FN(operand_prepare)(W->w_hh, R, 1, R, rec_w, srows, T, S.w_hh_room, gt);
+    RT(fastrnn_params) folded;
+    if (S.bias && W->b_ih) {
+        /* IndRNN: both biases sit outside any product, so P = X W_ih^T + (b_ih + b_hh) */
+        for (int j = 0; j < H; j++)
+            S.bias[j] = W->b_ih[j] + W->b_hh[j];
+        folded = *W;
+        folded.b_ih = S.bias;
+        folded.b_hh = NULL;
+        W = &folded;
+    }
     if (gru_rb)
         S.w_hn = FN(operand_prepare)(W->w_hh + (size_t)2 * H * H, H, 1, H, H, srows, T,
                                      S.w_hn_room, gt);
@@ -685,6 +712,10 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
             else
                 FN(rnn_backward_row)(dri, dhi, gates, H, cell == FASTRNN_RNN_RELU);
             break;
+        case FASTRNN_INDRNN_TANH:
+        case FASTRNN_INDRNN_RELU:
+            FN(indrnn_backward_row)(dri, dhi, gates, S->u, H, cell == FASTRNN_INDRNN_RELU);
+            break;
         case FASTRNN_LSTM: {
             real *dout = S->dm ? S->dm + (size_t)i * H : dhi, *dci = S->dc + (size_t)i * H;
             if (general)
@@ -728,8 +759,9 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
         }
         /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
         FN(operand_mul)(&S->w_hh, n, drec, GH, 1, dh, H);
-    } else {
-        /* dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
+    } else if (!elementwise_recurrence(cell)) {
+        /* (IndRNN's row wrote all of dh_{t-1} = dP * u: no product)
+         * dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
          * step t only through W_hh, so dh is overwritten */
         FN(operand_mul)(&S->w_hh, n, drec, GH, S->dm == NULL, dh, R);
     }
@@ -876,6 +908,13 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
         if (dW->b_hh)
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, GH, GH);
         break;
+    case FASTRNN_INDRNN_TANH:
+    case FASTRNN_INDRNN_RELU:
+        /* du += (dP * HS).sum(0);  db_hh += dP.sum(0) */
+        FN(add_column_dots)(dW->w_hh, dP, hs, (size_t)rows, H);
+        if (dW->b_hh)
+            FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, H, H);
+        break;
     default:
         /* dW_hh += dP.T @ HS */
         FN(gemm)(threads, 1, 0, GH, R, rows, (real)1, dP, GH, hs, R, (real)1, dW->w_hh, R);
@@ -905,10 +944,12 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
 
     FN(cache_tensors) K;
     FN(cache_layout)(&K, (real *)cache, L);   /* read only */
-    FN(bwd_buffers) S;
+    FN(bwd_buffers) S = {0};   /* u stays NULL but for IndRNN */
     FN(backward_layout)(&S, work, L);
     int gt = gemm_threads(L);
-    if (gru_rb) {
+    if (elementwise_recurrence(L->cell)) {
+        S.u = W->w_hh;
+    } else if (gru_rb) {
         S.w_hh = FN(operand_prepare)(W->w_hh, H, 0, 2 * H, H, B, T, S.w_hh_room, gt);
         S.w_hn = FN(operand_prepare)(W->w_hh + (size_t)2 * H * H, H, 0, H, H, B, T,
                                      S.w_hn_room, gt);

@@ -8,7 +8,7 @@ in bench/):
     assert_tensors_close(got, expected, dtype) every tensor of two run_layer dicts
     run_layer(layer, x, ...)                   forward + backward -> {name: tensor}
     run_cell(cell, x, ...)                     the same for the one-step cells
-    make_layer(cell, I, H, **kwargs)           RNN/LSTM/GRU from a cell-kind name
+    make_layer(cell, I, H, **kwargs)           RNN/LSTM/GRU/IndRNN from a cell-kind name
     make_inputs(layer, T, B, ...)              x, states, upstream gradients
     naive_gemm                                 the kernels on the naive C GEMM
     numeric_gradient(f, value)                 central differences of f() w.r.t. value
@@ -101,9 +101,11 @@ def assert_tensors_close():
 
 
 def _make_layer(cell: str, input_size: int, hidden_size: int, **kwargs):
-    """fastrnn.RNN / LSTM / GRU for a cell-kind name of fastrnn.reference."""
+    """fastrnn.RNN / LSTM / GRU / IndRNN for a cell-kind name of fastrnn.reference."""
     if cell in ("rnn_tanh", "rnn_relu"):
         return fastrnn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
+    if cell in ("indrnn_tanh", "indrnn_relu"):
+        return fastrnn.IndRNN(input_size, hidden_size, nonlinearity=cell[7:], **kwargs)
     if cell == "lstm":
         return fastrnn.LSTM(input_size, hidden_size, **kwargs)
     if cell in ("gru", "gru_reset_before"):
@@ -112,9 +114,11 @@ def _make_layer(cell: str, input_size: int, hidden_size: int, **kwargs):
 
 
 def _make_cell(cell: str, input_size: int, hidden_size: int, **kwargs):
-    """fastrnn.RNNCell / LSTMCell / GRUCell for a cell-kind name."""
+    """fastrnn.RNNCell / LSTMCell / GRUCell / IndRNNCell for a cell-kind name."""
     if cell in ("rnn_tanh", "rnn_relu"):
         return fastrnn.RNNCell(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
+    if cell in ("indrnn_tanh", "indrnn_relu"):
+        return fastrnn.IndRNNCell(input_size, hidden_size, nonlinearity=cell[7:], **kwargs)
     if cell == "lstm":
         return fastrnn.LSTMCell(input_size, hidden_size, **kwargs)
     if cell in ("gru", "gru_reset_before"):
@@ -252,7 +256,8 @@ def make_inputs():
 
 @pytest.fixture(params=CELLS)
 def cell(request) -> str:
-    """Every cell kind: rnn_tanh, rnn_relu, lstm, gru (reset after), gru_reset_before."""
+    """Every cell kind: rnn_tanh, rnn_relu, lstm, gru (reset after), gru_reset_before,
+    indrnn_tanh, indrnn_relu."""
     return request.param
 
 

@@ -18,6 +18,7 @@ import pytest
 import fastrnn
 from fastrnn import _kernels
 from fastrnn._backend import CBackend
+from fastrnn.kinds import ELEMENTWISE
 
 I, H = 5, 7
 LSTM = "lstm"
@@ -417,7 +418,8 @@ def binding_args(kind="lstm", B=2, dtype=np.float32, bias=True):
     rng = np.random.default_rng(0)
     u = lambda *shape: rng.uniform(-1, 1, shape).astype(dtype)   # noqa: E731
     args = dict(cell=_kernels.CELLS[kind], x=u(B, I), h=u(B, H),
-                c=u(B, H) if kind == LSTM else None, w_ih=u(G * H, I), w_hh=u(G * H, H),
+                c=u(B, H) if kind == LSTM else None, w_ih=u(G * H, I),
+                w_hh=u(H) if kind in ELEMENTWISE else u(G * H, H),
                 b_ih=u(G * H) if bias else None, b_hh=u(G * H) if bias else None,
                 work=np.empty(_kernels.cell_work_size(_kernels.CELLS[kind], B, I, H), dtype))
     return args

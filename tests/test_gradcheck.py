@@ -92,7 +92,9 @@ def test_gradients_through_dropout_match_finite_differences(cell, backend, make_
                                                             numeric_gradient):
     """The masks are held fixed by replaying the layer's generator before each
     forward (white box: the layer draws its masks from layer._rng)."""
-    layer = make_layer(cell, I, H, dtype=np.float64, seed=33, backend=backend, num_layers=3,
+    # seed 37: at H = 3 some draws leave a relu layer-direction dead at every
+    # step (33 did for IndRNN), which would make its check vacuous
+    layer = make_layer(cell, I, H, dtype=np.float64, seed=37, backend=backend, num_layers=3,
                        bidirectional=True, dropout=0.4)
     inputs = make_inputs(layer, T, B, seed=34)
     rng_state = layer._rng.bit_generator.state

@@ -55,7 +55,7 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import ACTIVATION_DEFAULTS
-from fastrnn.kinds import CELLS
+from fastrnn.kinds import CELLS, ELEMENTWISE
 
 ALLOWED = (ValueError, TypeError, MemoryError)
 EXAMPLES = int(os.environ.get("FASTRNN_PROPERTY_EXAMPLES", "0")) or None
@@ -209,8 +209,8 @@ def activation(draw) -> Any:
 
 @st.composite
 def layer_configs(draw) -> Dict[str, Any]:
-    """Constructor arguments of RNN/LSTM/GRU, sometimes with one bad value, and
-    whether to wrap the layer in Bidirectional (with which merge mode)."""
+    """Constructor arguments of RNN/LSTM/GRU/IndRNN, sometimes with one bad value,
+    and whether to wrap the layer in Bidirectional (with which merge mode)."""
     cell = draw(st.sampled_from(CELLS))
     H = draw(st.integers(1, 6))
     cfg: Dict[str, Any] = {
@@ -235,9 +235,10 @@ def layer_configs(draw) -> Dict[str, Any]:
             cfg["peepholes"] = True
         if draw(st.integers(0, 3)) == 0:
             cfg["input_forget"] = True
-    if draw(st.integers(0, 3)) == 0:
+    onnx_options = cell not in ELEMENTWISE     # IndRNN takes neither clip nor activations
+    if onnx_options and draw(st.integers(0, 3)) == 0:
         cfg["clip"] = draw(st.sampled_from([0.5, 2.0, 30.0, float("inf")]))
-    if draw(st.integers(0, 3)) == 0:
+    if onnx_options and draw(st.integers(0, 3)) == 0:
         n = NUM_ACTIVATIONS[cell]
         acts = draw(st.lists(activation(), min_size=n, max_size=n))
         # a cell of one activation also takes it alone, by name
@@ -266,9 +267,9 @@ def layer_configs(draw) -> Dict[str, Any]:
                                          {"direction": 2}])))
     elif bad == "proj_size" and cell == "lstm":
         cfg[bad] = draw(st.sampled_from([H, H + 3, -1, 1.5, True]))
-    elif bad == "clip":
+    elif bad == "clip" and onnx_options:
         cfg[bad] = draw(st.sampled_from([0, -1.0, "a", float("nan")]))
-    elif bad == "activations":
+    elif bad == "activations" and onnx_options:
         n = NUM_ACTIVATIONS[cell]
         cfg[bad] = draw(st.sampled_from([["tanh"] * (n + 1), ["swish"] * n,
                                          [("elu", 1.0, 2.0, 3.0)] * n, [("elu", "a")] * n,
@@ -294,6 +295,8 @@ def build(cfg: Dict[str, Any], backend: str):
     cell = cfg["cell"]
     if cell.startswith("rnn"):
         layer = fastrnn.RNN(nonlinearity=cell[4:], **kw)
+    elif cell.startswith("indrnn"):
+        layer = fastrnn.IndRNN(nonlinearity=cell[7:], **kw)
     elif cell == "lstm":
         layer = fastrnn.LSTM(**kw)
     else:
@@ -516,7 +519,7 @@ def test_layer_calls_raise_clearly_or_match_numpy(cfg, sequence, assert_tensors_
 
 @st.composite
 def cell_configs(draw) -> Dict[str, Any]:
-    kind = draw(st.sampled_from(["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"]))
+    kind = draw(st.sampled_from(CELLS))
     cfg = {"kind": kind, "input_size": draw(st.integers(1, 6)),
            "hidden_size": draw(st.integers(1, 9)), "bias": draw(st.booleans()),
            "dtype": draw(st.sampled_from([np.float32, np.float64])),
@@ -534,6 +537,8 @@ def build_cell(cfg: Dict[str, Any], backend: str):
     kind = cfg["kind"]
     if kind.startswith("rnn"):
         cell = fastrnn.RNNCell(nonlinearity=kind[4:], backend=backend, **kw)
+    elif kind.startswith("indrnn"):
+        cell = fastrnn.IndRNNCell(nonlinearity=kind[7:], backend=backend, **kw)
     elif kind == "lstm":
         cell = fastrnn.LSTMCell(backend=backend, **kw)
     else:
@@ -639,6 +644,7 @@ SAVED = {
     "gru": lambda: fastrnn.GRU(3, 4, reset_after=False, clip=2.0, dtype=np.float64, seed=2),
     "bidirectional": lambda: fastrnn.Bidirectional(fastrnn.GRU(3, 4, seed=3), "sum"),
     "cell": lambda: fastrnn.LSTMCell(3, 4, seed=4),
+    "indrnn": lambda: fastrnn.IndRNN(3, 4, num_layers=2, bidirectional=True, seed=5),
 }
 # values a hand-edited configuration may hold
 ODD_VALUES = [0, -1, 2**31, 2**40, 2**63, 2**64, 1.5, True, None, "x", "float16", "int8", [],

@@ -1,4 +1,4 @@
-"""fastrnn: fast CPU RNN, LSTM and GRU layers for NumPy, trained by BPTT.
+"""fastrnn: fast CPU RNN, LSTM, GRU and IndRNN layers for NumPy, trained by BPTT.
 
     >>> import numpy as np, fastrnn
     >>> lstm = fastrnn.LSTM(8, 16)
@@ -29,8 +29,8 @@ from fastrnn.convert import (export_onnx, from_keras, from_onnx, from_torch, loa
                              to_keras, to_onnx)
 from fastrnn._validation import ACTIVATION_DEFAULTS
 from fastrnn.bidirectional import Bidirectional
-from fastrnn.cells import GRUCell, LSTMCell, RNNCell
-from fastrnn.layers import GRU, LSTM, RNN, Tape
+from fastrnn.cells import GRUCell, IndRNNCell, LSTMCell, RNNCell
+from fastrnn.layers import GRU, LSTM, RNN, IndRNN, Tape
 from fastrnn.losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss,
                             binary_cross_entropy_with_logits, cross_entropy, mse_loss,
                             sequence_mask)
@@ -43,7 +43,8 @@ from fastrnn.training import Stepper, from_cells, generate, sample, to_cells, tr
 
 from fastrnn._version import __version__
 
-__all__ = ["RNN", "LSTM", "GRU", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell", "Tape",
+__all__ = ["RNN", "LSTM", "GRU", "IndRNN", "Bidirectional", "RNNCell", "LSTMCell", "GRUCell",
+           "IndRNNCell", "Tape",
            "ACTIVATION_DEFAULTS", "from_torch", "to_keras", "from_keras", "to_onnx",
            "from_onnx", "export_onnx", "load_onnx", "save", "load", "set_num_threads",
            "get_num_threads",

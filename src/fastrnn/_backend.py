@@ -114,7 +114,7 @@ class NumpyBackend:
         dyt = None
         if dy is not None:
             dyt = dy.transpose(1, 0, 2) if batch_first else dy
-            R = grads[1].shape[1]  # dw_hh is (G*H, R)
+            R = grads[1].shape[-1]  # dw_hh is (G*H, R), or IndRNN's (H,)
             dyt = dyt[:, :, y_offset:y_offset + R]
         dxt, dh0, dc0, step_grads = reference.layer_backward(cell, cache, dyt, dh_n, dc_n)
         dxt = dxt.transpose(1, 0, 2) if batch_first else dxt

@@ -12,6 +12,8 @@ cdef extern from "fastrnn.h" nogil:
         FASTRNN_LSTM
         FASTRNN_GRU
         FASTRNN_GRU_RESET_BEFORE
+        FASTRNN_INDRNN_TANH
+        FASTRNN_INDRNN_RELU
 
     ctypedef enum fastrnn_activation:
         FASTRNN_ACT_SIGMOID

@@ -15,6 +15,7 @@ from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 from fastrnn._kernels cimport *
+from fastrnn.kinds import ELEMENTWISE   # the kinds whose w_hh is u (H,)
 
 ctypedef fused floating:
     float
@@ -26,7 +27,17 @@ CELLS = {
     "lstm": FASTRNN_LSTM,
     "gru": FASTRNN_GRU,
     "gru_reset_before": FASTRNN_GRU_RESET_BEFORE,
+    "indrnn_tanh": FASTRNN_INDRNN_TANH,
+    "indrnn_relu": FASTRNN_INDRNN_RELU,
 }
+
+
+
+def _w_hh_shape(str cell, G, H, R):
+    """The shape of w_hh: (G*H, R), or (H,) for IndRNN."""
+    if cell in ELEMENTWISE:
+        return (H,)
+    return (G * H, R)
 
 # ONNX's activations, by fastrnn's (snake_case) names
 ACTIVATIONS = {
@@ -252,12 +263,13 @@ def _dims(str cell, x, w_ih, w_hh, w_hr, bint batch_first):
     if cell not in CELLS:
         raise ValueError(f"unknown cell kind {cell!r}; expected one of {sorted(CELLS)}")
     G = fastrnn_num_gates(CELLS[cell])
-    for name, w in (("w_ih", w_ih), ("w_hh", w_hh)):
-        if not isinstance(w, np.ndarray) or w.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D numpy.ndarray")
+    w_hh_ndim = 1 if cell in ELEMENTWISE else 2
+    for name, w, ndim in (("w_ih", w_ih, 2), ("w_hh", w_hh, w_hh_ndim)):
+        if not isinstance(w, np.ndarray) or w.ndim != ndim:
+            raise ValueError(f"{name}: expected a {ndim}-D numpy.ndarray")
     # H from w_hh (G*H, R), whose columns are H without a projection, else from
-    # w_hr (P, H); every shape is then checked against these
-    H, P = w_hh.shape[1], 0
+    # w_hr (P, H), or IndRNN's u (H,); every shape is then checked against these
+    H, P = w_hh.shape[w_hh_ndim - 1], 0
     if w_hr is not None:
         if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2:
             raise ValueError("w_hr: expected a 2-D numpy.ndarray")
@@ -296,7 +308,7 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     xf = _check("x", x, dt, None)
     yf = _check("y", y, dt, x.shape[:2] + (ldy,), out=True)
     wi = _check("w_ih", w_ih, dt, (G * H, I))
-    wh = _check("w_hh", w_hh, dt, (G * H, R))
+    wh = _check("w_hh", w_hh, dt, _w_hh_shape(cell, G, H, R))
     wr = _opt("w_hr", w_hr, dt, (P, H))
     pp = _peepholes(cell, peep, dt, H, L.general)
     bi = _opt("b_ih", b_ih, dt, (G * H,))
@@ -348,10 +360,10 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
     dxf = _check("dx", dx, dt, x.shape, out=True)
     dyf = _opt("dy", dy, dt, x.shape[:2] + (ldy,))
     wi = _check("w_ih", w_ih, dt, (G * H, I))
-    wh = _check("w_hh", w_hh, dt, (G * H, R))
+    wh = _check("w_hh", w_hh, dt, _w_hh_shape(cell, G, H, R))
     wr = _opt("w_hr", w_hr, dt, (P, H))
     dwi = _check("dw_ih", dw_ih, dt, (G * H, I), out=True)
-    dwh = _check("dw_hh", dw_hh, dt, (G * H, R), out=True)
+    dwh = _check("dw_hh", dw_hh, dt, _w_hh_shape(cell, G, H, R), out=True)
     dwr = _check("dw_hr", dw_hr, dt, (P, H), out=True) if P else None
     pp = _peepholes(cell, peep, dt, H, L.general)
     dpp = _check("dpeep", dpeep, dt, (3 * H,), out=True) if pp is not None else None
@@ -618,10 +630,11 @@ def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
         kind = _get(&vwi, w_ih, "w_ih", 0, False)   # w_ih's dtype is every array's
         itemsize = 4 if kind == b'f' else 8
         _get(&vwh, w_hh, "w_hh", kind, False)
-        if vwi.ndim != 2 or vwh.ndim != 2:
-            raise ValueError("w_ih and w_hh: expected 2-D arrays")
+        elementwise = cell == FASTRNN_INDRNN_TANH or cell == FASTRNN_INDRNN_RELU
+        if vwi.ndim != 2 or vwh.ndim != (1 if elementwise else 2):
+            raise ValueError("w_ih and w_hh: expected 2-D arrays (w_hh 1-D for IndRNN)")
         G = fastrnn_num_gates(cell)
-        I, H = vwi.shape[1], vwh.shape[1]
+        I, H = vwi.shape[1], vwh.shape[vwh.ndim - 1]
         _get(&vx, x, "x", kind, False)
         if vx.ndim == 1:
             B = 1
@@ -633,7 +646,10 @@ def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
             raise ValueError(f"x: expected (B, I) or unbatched (I,), got {vx.ndim} dimensions")
         _step_layer(&L, cell, B, I, H)
         _shape(&vwi, "w_ih", 2, G * H, I)
-        _shape(&vwh, "w_hh", 2, G * H, H)
+        if elementwise:
+            _shape(&vwh, "w_hh", 1, H, 0)
+        else:
+            _shape(&vwh, "w_hh", 2, G * H, H)
         if (b_ih is None) != (b_hh is None):
             raise ValueError("b_ih and b_hh: give both or neither")
         if b_ih is not None:

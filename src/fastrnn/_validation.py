@@ -30,7 +30,8 @@ ACTIVATION_DEFAULTS: Dict[str, Tuple[float, float]] = {
 # each cell's activations in ONNX's order and their PyTorch values
 _DEFAULT_ACTIVATIONS = {"rnn_tanh": ("tanh",), "rnn_relu": ("relu",),
                         "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"),
-                        "gru_reset_before": ("sigmoid", "tanh")}
+                        "gru_reset_before": ("sigmoid", "tanh"),
+                        "indrnn_tanh": ("tanh",), "indrnn_relu": ("relu",)}
 
 #: One direction's activations: one entry per activation of the cell, each a
 #: name, (name, alpha) or (name, alpha, beta); a single name when the cell has

@@ -10,8 +10,8 @@ from numpy.typing import ArrayLike
 
 from fastrnn._archive import Saveable
 from fastrnn._validation import _as_array, _check_choice
-from fastrnn.layers import (GRU, LSTM, RNN, _ParameterAttributes, _RNNBase, _per_thread,
-                            _stack_property, _StackWrapper)
+from fastrnn.layers import (GRU, LSTM, RNN, IndRNN, _ParameterAttributes, _RNNBase,
+                            _per_thread, _stack_property, _StackWrapper)
 
 _MERGE_MODES = ("concat", "sum", "mul", "ave")
 
@@ -96,6 +96,9 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
                           input_forget=layer.input_forget)
         if type(layer) is RNN:
             kwargs["nonlinearity"] = layer.nonlinearity
+        if isinstance(layer, IndRNN):   # no ONNX options: its activation is nonlinearity
+            del kwargs["activations"], kwargs["clip"]
+            kwargs["nonlinearity"] = layer.nonlinearity
         self.layer = type(layer)(layer.input_size, layer.hidden_size, **kwargs)
         for name, value in layer.state_dict().items():
             self.layer._params[name][...] = value
@@ -123,7 +126,7 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
     peepholes = _stack_property("peepholes", "Whether the LSTM has ONNX's peephole weights.")
     input_forget = _stack_property("input_forget", "Whether the LSTM couples its input and "
                                                    "forget gates.")
-    nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu" (an RNN only).')
+    nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu" (an RNN or IndRNN only).')
     reset_after = _stack_property("reset_after", "Where the GRU applies its reset gate (a "
                                                  "GRU only).")
     grads = _stack_property("grads", "Accumulated parameter gradients, under the state_dict "

@@ -1,4 +1,4 @@
-"""RNNCell, LSTMCell and GRUCell: one time step, for streaming (PyTorch's cells).
+"""RNNCell, LSTMCell, GRUCell and IndRNNCell: one time step, for streaming (PyTorch's cells).
 
 A cell holds a single-layer RNN/LSTM/GRU and runs it with T = 1, so the
 parameters, kernels and gradients are the layers'; its parameter names are
@@ -18,7 +18,7 @@ from fastrnn import _kernels
 from fastrnn._archive import Saveable, class_config
 from fastrnn._backend import CBackend
 from fastrnn._validation import _numbers, _pair, _state_array
-from fastrnn.layers import (GRU, LSTM, RNN, Tape, _KIND_ARGUMENTS, _RNNBase, _StackWrapper, _doc,
+from fastrnn.layers import (GRU, LSTM, RNN, IndRNN, Tape, _KIND_ARGUMENTS, _RNNBase, _StackWrapper, _doc,
                             _per_thread, _stack_property)
 
 
@@ -139,7 +139,7 @@ class _CellBase(_StackWrapper, Saveable):
         self._layer._load_state_dict(state_dict, cell_first=True)
 
     def _save_config(self) -> Tuple[Dict[str, Any], _RNNBase]:
-        return class_config(self, (RNNCell, LSTMCell, GRUCell)), self._layer
+        return class_config(self, (RNNCell, LSTMCell, GRUCell, IndRNNCell)), self._layer
 
     def __repr__(self) -> str:
         layer = self._layer
@@ -397,6 +397,54 @@ class GRUCell(_HiddenStateCell):
 
     reset_after = _stack_property("reset_after", "Whether the reset gate applies after "
                                                  "the recurrent product (PyTorch's form).")
+
+
+@_doc
+class IndRNNCell(_HiddenStateCell):
+    """One IndRNN step: h' = act(x W_ih^T + b_ih + u * h + b_hh), act relu or tanh.
+
+    Li et al. 2018 (see IndRNN): u (``weight_hh``, (H,)) multiplies h
+    elementwise. The parameters and their initialisation are IndRNN's
+    (``weight_hh`` U(0, 1), the rest U(-1/sqrt(H), 1/sqrt(H))), under the
+    cell names ``weight_ih`` (H, I), ``weight_hh`` (H,), ``bias_ih``,
+    ``bias_hh`` (H,).
+
+    Parameters
+    ----------
+%(sizes)s
+%(bias)s
+%(indrnn_nonlinearity)s
+    dtype : float32 or float64, default float32
+        The dtype of the parameters and of every output; inputs are converted
+        to it.
+    seed : int, optional
+        Seeds the initialisation.
+    backend : {"c", "numpy"}, default "c"
+        The compiled kernels, or the NumPy reference (fastrnn.reference);
+        may be changed at any time.
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> cell = fastrnn.IndRNNCell(4, 8, seed=0)
+    >>> h = cell(np.ones((3, 4)))                 # x (B, I), h None: zeros
+    >>> h = cell(np.ones((3, 4)), h)
+    >>> dx, dh = cell.backward(np.ones_like(h))
+    >>> h.shape, dh.shape, cell.weight_hh.shape, cell.grads["weight_hh"].shape
+    ((3, 8), (3, 8), (8,), (8,))
+    """
+
+    _stack_type = IndRNN
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "relu", dtype: DTypeLike = np.float32,
+                 seed: Optional[int] = None, backend: str = "c") -> None:
+        super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
+                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity)
+
+    nonlinearity = _stack_property("nonlinearity", '"relu" or "tanh".')
 
 
 @_doc

@@ -51,6 +51,7 @@ import numpy as np
 from fastrnn._validation import _DEFAULT_ACTIVATIONS, ACTIVATION_DEFAULTS, _snake
 from fastrnn.bidirectional import Bidirectional
 from fastrnn.cells import GRUCell, LSTMCell, RNNCell, _CellBase
+from fastrnn.kinds import ELEMENTWISE
 from fastrnn.layers import GRU, LSTM, RNN, _RNNBase
 
 __all__ = ["from_torch", "to_keras", "from_keras", "to_onnx", "from_onnx",
@@ -92,17 +93,22 @@ def _unwrap(layer, what: str, cells: bool = False) -> Tuple[_RNNBase, str]:
     """The RNN/LSTM/GRU stack behind a layer, Bidirectional wrapper or (if allowed)
     cell, and the merge mode ("concat" unless a wrapper says otherwise)."""
     if isinstance(layer, Bidirectional):
-        return layer.layer, layer.merge_mode
-    if isinstance(layer, _RNNBase):
-        return layer, "concat"
-    if isinstance(layer, _CellBase):
-        if cells:
-            return layer._layer, "concat"
-        raise TypeError(f"{what}: cells are not supported; convert the equivalent "
-                        f"single-layer {type(layer._layer).__name__} (same weights, "
-                        f"names with the _l0 suffix)")
-    raise TypeError(f"layer: expected a fastrnn RNN, LSTM, GRU or Bidirectional, "
-                    f"got {type(layer).__name__}")
+        stack, merge_mode = layer.layer, layer.merge_mode
+    elif isinstance(layer, _RNNBase):
+        stack, merge_mode = layer, "concat"
+    elif isinstance(layer, _CellBase):
+        if not cells:
+            raise TypeError(f"{what}: cells are not supported; convert the equivalent "
+                            f"single-layer {type(layer._layer).__name__} (same weights, "
+                            f"names with the _l0 suffix)")
+        stack, merge_mode = layer._layer, "concat"
+    else:
+        raise TypeError(f"layer: expected a fastrnn RNN, LSTM, GRU or Bidirectional, "
+                        f"got {type(layer).__name__}")
+    if stack._cell in ELEMENTWISE:
+        raise TypeError(f"{what}: IndRNN has no ONNX or Keras counterpart (its recurrent "
+                        f"weight is a vector); it cannot be converted")
+    return stack, merge_mode
 
 
 def _suffixes(stack: _RNNBase) -> Tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""RNN, LSTM and GRU: stacks of recurrent layers, as PyTorch's torch.nn.RNN/LSTM/GRU.
+"""RNN, LSTM and GRU: stacks of recurrent layers, as PyTorch's torch.nn.RNN/LSTM/GRU;
+and IndRNN (Li et al. 2018), which PyTorch does not have, in the same conventions.
 
 Conventions are PyTorch's (see API.md): gate order LSTM i,f,g,o and GRU r,z,n,
 parameter names ``weight_ih_l{k}[_reverse]`` etc., states ``(D*num_layers, B, H)``
@@ -56,14 +57,15 @@ from fastrnn._validation import (ARRAY_OVERHEAD, DIRECTION_KEYS, INT_MAX, Activa
                                  _check_nonlinearity, _check_positive_int, _check_proj_size,
                                  _check_seed, _direction, _dtype, _layer_activations, _lengths,
                                  _numbers, _pair, _state_array)
-from fastrnn.kinds import NUM_GATES
+from fastrnn.kinds import ELEMENTWISE, NUM_GATES
 
 _T = TypeVar("_T")
 _Stack = TypeVar("_Stack", bound="_RNNBase")
 
 # the constructor arguments a repr shows for the kinds that are not the
 # class's default (the cells' reprs say the same)
-_KIND_ARGUMENTS = {"rnn_relu": ", nonlinearity='relu'", "gru_reset_before": ", reset_after=False"}
+_KIND_ARGUMENTS = {"rnn_relu": ", nonlinearity='relu'", "gru_reset_before": ", reset_after=False",
+                   "indrnn_tanh": ", nonlinearity='tanh'"}
 
 
 # ------------------------------------------------------------ documentation
@@ -95,6 +97,16 @@ _DOCS = {
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
+    "indrnn_nonlinearity": """\
+    nonlinearity : {"relu", "tanh"}, default "relu"
+        The activation of the recurrence (the paper's is relu).""",
+    "indrnn_init": """\
+    Initialisation: ``weight_ih`` and the biases U(-1/sqrt(H), 1/sqrt(H)) as
+    PyTorch's RNN; the recurrent weights ``weight_hh`` (u, (H,)) U(0, 1): with
+    ``0 <= u < 1`` no unit's state grows without bound at the start, and each
+    unit keeps the sign of its memory (the paper regulates u's range to
+    keep gradients over long sequences in bounds; set such values with
+    ``load_state_dict``).""",
     "reset_after": """\
     reset_after : bool, default True
         Apply the reset gate after the recurrent product (PyTorch's, Keras'
@@ -344,7 +356,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
         for layer in range(self.num_layers):
             layer_input = self.input_size if layer == 0 else self.num_directions * R
             for suffix, _ in self._directions():
-                shapes = {"weight_ih": (G * H, layer_input), "weight_hh": (G * H, R)}
+                shapes = {"weight_ih": (G * H, layer_input),
+                          "weight_hh": (H,) if cell in ELEMENTWISE else (G * H, R)}
                 if self.bias:
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
                 if self.proj_size:
@@ -352,8 +365,11 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 if self.peepholes:
                     shapes.update(weight_peephole=(3 * H,))   # p_i, p_f, p_o
                 for stem, shape in shapes.items():
+                    # IndRNN's u: U(0, 1) (see IndRNN); everything else as PyTorch's
+                    low, high = (0.0, 1.0) if stem == "weight_hh" and cell in ELEMENTWISE \
+                        else (-bound, bound)
                     self._params[f"{stem}_l{layer}{suffix}"] = self._rng.uniform(
-                        -bound, bound, shape).astype(self.dtype)
+                        low, high, shape).astype(self.dtype)
         self.grads: Dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     # -- configuration
@@ -366,7 +382,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
             self.num_directions
         P = min(self.proj_size, H - 1)
         R = P or H
-        per_direction = G * H * R + 2 * G * H * self.bias + P * H + 3 * H * self.peepholes
+        recurrent = H if self._cell in ELEMENTWISE else G * H * R
+        per_direction = recurrent + 2 * G * H * self.bias + P * H + 3 * H * self.peepholes
         elements = D * (L * per_direction + G * H * (I + (L - 1) * D * R))
         arrays = D * L * (2 + 2 * self.bias + bool(P) + self.peepholes)
         largest = G * H * max(I, D * R if L > 1 else 0, R)
@@ -505,7 +522,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 f"backend={self.backend!r})")
 
     def _save_config(self) -> Tuple[Dict[str, Any], "_RNNBase"]:
-        return class_config(self, (RNN, LSTM, GRU)), self
+        return class_config(self, (RNN, LSTM, GRU, IndRNN)), self
 
     # -- copying and pickling: the lock, the workspace and the state kept for
     # backward belong to one object and are made anew
@@ -555,7 +572,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
         Returns
         -------
         dict of str to ndarray
-            ``weight_ih_l{k}`` (G*H, I or D*R), ``weight_hh_l{k}`` (G*H, R),
+            ``weight_ih_l{k}`` (G*H, I or D*R), ``weight_hh_l{k}`` (G*H, R)
+            (IndRNN: (H,)),
             ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H,) with bias,
             ``weight_hr_l{k}`` (P, H) with proj_size, ``weight_peephole_l{k}``
             (3*H,) with peepholes; ``_reverse`` names for the reverse
@@ -1027,6 +1045,73 @@ class GRU(_HiddenStateStack):
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
                          stateful=stateful, activations=activations, clip=clip)
+
+
+@_doc
+class IndRNN(_HiddenStateStack):
+    """Independently recurrent neural network: h_t = act(x_t W_ih^T + b_ih + u * h_{t-1} + b_hh).
+
+    Li, Li, Cook, Zhu and Gao, "Independently Recurrent Neural Network
+    (IndRNN): Building A Longer and Deeper RNN", CVPR 2018. The recurrent
+    weight u is a vector (H,), one weight per unit, applied elementwise: each
+    unit sees only its own past, and units mix through the next layer's
+    ``W_ih``. So a step has no matrix product; the input projection of every
+    step is one GEMM, and the time loop is a pass over memory.
+
+    The layout and conventions are those of RNN (PyTorch's); the parameters
+    are ``weight_ih_l{k}`` (H, I), ``weight_hh_l{k}`` = u (H,) and, with bias,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H,).
+
+%(indrnn_init)s
+
+    Parameters
+    ----------
+%(sizes)s
+%(stack)s
+%(indrnn_nonlinearity)s
+%(bias)s
+%(layout)s
+    dtype : float32 or float64, default float32
+        The dtype of the parameters and of every output; inputs are converted
+        to it.
+    seed : int, optional
+        Seeds the initialisation and the dropout masks.
+    backend : {"c", "numpy"}, default "c"
+        The compiled kernels, or the NumPy reference (fastrnn.reference);
+        may be changed at any time.
+    direction : {"forward", "reverse", "bidirectional"}, optional
+        "reverse" runs every layer right to left with outputs aligned to the
+        input's steps. None: what ``bidirectional`` says.
+    stateful : bool, default False
+        Carry each call's final state into the next call that is given no
+        initial state; ``reset_state()`` forgets it.
+
+%(raises)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastrnn
+    >>> rnn = fastrnn.IndRNN(4, 8, num_layers=2, seed=0)
+    >>> output, h_n = rnn(np.ones((5, 3, 4)))             # x (T, B, I)
+    >>> output.shape, h_n.shape, rnn.weight_hh_l0.shape
+    ((5, 3, 8), (2, 3, 8), (8,))
+    >>> dx, dh0 = rnn.backward(np.ones_like(output))      # grads accumulate in rnn.grads
+    >>> dx.shape, rnn.grads["weight_hh_l1"].shape
+    ((5, 3, 4), (8,))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "relu", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: DTypeLike = np.float32, seed: Optional[int] = None,
+                 backend: str = "c", direction: Optional[str] = None,
+                 stateful: bool = False) -> None:
+        self.nonlinearity = _check_nonlinearity(nonlinearity)
+        super().__init__(f"indrnn_{nonlinearity}", input_size=input_size,
+                         hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed, backend=backend, direction=direction,
+                         stateful=stateful, activations=None, clip=None)
 
 
 @_doc

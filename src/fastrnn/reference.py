@@ -19,6 +19,10 @@ gradient is None. Cell kinds:
     "gru"                   n = tanh(x W_in^T + b_in + r*(h W_hn^T + b_hn))  (PyTorch)
     "gru_reset_before"      n = tanh(x W_in^T + b_in + (r*h) W_hn^T + b_hn) (reset_after=False)
     and for both GRUs       h = (1 - z)*n + z*h
+    "indrnn_tanh", "indrnn_relu"
+                            h = act(x W_ih^T + b_ih + u*h + b_hh)  (IndRNN, Li et al. 2018)
+
+IndRNN's recurrent weight is a vector: w_hh is u (H,), one weight per unit.
 
 Lengths (PyTorch's packed-sequence result, without packing): step t of row b is
 active iff t < lengths[b]. An inactive step writes zeros to y and leaves the
@@ -51,6 +55,7 @@ Grads = dict[str, Optional[Array]]
 
 # what a step saves for backward, beyond x and the parameters; the C cache keeps the same
 SAVED = {"rnn_tanh": ("gates", "h_prev"), "rnn_relu": ("gates", "h_prev"),
+         "indrnn_tanh": ("gates", "h_prev"), "indrnn_relu": ("gates", "h_prev"),
          "lstm": ("gates", "h_prev", "c_prev"), "gru": ("gates", "h_prev", "hn"),
          "gru_reset_before": ("gates", "h_prev", "rh")}
 
@@ -99,6 +104,25 @@ def rnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
     dx = da @ cache["w_ih"]
     dh_prev = da @ cache["w_hh"]
     return dx, dh_prev, _grads(cache, da, da, da.T @ cache["h_prev"])
+
+
+def indrnn_cell_forward(x: Array, h_prev: Array, w_ih: Array, u: Array, b_ih: Optional[Array],
+                        b_hh: Optional[Array], nonlinearity: str = "relu") -> tuple[Array, Cache]:
+    """IndRNN: u (H,) multiplies h_prev elementwise, each unit its own recurrence."""
+    a = x @ w_ih.T + _bias(b_ih) + u * h_prev + _bias(b_hh)
+    h = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+    return h, {"x": x, "h_prev": h_prev, "gates": h, "nonlinearity": nonlinearity,
+               **_params(w_ih, u, b_ih, b_hh)}
+
+
+def indrnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
+    h = cache["gates"]
+    # backprop through h = act(a)
+    da = dh * (1 - h * h) if cache["nonlinearity"] == "tanh" else dh * (h > 0)
+    # backprop through a = x @ w_ih.T + b_ih + u * h_prev + b_hh
+    dx = da @ cache["w_ih"]
+    dh_prev = da * cache["w_hh"]
+    return dx, dh_prev, _grads(cache, da, da, (da * cache["h_prev"]).sum(0))
 
 
 def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh: Array,
@@ -236,6 +260,8 @@ def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_
         raise ValueError(f"w_hr: a projection is for LSTM only, got cell {cell!r}")
     if cell in ("rnn_tanh", "rnn_relu"):
         h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:])
+    elif cell in ("indrnn_tanh", "indrnn_relu"):
+        h, cache = indrnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[7:])
     elif cell == "gru":
         h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh)
     elif cell == "gru_reset_before":
@@ -252,6 +278,8 @@ def cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cache
         return lstm_cell_backward(dh, dc, cache)
     if cell in ("rnn_tanh", "rnn_relu"):
         dx, dh_prev, grads = rnn_cell_backward(dh, cache)
+    elif cell in ("indrnn_tanh", "indrnn_relu"):
+        dx, dh_prev, grads = indrnn_cell_backward(dh, cache)
     elif cell == "gru":
         dx, dh_prev, grads = gru_cell_backward(dh, cache)
     elif cell == "gru_reset_before":
@@ -451,7 +479,8 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
     the general cells. Returns y (T, B, R), h_n (B, R), c_n (B, H) or None, and
     the cache for layer_backward."""
     T, B, _ = x.shape
-    H, R = w_ih.shape[0] // NUM_GATES[cell], w_hh.shape[1]
+    H = w_ih.shape[0] // NUM_GATES[cell]
+    R = w_hh.shape[-1]                             # IndRNN's u is (H,)
     dtype = np.result_type(x, h0, w_ih, w_hh)
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
     cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
@@ -502,8 +531,8 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
         step = {"x": x[t], "w_hr": cache["w_hr"], "opts": cache["opts"], "peep": cache["peep"],
                 **{k: cache[k][t] for k in saved},
                 **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"])}
-        if cell in ("rnn_tanh", "rnn_relu"):
-            step["nonlinearity"] = cell[4:]
+        if cell in ("rnn_tanh", "rnn_relu", "indrnn_tanh", "indrnn_relu"):
+            step["nonlinearity"] = cell.split("_")[1]
         # an active step's output is both y[t] and the carried state
         dh_t = np.where(active, dh + (0 if dy is None else dy[t]), 0)
         dc_t = None if dc is None else np.where(active, dc, 0)

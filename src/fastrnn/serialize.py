@@ -1,6 +1,6 @@
 """Saving and loading layers and models: one .npz file, no pickle.
 
-    save(layer, path)      RNN, LSTM, GRU, Bidirectional, RNNCell, LSTMCell, GRUCell,
+    save(layer, path)      RNN, LSTM, GRU, IndRNN, Bidirectional, their cells (RNNCell, ...),
                            and fastrnn.nn's Linear, Embedding, Dropout, Sequential, Module
     layer = load(path)     the same class, configuration and weights (fastrnn's classes)
     model.load(path)       the weights, training flags and generators into a model
@@ -19,7 +19,7 @@ module and qualified name. Gradients and the state kept for backward are not
 saved.
 
 Loading never unpickles and never calls anything the file names: the class
-must be one of fastrnn's (the seven recurrent ones, Linear, Embedding,
+must be one of fastrnn's (the nine recurrent ones, Linear, Embedding,
 Dropout, Sequential), and the configuration is checked by the constructors
 as if typed by hand, sizes included, before anything is allocated (a layer
 larger than the process can be given is a MemoryError; a Sequential's parts
@@ -50,18 +50,20 @@ import numpy as np
 from fastrnn._archive import CONFIG_KEY, FORMAT, VERSION, PathOrFile, Saveable
 from fastrnn._validation import ARRAY_OVERHEAD, _check_memory
 from fastrnn.bidirectional import Bidirectional
-from fastrnn.cells import GRUCell, LSTMCell, RNNCell
-from fastrnn.layers import GRU, LSTM, RNN
+from fastrnn.cells import GRUCell, IndRNNCell, LSTMCell, RNNCell
+from fastrnn.layers import GRU, LSTM, RNN, IndRNN
 from fastrnn.nn import Dropout, Embedding, Linear, Module, Sequential
 
 __all__ = ["save", "load", "load_into"]
 
-_LAYERS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
+_LAYERS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU, "IndRNN": IndRNN}
 # the classes a file may name (besides Bidirectional and Sequential, built from their parts)
 _CLASSES = {**_LAYERS, "RNNCell": RNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell,
+            "IndRNNCell": IndRNNCell,
             "Linear": Linear, "Embedding": Embedding, "Dropout": Dropout}
 
-Saved = Union[RNN, LSTM, GRU, Bidirectional, RNNCell, LSTMCell, GRUCell, Module]
+Saved = Union[RNN, LSTM, GRU, IndRNN, Bidirectional, RNNCell, LSTMCell, GRUCell, IndRNNCell,
+              Module]
 
 
 def save(layer: Saved, path: PathOrFile) -> None:

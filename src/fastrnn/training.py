@@ -25,17 +25,17 @@ from numpy.typing import ArrayLike
 
 from fastrnn._validation import _as_array, _check_flag, _check_positive_int, _check_seed, _numbers
 from fastrnn.bidirectional import Bidirectional
-from fastrnn.cells import GRUCell, LSTMCell, RNNCell, _CellBase
-from fastrnn.layers import GRU, LSTM, RNN, _RNNBase
+from fastrnn.cells import GRUCell, IndRNNCell, LSTMCell, RNNCell, _CellBase
+from fastrnn.layers import GRU, LSTM, RNN, IndRNN, _RNNBase
 from fastrnn.nn import Dropout, Embedding, Linear, Module, Sequential, _first, _ids
 from fastrnn.optim import clip_grad_norm_
 
 __all__ = ["to_cells", "from_cells", "Stepper", "sample", "generate", "truncated_bptt"]
 
-Cell = Union[RNNCell, LSTMCell, GRUCell]
+Cell = Union[RNNCell, LSTMCell, GRUCell, IndRNNCell]
 
 # the cell class of each layer class
-_CELLS = ((LSTM, LSTMCell), (GRU, GRUCell), (RNN, RNNCell))
+_CELLS = ((LSTM, LSTMCell), (GRU, GRUCell), (RNN, RNNCell), (IndRNN, IndRNNCell))
 
 
 # ------------------------------------------------------------ layer <-> cells
@@ -97,7 +97,7 @@ def to_cells(layer: Union[RNN, LSTM, GRU]) -> List[Cell]:
     True
     """
     cell_class = _cell_class(layer)
-    options = {"nonlinearity": layer.nonlinearity} if cell_class is RNNCell else \
+    options = {"nonlinearity": layer.nonlinearity} if cell_class in (RNNCell, IndRNNCell) else \
         {"reset_after": layer.reset_after} if cell_class is GRUCell else {}
     weights = layer.state_dict()
     cells = []

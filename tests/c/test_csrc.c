@@ -300,6 +300,22 @@ static void test_blas_serial_only_when_used(void)
     fastrnn_set_gemm(NULL, NULL);
 }
 
+/* IndRNN's recurrence is elementwise: no ONNX general cell takes it */
+static void test_indrnn_has_no_general_cell(void)
+{
+    fastrnn_layer L = {.cell = FASTRNN_INDRNN_RELU, .T = 1, .B = 1, .I = 1, .H = 1, .ldy = 1,
+                       .general = 1};
+    float x = 1, y, h0 = 0, hn, w_ih = 1, u = 0.5f, work[64];
+    fastrnn_state_f32 state0 = {&h0, NULL}, state_n = {&hn, NULL};
+    fastrnn_params_f32 W = {.w_ih = &w_ih, .w_hh = &u};
+    check(fastrnn_forward_work_size(&L, 0) <= 64, "IndRNN work fits", 0);
+    check(fastrnn_forward_f32(&y, &state_n, NULL, work, &x, &state0, &W, &L)
+          == FASTRNN_ERR_ARGUMENT, "IndRNN general cell refused", 0);
+    L.general = 0;
+    check(fastrnn_forward_f32(&y, &state_n, NULL, work, &x, &state0, &W, &L) == FASTRNN_OK
+          && y == 1.0f && hn == 1.0f, "IndRNN one step: relu(1 * 1 + 0.5 * 0)", (double)y);
+}
+
 /* The layouts count elements, so the sizes the API reports (from the float
  * baseline variant, dispatch.c) hold for the double kernels too. */
 size_t fastrnn_cache_size_f64_base(const fastrnn_layer *L);
@@ -309,7 +325,7 @@ size_t fastrnn_backward_work_size_f64_base(const fastrnn_layer *L);
 static void test_sizes_precision_free(void)
 {
     int mismatches = 0, cases = 0;
-    for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
+    for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_INDRNN_RELU; cell++)
         for (int B = 1; B <= 80; B += 13)
             for (int P = 0; P <= (cell == FASTRNN_LSTM ? 3 : 0); P += 3)
                 for (int training = 0; training <= 1; training++) {
@@ -335,8 +351,9 @@ int main(void)
     test_sizes_precision_free();
     test_split_gemm();
     test_blas_serial_only_when_used();
-    for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_GRU_RESET_BEFORE; cell++)
+    for (int cell = FASTRNN_RNN_TANH; cell <= FASTRNN_INDRNN_RELU; cell++)
         test_layer_round_trip(cell);
+    test_indrnn_has_no_general_cell();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
