@@ -41,7 +41,9 @@ static void stall_slice(void *arg, int s0, int s1)
     }
 }
 /* A region whose worker is late makes the next regions run their slices in the
- * caller, for a while; then they use the workers again. */
+ * caller, for a while; then they use the workers again. (Timing: on a loaded
+ * machine the caller itself may be descheduled, so that its worker does not
+ * look late; main gives it a few tries.) */
 static int check_backoff(void)
 {
     stall_ctx c = {pthread_self(), 1, {0, 0}};
@@ -76,22 +78,39 @@ static void disband_member(void *arg, int k, int n)
 }
 /* A member late by late_ns at LATE_PHASE (5 ms), or at every phase (0.1 ms:
  * many short stalls): by LATE_PHASE both members are told to disband, and
- * every later phase says so too; calls then back off. */
+ * every later phase says so too; calls then back off. Returns 2 for an
+ * error whatever the timing (members told apart, a team that came back), 1
+ * when it did not disband or back off (a timing the loaded machine may
+ * spoil: main gives it a few tries). */
 static int check_disband(long late_ns)
 {
     fastrnn_barrier bar;
     disband_ctx c = {&bar, late_ns, {{0}}};
     struct timespec later = {0, 400000000};
     nanosleep(&later, NULL);   /* past any backoff started above */
-    if (fastrnn_run_team(2, disband_member, &c, &bar) != 2) { printf("team did not run\n"); return 1; }
+    if (fastrnn_run_team(2, disband_member, &c, &bar) != 2) { printf("team did not run\n"); return 2; }
+    int backing_off = fastrnn_backing_off();
     for (int p = 0; p < PHASES; p++) {
-        if (c.said[0][p] != c.said[1][p]) { printf("members told apart at phase %d\n", p); return 1; }
-        if (p >= LATE_PHASE && !c.said[0][p]) { printf("no disbanding at phase %d\n", p); return 1; }
-        if (p > 0 && c.said[0][p - 1] && !c.said[0][p]) { printf("the team came back\n"); return 1; }
+        if (c.said[0][p] != c.said[1][p]) { printf("members told apart at phase %d\n", p); return 2; }
+        if (p > 0 && c.said[0][p - 1] && !c.said[0][p]) { printf("the team came back\n"); return 2; }
     }
-    if (!fastrnn_backing_off()) { printf("no backoff after a late member\n"); return 1; }
+    for (int p = LATE_PHASE; p < PHASES; p++)
+        if (!c.said[0][p]) { printf("no disbanding at phase %d (%ld ns late)\n", p, late_ns); return 1; }
+    if (!backing_off) { printf("no backoff after a late member\n"); return 1; }
     return 0;
 }
+
+/* check(arg) == 0 in one of five tries; any 2 fails at once */
+static int within_tries(int (*check)(long), long arg)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int r = check(arg);
+        if (r != 1)
+            return r;
+    }
+    return 1;
+}
+static int check_backoff_once(long unused) { (void)unused; return check_backoff(); }
 int main(void)
 {
     int cells[64] = {0}, arr[1000] = {0};
@@ -104,8 +123,8 @@ int main(void)
         for (int k = 0; k < 50; k++) fastrnn_run_slices(1 + k % 4, 1000, slice, arr);
     }
     for (int i = 0; i < 1000; i++) if (arr[i] != 6 * 50) { printf("slices lost work\n"); return 1; }
-    if (check_backoff()) return 1;
-    if (check_disband(5000000) || check_disband(100000)) return 1;
+    if (within_tries(check_backoff_once, 0)) return 1;
+    if (within_tries(check_disband, 5000000) || within_tries(check_disband, 100000)) return 1;
     printf("%d early reads\n", c.bad);
     return c.bad != 0;
 }
