@@ -19,12 +19,16 @@
 
 /* ---------------------------------------------------------------- RNN */
 
-/* h = act(gates + rec), act = tanh or relu */
+/* h = act(gates + rec), act = tanh or relu. One loop per activation: with
+ * the choice inside, GCC computed both and blended (relu paid for a tanh). */
 static void FN(rnn_forward_row)(real *restrict gates, real *restrict h, const real *restrict rec, int H, int relu)
 {
-    for (int j = 0; j < H; j++) {
-        real v = gates[j] + rec[j];
-        h[j] = gates[j] = relu ? FN(relu)(v) : TANH(v);
+    if (relu) {
+        for (int j = 0; j < H; j++)
+            h[j] = gates[j] = FN(relu)(gates[j] + rec[j]);
+    } else {
+        for (int j = 0; j < H; j++)
+            h[j] = gates[j] = TANH(gates[j] + rec[j]);
     }
 }
 
