@@ -78,7 +78,15 @@ static inline int layer_ok(const fastrnn_layer *L, int gates)
 {
     return gates != 0 && L->T >= 1 && L->B >= 1 && L->I >= 1 && L->H >= 1 && L->P >= 0
            && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L)
-           && (L->lengths == NULL || L->order != NULL);
+           && (L->lengths == NULL || L->order != NULL)
+           && L->p_h >= 0 && L->p_h < 1 && L->p_c >= 0 && L->p_c < 1
+           && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM);
+}
+
+/* Whether a call applies zoneout to h or c (masks, or inference's expectation) */
+static inline int has_zoneout(const fastrnn_layer *L)
+{
+    return L->zone_h || L->zone_c || L->p_h > 0 || L->p_c > 0;
 }
 
 /* Whether the training cache has a third (T*B, H) block: LSTM's c_{t-1},

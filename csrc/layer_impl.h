@@ -72,6 +72,7 @@ typedef struct {
     real *c;      /* (B, H) LSTM cell state, else NULL */
     real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
     real *m;      /* (B, H) o * tanh(c) before the projection W_hr, else NULL */
+    real *zh, *zc;   /* (B, R), (B, H) zoneout: h and LSTM c entering the step, else NULL */
     real *w_hh_room, *w_hn_room, *w_hr_room;  /* the per-step operands' copies, when
                                                * operand_buffered, else NULL */
     real *w_ih_room;  /* W_ih packed, when projection_packed, else NULL */
@@ -102,6 +103,8 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
     S->c = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->rh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
     S->m = L->P ? FN(take)(base, &used, B * H) : NULL;
+    S->zh = has_zoneout(L) ? FN(take)(base, &used, B * R) : NULL;
+    S->zc = has_zoneout(L) && L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->w_hh_room = buffered ? FN(take)(base, &used, operand_size(R, gru_rb ? 2 * L->H : (int)GH))
                             : NULL;
     S->w_hn_room = buffered && gru_rb ? FN(take)(base, &used, operand_size(L->H, L->H)) : NULL;
@@ -126,6 +129,8 @@ typedef struct {
     real *drh;      /* (B, H) GRU reset before: dn W_hn, else NULL */
     real *dm;       /* (B, H) projection: gradient of m, else NULL */
     real *dhs;      /* (T*B, P) projection: dh of every step, else NULL */
+    real *zdh, *zdc;   /* (B, R), (B, H) zoneout: the direct gradients of h_{t-1} and
+                        * LSTM c_{t-1}, else NULL */
     real *w_hh_room, *w_hn_room, *w_hr_room;  /* operand copies, when operand_buffered */
     /* the per-step operands in their natural (K, N) layout: dh = dP W_hh */
     FN(operand) w_hh;  /* W_hh (G*H, R); GRU reset before: its r, z blocks (2H, H) */
@@ -149,6 +154,8 @@ static size_t FN(backward_layout)(FN(bwd_buffers) *S, real *base, const fastrnn_
     S->drh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
     S->dm = L->P ? FN(take)(base, &used, B * H) : NULL;
     S->dhs = L->P ? FN(take)(base, &used, rows * L->P) : NULL;
+    S->zdh = has_zoneout(L) ? FN(take)(base, &used, B * R) : NULL;
+    S->zdc = has_zoneout(L) && L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->w_hh_room = !buffered ? NULL
         : FN(take)(base, &used, gru_rb ? operand_size(2 * L->H, L->H)
                                        : operand_size((int)GH, R));
@@ -288,6 +295,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         real *gates = FN(proj_gates)(P, t, b, i, GH);
         real *hi = S->h + (size_t)i * R, *ri = S->rec + (size_t)i * GH;
         real *ci = S->c ? S->c + (size_t)i * H : NULL;
+        if (S->zh) {   /* zoneout blends the step's result with its input state */
+            memcpy(S->zh + (size_t)i * R, hi, (size_t)R * sizeof(real));
+            if (S->zc)
+                memcpy(S->zc + (size_t)i * H, ci, (size_t)H * sizeof(real));
+        }
         if (training) {
             for (int j = 0; j < R; j++)
                 S->hs[row * R + j] = hi[j];
@@ -355,6 +367,17 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         /* h[s0:e] = m[s0:e] @ W_hr.T  (the LSTM projection) */
         FN(operand_mul)(&S->w_hr, e - s0, S->m + (size_t)s0 * H, H, 0, S->h + (size_t)s0 * R, R);
     }
+    if (S->zh) {
+        /* zoneout: h = keep ? h_{t-1} : h_new (c likewise), or the expectation */
+        for (int i = s0; i < e; i++) {
+            size_t row = mem_row(L, t, slot_row(order, i));
+            FN(zoneout_row)(S->h + (size_t)i * R, S->zh + (size_t)i * R,
+                            L->zone_h ? L->zone_h + row * R : NULL, L->p_h, R);
+            if (S->zc)
+                FN(zoneout_row)(S->c + (size_t)i * H, S->zc + (size_t)i * H,
+                                L->zone_c ? L->zone_c + row * H : NULL, L->p_c, H);
+        }
+    }
 
     /* y[t, b] = h_t for active rows, zeros for the rest */
     for (int i = s0; i < s1; i++) {
@@ -408,12 +431,21 @@ static void FN(unit_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             if (cell == FASTRNN_GRU)
                 memcpy(S->extra + row * H + u0, ri + 2 * H, units);
         }
+        if (S->zc)   /* zoneout blends c_t with c_{t-1}; h_{t-1} stays in h */
+            memcpy(S->zc + (size_t)i * H + u0, ci, units);
         if (cell == FASTRNN_LSTM)
             FN(lstm_forward_row)(gates, hi, ci, ri, w, H);
         else if (cell == FASTRNN_GRU)
             FN(gru_forward_row)(gates, hi, ri, w, H);
         else
             FN(rnn_forward_row)(gates, hi, ri, w, cell == FASTRNN_RNN_RELU);
+        if (S->zh) {
+            FN(zoneout_row)(hi, h + (size_t)i * H + u0,
+                            L->zone_h ? L->zone_h + row * H + u0 : NULL, L->p_h, w);
+            if (S->zc)
+                FN(zoneout_row)(ci, S->zc + (size_t)i * H + u0,
+                                L->zone_c ? L->zone_c + row * H + u0 : NULL, L->p_c, w);
+        }
     }
     /* y[t, b] = h_t for active rows, zeros for the rest (and zero caches: the
      * weight GEMMs read inactive rows with zero gradients) */
@@ -630,6 +662,15 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
         if (i < n && dy)
             for (int j = 0; j < R; j++)
                 dhi[j] += dy[row * L->ldy + j];
+        if (i < n && S->zdh) {
+            /* backprop through zoneout: h_{t-1}'s direct share, set aside for
+             * after the recurrent product; the cell sees the new value's share */
+            FN(zoneout_backward_row)(dhi, S->zdh + (size_t)i * R,
+                                     L->zone_h ? L->zone_h + row * R : NULL, L->p_h, R);
+            if (S->zdc)
+                FN(zoneout_backward_row)(S->dc + (size_t)i * H, S->zdc + (size_t)i * H,
+                                         L->zone_c ? L->zone_c + row * H : NULL, L->p_c, H);
+        }
         if (i >= n) {
             for (int j = 0; j < GH; j++)
                 dP[row * GH + j] = (real)0;
@@ -706,6 +747,14 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
          * step t only through W_hh, so dh is overwritten */
         FN(operand_mul)(&S->w_hh, n, drec, GH, S->dm == NULL, dh, R);
     }
+    if (S->zdh) {
+        /* zoneout's direct terms: dh_{t-1} += keep * dh_t, dc_{t-1} += keep * dc_t */
+        for (size_t k = 0; k < (size_t)n * R; k++)
+            dh[k] += S->zdh[k];
+        if (S->zdc)
+            for (size_t k = 0; k < (size_t)n * H; k++)
+                S->dc[k] += S->zdc[k];
+    }
 
     if (cell != FASTRNN_GRU) {
         /* the input side equals the recurrent side: keep it in memory order */
@@ -737,6 +786,15 @@ static void FN(unit_backward_step)(FN(bwd_buffers) *S, const real *dy,
             if (dy)
                 for (int j = 0; j < w; j++)
                     dhi[j] += dy[row * L->ldy + u0 + j];
+            if (S->zdh) {   /* backprop through zoneout, as backward_step */
+                FN(zoneout_backward_row)(dhi, S->zdh + (size_t)i * H + u0,
+                                         L->zone_h ? L->zone_h + row * H + u0 : NULL, L->p_h, w);
+                if (S->zdc)
+                    FN(zoneout_backward_row)(S->dc + (size_t)i * H + u0,
+                                             S->zdc + (size_t)i * H + u0,
+                                             L->zone_c ? L->zone_c + row * H + u0 : NULL,
+                                             L->p_c, w);
+            }
             continue;
         }
         for (int g = 0; g < G; g++)
@@ -764,6 +822,15 @@ static void FN(unit_backward_step)(FN(bwd_buffers) *S, const real *dy,
     }
     fastrnn_barrier_wait(team);
     FN(operand_mul_cols)(&S->w_hh, n, drec, GH, 1, S->dh, H, u0, u1);
+    if (S->zdh) {
+        /* zoneout's direct terms, this member's units */
+        for (int i = 0; i < n; i++)
+            for (int j = u0; j < u1; j++) {
+                S->dh[(size_t)i * H + j] += S->zdh[(size_t)i * H + j];
+                if (S->zdc)
+                    S->dc[(size_t)i * H + j] += S->zdc[(size_t)i * H + j];
+            }
+    }
 }
 
 /* What the unit-split backward loop reads and writes (shared by its members) */

@@ -44,6 +44,9 @@ cdef extern from "fastrnn.h" nogil:
         fastrnn_act act[3]
         double clip
         int input_forget
+        const unsigned char *zone_h
+        const unsigned char *zone_c
+        double p_h, p_c
         int threads
 
     ctypedef struct fastrnn_params_f32:

@@ -72,7 +72,8 @@ class _CellBase(_StackWrapper, Saveable):
         # the binding runs PyTorch's cells only (not the general ones)
         layer = self._layer
         default = (not any(layer._cell_options) and not layer.proj_size and layer.num_layers == 1
-                   and layer.direction == "forward" and not layer.stateful)
+                   and layer.direction == "forward" and not layer.stateful
+                   and not layer.zoneout and not layer.cell_zoneout)
         self._fast_kind = _kernels.CELLS[layer._cell] if default else None
         # the fast path's workspaces: a call takes one (list.pop and append are
         # atomic), so concurrent calls from threads never share one; grown on demand
@@ -87,6 +88,7 @@ class _CellBase(_StackWrapper, Saveable):
     # -- parameters under PyTorch's cell names (the mode is _StackWrapper's)
 
     _stack = property(attrgetter("_layer"))
+    zoneout = _stack_property("zoneout", "Zoneout's probability on h (0: none).")
     weight_ih = _parameter("weight_ih", "(G*H, I)")
     weight_hh = _parameter("weight_hh", "(G*H, H)")
     bias_ih = _parameter("bias_ih", "(G*H,)")
@@ -338,6 +340,7 @@ class RNNCell(_HiddenStateCell):
 %(bias)s
 %(nonlinearity)s
 %(creation)s
+%(zoneout)s
 
 %(raises)s
 
@@ -355,9 +358,10 @@ class RNNCell(_HiddenStateCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", dtype: DTypeLike = np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity)
+                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity,
+                         zoneout=zoneout)
 
     nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu".')
 
@@ -375,6 +379,7 @@ class GRUCell(_HiddenStateCell):
 %(bias)s
 %(reset_after)s
 %(creation)s
+%(zoneout)s
 
 %(raises)s
 
@@ -391,9 +396,10 @@ class GRUCell(_HiddenStateCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  reset_after: bool = True, dtype: DTypeLike = np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend, reset_after=reset_after)
+                         dtype=dtype, seed=seed, backend=backend, reset_after=reset_after,
+                         zoneout=zoneout)
 
     reset_after = _stack_property("reset_after", "Whether the reset gate applies after "
                                                  "the recurrent product (PyTorch's form).")
@@ -410,6 +416,8 @@ class LSTMCell(_CellBase):
 %(sizes)s
 %(bias)s
 %(creation)s
+%(zoneout)s
+%(cell_zoneout)s
 
 %(raises)s
 
@@ -425,12 +433,14 @@ class LSTMCell(_CellBase):
     """
 
     _stack_type = LSTM
+    cell_zoneout = _stack_property("cell_zoneout", "Zoneout's probability on c (0: none).")
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
-                 backend: str = "c") -> None:
+                 backend: str = "c", zoneout: float = 0.0, cell_zoneout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend)
+                         dtype=dtype, seed=seed, backend=backend, zoneout=zoneout,
+                         cell_zoneout=cell_zoneout)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

@@ -54,7 +54,7 @@ from fastrnn._validation import (ARRAY_OVERHEAD, DIRECTION_KEYS, INT_MAX, Activa
                                  _check_bias, _check_choice, _check_clip, _check_dropout,
                                  _check_flag, _check_lstm_options, _check_memory,
                                  _check_nonlinearity, _check_positive_int, _check_proj_size,
-                                 _check_seed, _direction, _dtype, _layer_activations, _lengths,
+                                 _check_rate, _check_seed, _direction, _dtype, _layer_activations, _lengths,
                                  _numbers, _pair, _state_array)
 from fastrnn.kinds import NUM_GATES
 
@@ -92,6 +92,20 @@ _DOCS = {
     bidirectional : bool, default False
         Also run each layer right to left (D = 2); the same as
         ``direction="bidirectional"``.""",
+    "zoneout": """\
+    zoneout : float in [0, 1), default 0.0
+        Zoneout on h (Krueger et al. 2016, as haste has it): in training each
+        unit of h keeps its previous value with probability ``zoneout``, per
+        unit, step and batch row (h_t = m * h_{t-1} + (1 - m) * h_new, m ~
+        Bernoulli(zoneout)), the masks drawn from the layer's seeded
+        generator; in inference, the expectation h_t = zoneout * h_{t-1} +
+        (1 - zoneout) * h_new. Every layer and direction.""",
+    "cell_zoneout": """\
+    cell_zoneout : float in [0, 1), default 0.0
+        Zoneout on the cell state c, with its own probability (the paper's
+        LSTMs zone out c and h at different rates, e.g. 0.5 and 0.05): c_t =
+        m_c * c_{t-1} + (1 - m_c) * c_new, the expectation in inference. The
+        new h is computed from the new c before c's zoneout.""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -295,13 +309,17 @@ class _RNNBase(_ParameterAttributes, Saveable):
     # odd while load_state_dict copies (under the lock), +2 per load: the cells'
     # lock-free fast path checks it did not overlap a load (cells._infer)
     _param_version = 0
+    # zoneout's probabilities (class defaults: layers pickled before they existed)
+    zoneout = 0.0
+    cell_zoneout = 0.0
 
     def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
                  dtype: DTypeLike, seed: Optional[int], backend: str,
                  direction: Optional[str], stateful: bool, activations: Activations,
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
-                 input_forget: bool = False) -> None:
+                 input_forget: bool = False, zoneout: float = 0.0,
+                 cell_zoneout: float = 0.0) -> None:
         G = NUM_GATES[cell]
         self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
                                               "the kernels' sizes are 32-bit C ints")
@@ -312,6 +330,10 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
         self.dropout = _check_dropout(dropout)
+        self.zoneout = _check_rate("zoneout", zoneout)
+        self.cell_zoneout = _check_rate("cell_zoneout", cell_zoneout)
+        if self.cell_zoneout and cell != "lstm":
+            raise ValueError(f"cell_zoneout: the cell state is LSTM's, got cell {cell!r}")
         self.bias = _check_bias(bias)
         self._cell = cell
         self.batch_first = bool(batch_first)
@@ -498,6 +520,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
                     extra += f", {name}={getattr(self, name)!r}"
         if self.stateful:
             extra += ", stateful=True"
+        for name in ("zoneout", "cell_zoneout"):
+            if getattr(self, name):
+                extra += f", {name}={getattr(self, name)!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
@@ -743,7 +768,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
                     self._weights(layer, suffix, self._params), lengths, y, d * R,
-                    self.batch_first, reverse, training, self._cell_options[d])
+                    self.batch_first, reverse, training, self._cell_options[d],
+                    self._zoneout(x.shape[:2], training))
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -765,6 +791,21 @@ class _RNNBase(_ParameterAttributes, Saveable):
             h_n = h_n[:, 0]
             c_n = None if c_n is None else c_n[:, 0]
         return output, h_n, c_n
+
+    def _zoneout(self, rows: Tuple[int, int], training: bool) -> Optional[tuple]:
+        """The zoneout of one layer-direction call, as the backends take it: None,
+        or (mask_h, mask_c, p_h, p_c), the masks (rows + (R,)) and (rows + (H,))
+        uint8, 1 where a unit keeps its previous value, drawn in training from
+        the layer's generator; None in inference (the expectation)."""
+        p_h, p_c = self.zoneout, self.cell_zoneout
+        if not (p_h or p_c):
+            return None
+        if not training:
+            return None, None, p_h, p_c
+        mask_h = (self._rng.random(rows + (self._width,)) < p_h).view(np.uint8) if p_h else None
+        mask_c = (self._rng.random(rows + (self.hidden_size,)) < p_c).view(np.uint8) \
+            if p_c else None
+        return mask_h, mask_c, p_h, p_c
 
     # -- backward
 
@@ -957,6 +998,7 @@ class RNN(_HiddenStateStack):
 %(layout)s
 %(creation)s
 %(onnx)s
+%(zoneout)s
 
 %(raises)s
 
@@ -977,13 +1019,14 @@ class RNN(_HiddenStateStack):
                  dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
-                 activations: Activations = None, clip: Optional[float] = None) -> None:
+                 activations: Activations = None, clip: Optional[float] = None,
+                 zoneout: float = 0.0) -> None:
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(f"rnn_{nonlinearity}", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
-                         activations=activations, clip=clip)
+                         activations=activations, clip=clip, zoneout=zoneout)
 
 
 @_doc
@@ -1003,6 +1046,7 @@ class GRU(_HiddenStateStack):
 %(reset_after)s
 %(creation)s
 %(onnx)s
+%(zoneout)s
 
 %(raises)s
 
@@ -1020,13 +1064,15 @@ class GRU(_HiddenStateStack):
                  bidirectional: bool = False, reset_after: bool = True,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
-                 activations: Activations = None, clip: Optional[float] = None) -> None:
+                 activations: Activations = None, clip: Optional[float] = None,
+                 zoneout: float = 0.0) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size=input_size,
                          hidden_size=hidden_size, num_layers=num_layers, bias=bias,
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
-                         stateful=stateful, activations=activations, clip=clip)
+                         stateful=stateful, activations=activations, clip=clip,
+                         zoneout=zoneout)
 
 
 @_doc
@@ -1046,6 +1092,8 @@ class LSTM(_RNNBase):
 %(creation)s
 %(onnx)s
 %(lstm_onnx)s
+%(zoneout)s
+%(cell_zoneout)s
 
 %(raises)s
 
@@ -1064,13 +1112,15 @@ class LSTM(_RNNBase):
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
-                 peepholes: bool = False, input_forget: bool = False) -> None:
+                 peepholes: bool = False, input_forget: bool = False, zoneout: float = 0.0,
+                 cell_zoneout: float = 0.0) -> None:
         super().__init__("lstm", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
                          activations=activations, clip=clip, proj_size=proj_size,
-                         peepholes=peepholes, input_forget=input_forget)
+                         peepholes=peepholes, input_forget=input_forget, zoneout=zoneout,
+                         cell_zoneout=cell_zoneout)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

@@ -36,6 +36,12 @@ indexed whatever the direction (row t belongs to x[t] and y[t]):
 
 plus "cell", "reverse", "lengths" (B,), "x" and the four parameters. Values at
 inactive steps are whatever the cell computed there and are never used.
+
+Zoneout (Krueger et al. 2016), zoneout = (mask_h, mask_c, p_h, p_c): after each
+active step a unit of h (of c, LSTM) keeps its previous value where its mask
+(T, B, R) (c: (T, B, H)) is nonzero; without a mask, p > 0 gives inference's
+expectation p * previous + (1 - p) * new. The LSTM's new h comes from the new c
+before c's zoneout.
 """
 from __future__ import annotations
 
@@ -441,21 +447,24 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
 def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                   b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array] = None,
                   reverse: bool = False, w_hr: Optional[Array] = None,
-                  opts: Optional[Options] = None, peep: Optional[Array] = None
+                  opts: Optional[Options] = None, peep: Optional[Array] = None,
+                  zoneout: Optional[tuple] = None
                   ) -> tuple[Array, Array, Optional[Array], Cache]:
     """One layer, one direction, time-major.
 
     x (T, B, I); h0 (B, R), c0 (B, H), c0 None unless cell == "lstm", with
     R = P for an LSTM projection w_hr (P, H), else H; lengths None or ints
     (B,) with 0 <= lengths[b] <= T; opts (and LSTM peepholes peep (3H)) select
-    the general cells. Returns y (T, B, R), h_n (B, R), c_n (B, H) or None, and
-    the cache for layer_backward."""
+    the general cells; zoneout as the module says. Returns y (T, B, R), h_n
+    (B, R), c_n (B, H) or None, and the cache for layer_backward."""
     T, B, _ = x.shape
     H, R = w_ih.shape[0] // NUM_GATES[cell], w_hh.shape[1]
     dtype = np.result_type(x, h0, w_ih, w_hh)
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    mask_h, mask_c, p_h, p_c = (None, None, 0.0, 0.0) if zoneout is None else zoneout
     cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
-                    "w_hr": w_hr, "opts": opts, "peep": peep, **_params(w_ih, w_hh, b_ih, b_hh)}
+                    "w_hr": w_hr, "opts": opts, "peep": peep, "zoneout": zoneout,
+                    **_params(w_ih, w_hh, b_ih, b_hh)}
     saved = SAVED[cell] + (("m",) if w_hr is not None else ())
     widths = {"gates": NUM_GATES[cell] * H, "h_prev": R}
     for k in saved:
@@ -471,6 +480,9 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
                                                   opts, peep, w_hr)
         for k in saved:
             cache[k][t] = step[k]
+        # zoneout: a unit keeps its previous value where masked (the expectation without masks)
+        h_t = _zoneout(h_t, h, None if mask_h is None else mask_h[t], p_h)
+        c_t = None if c is None else _zoneout(c_t, c, None if mask_c is None else mask_c[t], p_c)
         y[t] = np.where(active, h_t, 0)
         # inactive rows keep their state
         h = np.where(active, h_t, h)
@@ -497,6 +509,8 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
         dc = np.zeros(cache["c_prev"].shape[1:], x.dtype) if dc_n is None else dc_n
     saved = SAVED[cell] + (("m",) if cache["w_hr"] is not None else ())
     steps = range(T - 1, -1, -1) if cache["reverse"] else range(T)
+    zoneout = cache["zoneout"]
+    mask_h, mask_c, p_h, p_c = (None, None, 0.0, 0.0) if zoneout is None else zoneout
     for t in reversed(steps):
         active = (t < lengths)[:, None]            # (B, 1)
         step = {"x": x[t], "w_hr": cache["w_hr"], "opts": cache["opts"], "peep": cache["peep"],
@@ -507,15 +521,34 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
         # an active step's output is both y[t] and the carried state
         dh_t = np.where(active, dh + (0 if dy is None else dy[t]), 0)
         dc_t = None if dc is None else np.where(active, dc, 0)
+        # backprop through zoneout: h = keep*h_prev + (1-keep)*h_new (c likewise)
+        dh_t, dh_kept = _zoneout_backward(dh_t, None if mask_h is None else mask_h[t], p_h)
+        if dc is not None:
+            dc_t, dc_kept = _zoneout_backward(dc_t, None if mask_c is None else mask_c[t], p_c)
         if cache["opts"] is None:
             dx[t], dh_prev, dc_prev, step_grads = cell_backward(cell, dh_t, dc_t, step)
         else:
             step.setdefault("c_prev", None)
             dx[t], dh_prev, dc_prev, step_grads = general_cell_backward(cell, dh_t, dc_t, step)
         # an inactive step passed the state through, and so passes its gradient back
-        dh = dh_prev + np.where(active, 0, dh)
-        dc = None if dc is None else dc_prev + np.where(active, 0, dc)
+        dh = dh_prev + dh_kept + np.where(active, 0, dh)
+        dc = None if dc is None else dc_prev + dc_kept + np.where(active, 0, dc)
         for k, g in grads.items():
             if g is not None:
                 g += step_grads[k]
     return dx, dh, dc, grads
+
+
+def _zoneout(new: Array, prev: Array, keep: Optional[Array], p: float) -> Array:
+    """Zoneout of one step: prev where keep (B, n) is nonzero, else new; without a
+    mask, the expectation p * prev + (1 - p) * new (p = 0: new)."""
+    if keep is not None:
+        return np.where(keep != 0, prev, new)
+    return new if p == 0 else p * prev + (1 - p) * new
+
+
+def _zoneout_backward(d: Array, keep: Optional[Array], p: float) -> tuple[Array, Array]:
+    """Backward of _zoneout: (the gradient of new, the gradient of prev)."""
+    if keep is not None:
+        return np.where(keep != 0, 0, d).astype(d.dtype), np.where(keep != 0, d, 0).astype(d.dtype)
+    return (1 - p) * d, p * d
