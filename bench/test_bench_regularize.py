@@ -5,7 +5,8 @@
 
 Zoneout in inference is the expectation h_t = p * h_{t-1} + (1 - p) * h_new (and
 c's for LSTM): one blend of B*H values per step on top of the plain layer, inside
-the C time loop. One pytest-benchmark group per (cell, option), holding fastrnn
+the C time loop. Keras' dropout (input_dropout, recurrent_dropout) is training
+only: its inference is the plain layer, and the group shows it costs nothing. One pytest-benchmark group per (cell, option), holding fastrnn
 "c" plain, fastrnn "c" with the option, and the same option in PyTorch (its own
 cell stepped in Python with the blend: torch.nn.LSTM's fused kernel has no
 zoneout). Every run checks that fastrnn's output equals the torch implementation's.
@@ -22,7 +23,8 @@ from fastrnn.bench.summary import Layout
 
 T, B, I, H = 100, 32, 128, 128
 LAYERS = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn_tanh": fastrnn.RNN}
-OPTIONS = {"zoneout": {"zoneout": 0.1}, "zoneout_c": {"zoneout": 0.1, "cell_zoneout": 0.5}}
+OPTIONS = {"zoneout": {"zoneout": 0.1}, "zoneout_c": {"zoneout": 0.1, "cell_zoneout": 0.5},
+           "dropout": {"input_dropout": 0.2, "recurrent_dropout": 0.2}}
 CASES = [(cell, opt) for cell in LAYERS for opt in OPTIONS if opt != "zoneout_c" or cell == "lstm"]
 IMPLS = ("plain", "fastrnn", "torch")
 # option/plain: what the option costs fastrnn (1.0: nothing); torch/option > 1:
@@ -44,7 +46,7 @@ def _torch_step(cell: str, option: str, layer):
     """A torch implementation of the option's inference: the expectation blend per step."""
     torch = pytest.importorskip("torch")
     w = {k[:-3]: torch.from_numpy(v) for k, v in layer.state_dict().items()}
-    p_h = OPTIONS[option]["zoneout"]
+    p_h = OPTIONS[option].get("zoneout", 0.0)
     p_c = OPTIONS[option].get("cell_zoneout", 0.0)
     args = (w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"])
 
@@ -61,7 +63,7 @@ def _torch_step(cell: str, option: str, layer):
                     h_new = torch.gru_cell(x[t], h, *args)
                 else:
                     h_new = torch.rnn_tanh_cell(x[t], h, *args)
-                h = torch.lerp(h_new, h, p_h)            # p * h + (1 - p) * h_new
+                h = torch.lerp(h_new, h, p_h) if p_h else h_new   # p*h + (1-p)*h_new
                 out[t] = h
             return out.numpy()
     return run

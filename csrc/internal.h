@@ -80,7 +80,8 @@ static inline int layer_ok(const fastrnn_layer *L, int gates)
            && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L)
            && (L->lengths == NULL || L->order != NULL)
            && L->p_h >= 0 && L->p_h < 1 && L->p_c >= 0 && L->p_c < 1
-           && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM);
+           && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM)
+           && (!L->drop_h || L->cell != FASTRNN_GRU_RESET_BEFORE);
 }
 
 /* Whether a call applies zoneout to h or c (masks, or inference's expectation) */
@@ -180,7 +181,7 @@ static inline int gemm_threads(const fastrnn_layer *L)
 static inline int unit_split_applies(const fastrnn_layer *L)
 {
     double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
-    return !L->general && !L->P && L->H % FASTRNN_UNIT_BLOCK == 0
+    return !L->general && !L->P && !L->drop_h && L->H % FASTRNN_UNIT_BLOCK == 0
            && L->H >= 2 * FASTRNN_UNIT_BLOCK && L->cell != FASTRNN_GRU_RESET_BEFORE
            && macs >= FASTRNN_SPLIT_GEMM_MACS;
 }

@@ -47,6 +47,9 @@ cdef extern from "fastrnn.h" nogil:
         const unsigned char *zone_h
         const unsigned char *zone_c
         double p_h, p_c
+        const unsigned char *drop_x
+        const unsigned char *drop_h
+        double scale_x, scale_h
         int threads
 
     ctypedef struct fastrnn_params_f32:

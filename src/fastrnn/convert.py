@@ -307,7 +307,8 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
                activation: str = "tanh", recurrent_activation: str = "sigmoid",
                go_backwards: bool = False, bidirectional: bool = False,
                merge_mode: str = "concat", batch_first: bool = True,
-               dtype=np.float32, backend: str = "c"):
+               dtype=np.float32, backend: str = "c", dropout: float = 0.0,
+               recurrent_dropout: float = 0.0):
     """A single-layer fastrnn layer from the arrays of a Keras layer's get_weights().
 
     kind: "SimpleRNN" (or "RNN"), "LSTM" or "GRU" (any case). weights:
@@ -317,7 +318,9 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
     than "concat" returns a fastrnn.Bidirectional with that merge mode. The
     other keyword arguments are the Keras layer's: reset_after (GRU; True is
     Keras' default, lossless with its (2, 3H) bias), activation ("tanh", or
-    "relu" for SimpleRNN), recurrent_activation ("sigmoid"), go_backwards.
+    "relu" for SimpleRNN), recurrent_activation ("sigmoid"), go_backwards,
+    dropout and recurrent_dropout (the layer's ``input_dropout`` and
+    ``recurrent_dropout``: the same per-gate variational dropout).
 
     batch_first defaults to True because Keras inputs are (B, T, I).
 
@@ -357,6 +360,11 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
     dtype : float32 or float64, default float32
     backend : {"c", "numpy"}, default "c"
         As the layers'.
+    dropout : float in [0, 1), default 0.0
+        Keras' ``dropout`` (its ``get_config()["dropout"]``): the layer's
+        ``input_dropout``.
+    recurrent_dropout : float in [0, 1), default 0.0
+        Keras' ``recurrent_dropout``: the layer's ``recurrent_dropout``.
 
     Returns
     -------
@@ -410,7 +418,8 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
 
     direction = "bidirectional" if bidirectional else ("reverse" if go_backwards else "forward")
     kwargs: Dict[str, Any] = dict(bias=bias, batch_first=batch_first, direction=direction,
-                                  dtype=dtype, backend=backend)
+                                  dtype=dtype, backend=backend, input_dropout=dropout,
+                                  recurrent_dropout=recurrent_dropout)
     if kind == "rnn":
         layer = RNN(I, H, nonlinearity=nonlinearity, **kwargs)
     elif kind == "lstm":

@@ -106,6 +106,19 @@ _DOCS = {
         LSTMs zone out c and h at different rates, e.g. 0.5 and 0.05): c_t =
         m_c * c_{t-1} + (1 - m_c) * c_new, the expectation in inference. The
         new h is computed from the new c before c's zoneout.""",
+    "dropouts": """\
+    input_dropout : float in [0, 1), default 0.0
+        Keras' ``dropout`` (variational dropout, Gal & Ghahramani 2016): in
+        training each layer's input is dropped with this rate, one mask per
+        sequence (the same at every step) and per gate block, as Keras' LSTM,
+        GRU and SimpleRNN do: gate block g's input product is (x * m_g) W_ih_g^T;
+        inverted (kept units are scaled by 1 / (1 - p)); drawn from the layer's
+        seeded generator. Inference is the plain layer.
+    recurrent_dropout : float in [0, 1), default 0.0
+        Keras' ``recurrent_dropout``: the same on h_{t-1} in the recurrent
+        product of each gate block, (h_{t-1} * m_g) W_hh_g^T, one mask per
+        sequence and gate block; h_{t-1} itself (in GRU's z * h_{t-1}, say) is
+        not dropped. Not for the GRU with ``reset_after=False``.""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -312,6 +325,12 @@ class _RNNBase(_ParameterAttributes, Saveable):
     # zoneout's probabilities (class defaults: layers pickled before they existed)
     zoneout = 0.0
     cell_zoneout = 0.0
+    input_dropout = 0.0
+    recurrent_dropout = 0.0
+    # a cell's layer keeps its dropout masks from call to call (one step each)
+    # until the cell's reset_dropout_mask(), as Keras' cells do: per thread
+    _keeps_dropout = False
+    _kept_dropout = _per_thread("kept_dropout")
 
     def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
@@ -319,7 +338,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
                  direction: Optional[str], stateful: bool, activations: Activations,
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
                  input_forget: bool = False, zoneout: float = 0.0,
-                 cell_zoneout: float = 0.0) -> None:
+                 cell_zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         G = NUM_GATES[cell]
         self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
                                               "the kernels' sizes are 32-bit C ints")
@@ -334,6 +354,11 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self.cell_zoneout = _check_rate("cell_zoneout", cell_zoneout)
         if self.cell_zoneout and cell != "lstm":
             raise ValueError(f"cell_zoneout: the cell state is LSTM's, got cell {cell!r}")
+        self.input_dropout = _check_rate("input_dropout", input_dropout)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+        if self.recurrent_dropout and cell == "gru_reset_before":
+            raise ValueError("recurrent_dropout: not implemented for the GRU with "
+                             "reset_after=False")
         self.bias = _check_bias(bias)
         self._cell = cell
         self.batch_first = bool(batch_first)
@@ -520,7 +545,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
                     extra += f", {name}={getattr(self, name)!r}"
         if self.stateful:
             extra += ", stateful=True"
-        for name in ("zoneout", "cell_zoneout"):
+        for name in ("zoneout", "cell_zoneout", "input_dropout", "recurrent_dropout"):
             if getattr(self, name):
                 extra += f", {name}={getattr(self, name)!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
@@ -769,7 +794,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
                     self._weights(layer, suffix, self._params), lengths, y, d * R,
                     self.batch_first, reverse, training, self._cell_options[d],
-                    self._zoneout(x.shape[:2], training))
+                    self._zoneout(x.shape[:2], training),
+                    self._dropout_masks(B, layer_in.shape[2], training))
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -806,6 +832,24 @@ class _RNNBase(_ParameterAttributes, Saveable):
         mask_c = (self._rng.random(rows + (self.hidden_size,)) < p_c).view(np.uint8) \
             if p_c else None
         return mask_h, mask_c, p_h, p_c
+
+    def _dropout_masks(self, B: int, I: int, training: bool) -> Optional[tuple]:
+        """Keras' dropout of one layer-direction call, as the backends take it: None,
+        or in training (mask_x, mask_h, p_x, p_h), the keep-masks (G, B, I) and
+        (G, B, R) uint8 (1: kept), one per sequence and gate block, drawn from the
+        layer's generator."""
+        p_x, p_h = self.input_dropout, self.recurrent_dropout
+        if not training or not (p_x or p_h):
+            return None
+        kept = self._kept_dropout
+        if kept is not None and kept[0] == (B, I):
+            return kept[1]       # a cell's masks, kept until reset_dropout_mask()
+        G = NUM_GATES[self._cell]
+        mask_x = (self._rng.random((G, B, I)) >= p_x).view(np.uint8) if p_x else None
+        mask_h = (self._rng.random((G, B, self._width)) >= p_h).view(np.uint8) if p_h else None
+        if self._keeps_dropout:
+            self._kept_dropout = ((B, I), (mask_x, mask_h, p_x, p_h))
+        return mask_x, mask_h, p_x, p_h
 
     # -- backward
 
@@ -999,6 +1043,7 @@ class RNN(_HiddenStateStack):
 %(creation)s
 %(onnx)s
 %(zoneout)s
+%(dropouts)s
 
 %(raises)s
 
@@ -1020,13 +1065,15 @@ class RNN(_HiddenStateStack):
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
-                 zoneout: float = 0.0) -> None:
+                 zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(f"rnn_{nonlinearity}", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
-                         activations=activations, clip=clip, zoneout=zoneout)
+                         activations=activations, clip=clip, zoneout=zoneout,
+                         input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
 
 
 @_doc
@@ -1047,6 +1094,7 @@ class GRU(_HiddenStateStack):
 %(creation)s
 %(onnx)s
 %(zoneout)s
+%(dropouts)s
 
 %(raises)s
 
@@ -1065,14 +1113,16 @@ class GRU(_HiddenStateStack):
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
-                 zoneout: float = 0.0) -> None:
+                 zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size=input_size,
                          hidden_size=hidden_size, num_layers=num_layers, bias=bias,
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
                          stateful=stateful, activations=activations, clip=clip,
-                         zoneout=zoneout)
+                         zoneout=zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout)
 
 
 @_doc
@@ -1094,6 +1144,7 @@ class LSTM(_RNNBase):
 %(lstm_onnx)s
 %(zoneout)s
 %(cell_zoneout)s
+%(dropouts)s
 
 %(raises)s
 
@@ -1113,14 +1164,16 @@ class LSTM(_RNNBase):
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
                  peepholes: bool = False, input_forget: bool = False, zoneout: float = 0.0,
-                 cell_zoneout: float = 0.0) -> None:
+                 cell_zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         super().__init__("lstm", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
                          activations=activations, clip=clip, proj_size=proj_size,
                          peepholes=peepholes, input_forget=input_forget, zoneout=zoneout,
-                         cell_zoneout=cell_zoneout)
+                         cell_zoneout=cell_zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
