@@ -5,8 +5,9 @@
 
 Zoneout in inference is the expectation h_t = p * h_{t-1} + (1 - p) * h_new (and
 c's for LSTM): one blend of B*H values per step on top of the plain layer, inside
-the C time loop. Keras' dropout (input_dropout, recurrent_dropout) is training
-only: its inference is the plain layer, and the group shows it costs nothing. One pytest-benchmark group per (cell, option), holding fastrnn
+the C time loop. Keras' dropout (input_dropout, recurrent_dropout) and
+DropConnect (weight_dropout) are training only: their inference is the plain
+layer, and their groups show it costs nothing. One pytest-benchmark group per (cell, option), holding fastrnn
 "c" plain, fastrnn "c" with the option, and the same option in PyTorch (its own
 cell stepped in Python with the blend: torch.nn.LSTM's fused kernel has no
 zoneout). Every run checks that fastrnn's output equals the torch implementation's.
@@ -24,7 +25,8 @@ from fastrnn.bench.summary import Layout
 T, B, I, H = 100, 32, 128, 128
 LAYERS = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn_tanh": fastrnn.RNN}
 OPTIONS = {"zoneout": {"zoneout": 0.1}, "zoneout_c": {"zoneout": 0.1, "cell_zoneout": 0.5},
-           "dropout": {"input_dropout": 0.2, "recurrent_dropout": 0.2}}
+           "dropout": {"input_dropout": 0.2, "recurrent_dropout": 0.2},
+           "weight_dropout": {"weight_dropout": 0.3}}
 CASES = [(cell, opt) for cell in LAYERS for opt in OPTIONS if opt != "zoneout_c" or cell == "lstm"]
 IMPLS = ("plain", "fastrnn", "torch")
 # option/plain: what the option costs fastrnn (1.0: nothing); torch/option > 1:

@@ -119,6 +119,14 @@ _DOCS = {
         product of each gate block, (h_{t-1} * m_g) W_hh_g^T, one mask per
         sequence and gate block; h_{t-1} itself (in GRU's z * h_{t-1}, say) is
         not dropped. Not for the GRU with ``reset_after=False``.""",
+    "weight_dropout": """\
+    weight_dropout : float in [0, 1), default 0.0
+        DropConnect on the recurrent weights (Wan et al. 2013; AWD-LSTM's
+        weight-dropped LSTM, Merity et al. 2017): in training each entry of
+        every ``weight_hh`` is dropped with this rate, one mask per forward
+        call (and layer and direction), the same at every step, inverted
+        (kept entries scaled by 1 / (1 - p)); the gradient reaches the kept
+        entries only. Inference uses the weights as they are.""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -327,6 +335,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
     cell_zoneout = 0.0
     input_dropout = 0.0
     recurrent_dropout = 0.0
+    weight_dropout = 0.0
     # a cell's layer keeps its dropout masks from call to call (one step each)
     # until the cell's reset_dropout_mask(), as Keras' cells do: per thread
     _keeps_dropout = False
@@ -339,7 +348,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
                  input_forget: bool = False, zoneout: float = 0.0,
                  cell_zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         G = NUM_GATES[cell]
         self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
                                               "the kernels' sizes are 32-bit C ints")
@@ -359,6 +368,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
         if self.recurrent_dropout and cell == "gru_reset_before":
             raise ValueError("recurrent_dropout: not implemented for the GRU with "
                              "reset_after=False")
+        self.weight_dropout = _check_rate("weight_dropout", weight_dropout)
         self.bias = _check_bias(bias)
         self._cell = cell
         self.batch_first = bool(batch_first)
@@ -545,7 +555,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
                     extra += f", {name}={getattr(self, name)!r}"
         if self.stateful:
             extra += ", stateful=True"
-        for name in ("zoneout", "cell_zoneout", "input_dropout", "recurrent_dropout"):
+        for name in ("zoneout", "cell_zoneout", "input_dropout", "recurrent_dropout",
+                     "weight_dropout"):
             if getattr(self, name):
                 extra += f", {name}={getattr(self, name)!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
@@ -787,12 +798,18 @@ class _RNNBase(_ParameterAttributes, Saveable):
             layer_in = x.copy()   # backward must see this forward's x, whatever the caller does
         for layer in range(self.num_layers):
             y = np.empty(x.shape[:2] + (D * R,), self.dtype)
-            dirs = []
+            dirs, dropped = [], []
             for d, (suffix, reverse) in enumerate(self._directions()):
                 k = layer * D + d
+                weights = self._weights(layer, suffix, self._params)
+                keep = self._weight_mask(weights[1]) if training else None
+                if keep is not None:
+                    # DropConnect: this call's W_hh, masked (the kernels read it)
+                    weights = (weights[0], weights[1] * keep) + weights[2:]
+                dropped.append(keep)
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
-                    self._weights(layer, suffix, self._params), lengths, y, d * R,
+                    weights, lengths, y, d * R,
                     self.batch_first, reverse, training, self._cell_options[d],
                     self._zoneout(x.shape[:2], training),
                     self._dropout_masks(B, layer_in.shape[2], training))
@@ -806,7 +823,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 keep = 1.0 - self.dropout
                 mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
                 y *= mask
-            saved["layers"].append((dirs, mask, layer_in.shape))
+            saved["layers"].append((dirs, mask, layer_in.shape, dropped))
             layer_in = y
         output = layer_in
         self._saved = saved if training else None
@@ -850,6 +867,16 @@ class _RNNBase(_ParameterAttributes, Saveable):
         if self._keeps_dropout:
             self._kept_dropout = ((B, I), (mask_x, mask_h, p_x, p_h))
         return mask_x, mask_h, p_x, p_h
+
+    def _weight_mask(self, w_hh: np.ndarray) -> Optional[np.ndarray]:
+        """DropConnect's mask of one layer-direction's W_hh for one training call:
+        0 or 1 / (1 - p) per entry in the layer's dtype, drawn from the layer's
+        generator; None without weight_dropout."""
+        p = self.weight_dropout
+        if not p:
+            return None
+        keep = self._rng.random(w_hh.shape) >= p
+        return keep.astype(self.dtype) * self.dtype.type(1 / (1 - p))
 
     # -- backward
 
@@ -901,14 +928,20 @@ class _RNNBase(_ParameterAttributes, Saveable):
         dh0 = np.zeros((L * D, B, R), self.dtype)
         dc0 = np.zeros((L * D, B, H), self.dtype) if self._cell == "lstm" else None
         for layer in reversed(range(L)):
-            dirs, _, in_shape = saved["layers"][layer]
+            dirs, _, in_shape, dropped = saved["layers"][layer]
             dx = np.empty(in_shape, self.dtype)
             for d, (suffix, _) in enumerate(self._directions()):
                 k = layer * D + d
+                grads = self._weights(layer, suffix, self.grads)
+                keep = dropped[d]
+                if keep is not None:   # the gradient of the masked W_hh, apart
+                    grads = (grads[0], np.zeros_like(grads[1])) + grads[2:]
                 g0, gc0 = self._backend.backward(
                     dirs[d], dy, d * R, None if dh_n is None else dh_n[k],
-                    None if dc_n is None else dc_n[k], dx, d > 0,
-                    self._weights(layer, suffix, self.grads))
+                    None if dc_n is None else dc_n[k], dx, d > 0, grads)
+                if keep is not None:
+                    # backprop through W_hh * keep: the kept entries, scaled
+                    self.grads[f"weight_hh_l{layer}{suffix}"] += grads[1] * keep
                 dh0[k] = g0
                 if dc0 is not None:
                     dc0[k] = gc0
@@ -1044,6 +1077,7 @@ class RNN(_HiddenStateStack):
 %(onnx)s
 %(zoneout)s
 %(dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -1066,14 +1100,15 @@ class RNN(_HiddenStateStack):
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
                  zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(f"rnn_{nonlinearity}", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
                          activations=activations, clip=clip, zoneout=zoneout,
-                         input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
+                         input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                         weight_dropout=weight_dropout)
 
 
 @_doc
@@ -1095,6 +1130,7 @@ class GRU(_HiddenStateStack):
 %(onnx)s
 %(zoneout)s
 %(dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -1114,7 +1150,7 @@ class GRU(_HiddenStateStack):
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
                  zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size=input_size,
                          hidden_size=hidden_size, num_layers=num_layers, bias=bias,
@@ -1122,7 +1158,7 @@ class GRU(_HiddenStateStack):
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
                          stateful=stateful, activations=activations, clip=clip,
                          zoneout=zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
 
 
 @_doc
@@ -1145,6 +1181,7 @@ class LSTM(_RNNBase):
 %(zoneout)s
 %(cell_zoneout)s
 %(dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -1165,7 +1202,7 @@ class LSTM(_RNNBase):
                  activations: Activations = None, clip: Optional[float] = None,
                  peepholes: bool = False, input_forget: bool = False, zoneout: float = 0.0,
                  cell_zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         super().__init__("lstm", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
@@ -1173,7 +1210,7 @@ class LSTM(_RNNBase):
                          activations=activations, clip=clip, proj_size=proj_size,
                          peepholes=peepholes, input_forget=input_forget, zoneout=zoneout,
                          cell_zoneout=cell_zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,
