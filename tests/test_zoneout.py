@@ -292,3 +292,13 @@ def test_unit_split_loop(cell_kind, B_, H_, make_layer, make_inputs, run_layer,
         results[backend] = run_layer(layer, lengths=[3, 1, 2, 3][:B_], **inputs)
         results[backend]["output[eval]"] = _forward(layer, inputs, training=False)
     assert_tensors_close(results["c"], results["numpy"], np.float64, context="unit split")
+
+
+def test_exports_refuse_zoneout():
+    """Keras and ONNX run the plain cell: a zoneout layer's inference would change."""
+    from fastrnn.convert import to_keras, to_onnx
+    layer = fastrnn.LSTM(2, 3, cell_zoneout=0.3)
+    for convert in (to_keras, to_onnx):
+        with pytest.raises(ValueError, match="cell_zoneout: to_"):
+            convert(layer)
+    to_keras(fastrnn.GRU(2, 3, input_dropout=0.2, recurrent_dropout=0.2, weight_dropout=0.1))

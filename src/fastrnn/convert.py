@@ -105,6 +105,17 @@ def _unwrap(layer, what: str, cells: bool = False) -> Tuple[_RNNBase, str]:
                     f"got {type(layer).__name__}")
 
 
+def _check_no_zoneout(stack: _RNNBase, what: str) -> None:
+    """ValueError for a layer with zoneout: its inference (the expectation
+    p * h_{t-1} + (1 - p) * h_new) is not the plain cell's, which is all a Keras
+    layer or an ONNX node runs. (The dropouts are training-only: they convert.)"""
+    for option in ("zoneout", "cell_zoneout"):
+        if getattr(stack, option, 0.0):
+            raise ValueError(f"{option}: {what} would drop zoneout, which changes this "
+                             f"layer's inference ({option}={getattr(stack, option)!r}); "
+                             f"set it to 0 first to export the plain cell")
+
+
 def _suffixes(stack: _RNNBase) -> Tuple[str, ...]:
     """Parameter-name suffixes of the directions, in state order."""
     return ("", "_reverse") if stack.bidirectional else ("",)
@@ -279,6 +290,7 @@ def to_keras(layer) -> List[np.ndarray]:
     [(4, 32), (8, 32), (32,)]
     """
     stack, _ = _unwrap(layer, "to_keras", cells=True)
+    _check_no_zoneout(stack, "to_keras")
     _single_layer(stack, "Keras")
     _check_default_cells(stack, "Keras")
     arrays = []
@@ -557,6 +569,7 @@ def to_onnx(layer) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
     1
     """
     stack, _ = _unwrap(layer, "to_onnx")
+    _check_no_zoneout(stack, "to_onnx")
     _single_layer(stack, "one ONNX node (export_onnx chains a stack)")
     return _onnx_arrays(stack, 0)
 
@@ -869,6 +882,7 @@ def export_onnx(layer, path=None, *, opset: int = 17, sequence_lens: bool = True
     from onnx import TensorProto, helper, numpy_helper
 
     stack, merge_mode = _unwrap(layer, "export_onnx")
+    _check_no_zoneout(stack, "export_onnx")
     if getattr(stack, "proj_size", 0):
         raise ValueError(f"proj_size: ONNX's LSTM has no projection, got "
                          f"proj_size={stack.proj_size}")
