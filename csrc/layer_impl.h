@@ -217,8 +217,7 @@ size_t FN(fastrnn_backward_work_size)(const fastrnn_layer *L)
  * (batch row) for every step. Each block's product runs on a masked copy, so
  * the products cost what the plain ones do, in G pieces. */
 
-/* dst rows = src rows * keep[b] * scale, keep (B, n) the mask of each row's
- * batch row b: memory rows [0, T*B) (mem) or slots [s0, e) (slot order) */
+/* dst (n) = src * keep * scale: one row through its batch row's mask */
 static void FN(mask_row)(real *restrict dst, const real *restrict src,
                          const unsigned char *restrict keep, real scale, int n)
 {
@@ -226,6 +225,8 @@ static void FN(mask_row)(real *restrict dst, const real *restrict src,
         dst[j] = keep[j] ? src[j] * scale : (real)0;
 }
 
+/* dst (T*B, n) = src rows (memory order) * keep[b] * scale, keep (B, n) the
+ * masks of the batch rows */
 static void FN(mask_mem_rows)(real *dst, const real *src, const unsigned char *keep, int n,
                               double scale, const fastrnn_layer *L)
 {
