@@ -218,6 +218,43 @@ static void FN(gru_rb_backward_r_row)(real *restrict dpre, real *restrict dh, co
     }
 }
 
+/* ------------------------------------------------------------ Zoneout */
+
+/* v (n) in: the step's new values; out: zoned out (Krueger et al. 2016).
+ * With keep (n) a mask: v = keep ? prev : v; without, the expectation
+ * v = p * prev + (1 - p) * v (p = 0: unchanged). prev (n): the step's input state */
+static void FN(zoneout_row)(real *restrict v, const real *restrict prev,
+                            const unsigned char *restrict keep, double p, int n)
+{
+    if (keep) {
+        for (int j = 0; j < n; j++)
+            v[j] = keep[j] ? prev[j] : v[j];
+    } else if (p > 0) {
+        real a = (real)p, b = (real)(1 - p);
+        for (int j = 0; j < n; j++)
+            v[j] = a * prev[j] + b * v[j];
+    }
+}
+
+/* Backward of zoneout_row: d (n) in: dL/dv_t, out: the new value's share;
+ * dprev (n) out: the direct gradient of prev */
+static void FN(zoneout_backward_row)(real *restrict d, real *restrict dprev,
+                                     const unsigned char *restrict keep, double p, int n)
+{
+    if (keep) {
+        for (int j = 0; j < n; j++) {
+            dprev[j] = keep[j] ? d[j] : (real)0;
+            d[j] = keep[j] ? (real)0 : d[j];
+        }
+    } else {
+        real a = (real)p, b = (real)(1 - p);
+        for (int j = 0; j < n; j++) {
+            dprev[j] = a * d[j];
+            d[j] = b * d[j];
+        }
+    }
+}
+
 /* ===================================================== General cells
  * ONNX's options: any activation (L->act), clip, LSTM peepholes and coupled
  * input/forget gates. The cache keeps pre-activations v (their derivatives

@@ -89,6 +89,24 @@ typedef struct {
                           * GRU: f (gates), g (candidate) */
     double clip;         /* > 0: every activation's input is clipped to [-clip, clip] */
     int input_forget;    /* LSTM: couple the gates, f = 1 - i */
+    /* Zoneout (Krueger et al. 2016): after each active step, a unit of h (and
+     * of the LSTM's c) keeps its previous value. With masks (training): the
+     * unit keeps h_{t-1} where zone_h is 1, else takes the step's new value;
+     * zone_h (T*B, R) and zone_c (T*B, H), rows in memory order, each NULL for
+     * none. Without a mask, p_h > 0 (p_c > 0) gives the expectation (inference):
+     * h_t = p_h * h_{t-1} + (1 - p_h) * h_new. The LSTM's new h is computed from
+     * the new c before c's zoneout. Backward needs the forward's masks. */
+    const unsigned char *zone_h, *zone_c;
+    double p_h, p_c;
+    /* Variational dropout as Keras' recurrent layers have it (Gal & Ghahramani
+     * 2016), training only: one keep-mask per sequence and gate block, the same
+     * at every step. Gate block g's input product is (x * keep_x[g] * scale_x)
+     * W_ih_g^T and its recurrent product (h_{t-1} * keep_h[g] * scale_h)
+     * W_hh_g^T (GRU: the n-term's too). drop_x (G, B, I) and drop_h (G, B, R),
+     * 1: kept, NULL: none; scale_x, scale_h: 1 / (1 - p). Not drop_h with
+     * FASTRNN_GRU_RESET_BEFORE. Backward needs the forward's masks. */
+    const unsigned char *drop_x, *drop_h;
+    double scale_x, scale_h;
     /* Threads the call may use for its time loop (0 or 1: the calling thread
      * only); the bindings fill it from fastrnn_get_num_threads(). */
     int threads;

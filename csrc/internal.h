@@ -103,13 +103,25 @@ static inline int elementwise_recurrence(int cell)
     return cell == FASTRNN_INDRNN_TANH || cell == FASTRNN_INDRNN_RELU;
 }
 
-/* The sizes and flags every kernel requires (the rest is assumed). */
+/* Whether a call applies zoneout to h or c (masks, or inference's expectation) */
+static inline int has_zoneout(const fastrnn_layer *L)
+{
+    return L->zone_h || L->zone_c || L->p_h > 0 || L->p_c > 0;
+}
+
+/* The sizes and flags every kernel requires (the rest is assumed). Zoneout and
+ * recurrent dropout are not for IndRNN's elementwise recurrence. */
 static inline int layer_ok(const fastrnn_layer *L, int gates)
 {
     return gates != 0 && L->T >= 1 && L->B >= 1 && L->I >= 1 && L->H >= 1 && L->P >= 0
            && (L->P == 0 || L->cell == FASTRNN_LSTM) && L->ldy >= state_width(L)
            && (L->lengths == NULL || L->order != NULL)
-           && !(L->general && elementwise_recurrence(L->cell));
+           && !(L->general && elementwise_recurrence(L->cell))
+           && L->p_h >= 0 && L->p_h < 1 && L->p_c >= 0 && L->p_c < 1
+           && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM)
+           && (!has_zoneout(L) || !elementwise_recurrence(L->cell))
+           && (!L->drop_h || (L->cell != FASTRNN_GRU_RESET_BEFORE
+                              && !elementwise_recurrence(L->cell)));
 }
 
 /* Whether the training cache has a third (T*B, H) block: LSTM's c_{t-1},
@@ -208,7 +220,7 @@ static inline int gemm_threads(const fastrnn_layer *L)
 static inline int unit_split_applies(const fastrnn_layer *L)
 {
     double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
-    return !L->general && !L->P && !elementwise_recurrence(L->cell)
+    return !L->general && !L->P && !L->drop_h && !elementwise_recurrence(L->cell)
            && L->H % FASTRNN_UNIT_BLOCK == 0
            && L->H >= 2 * FASTRNN_UNIT_BLOCK && L->cell != FASTRNN_GRU_RESET_BEFORE
            && macs >= FASTRNN_SPLIT_GEMM_MACS;

@@ -74,6 +74,9 @@ typedef struct {
     real *c;      /* (B, H) LSTM cell state, else NULL */
     real *rh;     /* (B, H) r * h, GRU reset before, else NULL */
     real *m;      /* (B, H) o * tanh(c) before the projection W_hr, else NULL */
+    real *zh, *zc;   /* (B, R), (B, H) zoneout: h and LSTM c entering the step, else NULL */
+    real *xd;     /* (T*B, I) input dropout: x masked for one gate block, else NULL */
+    real *hd;     /* (B, R) recurrent dropout: h masked for one gate block, else NULL */
     real *w_hh_room, *w_hn_room, *w_hr_room;  /* the per-step operands' copies, when
                                                * operand_buffered, else NULL */
     real *w_ih_room;  /* W_ih packed, when projection_packed, else NULL */
@@ -106,6 +109,10 @@ static size_t FN(forward_layout)(FN(fwd_buffers) *S, real *base, const fastrnn_l
     S->c = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
     S->rh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
     S->m = L->P ? FN(take)(base, &used, B * H) : NULL;
+    S->zh = has_zoneout(L) ? FN(take)(base, &used, B * R) : NULL;
+    S->zc = has_zoneout(L) && L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
+    S->xd = L->drop_x && training ? FN(take)(base, &used, (size_t)L->T * B * L->I) : NULL;
+    S->hd = L->drop_h ? FN(take)(base, &used, B * R) : NULL;
     S->w_hh_room = buffered ? FN(take)(base, &used, operand_size(R, gru_rb ? 2 * L->H : (int)GH))
                             : NULL;
     S->w_hn_room = buffered && gru_rb ? FN(take)(base, &used, operand_size(L->H, L->H)) : NULL;
@@ -130,6 +137,11 @@ typedef struct {
     real *drh;      /* (B, H) GRU reset before: dn W_hn, else NULL */
     real *dm;       /* (B, H) projection: gradient of m, else NULL */
     real *dhs;      /* (T*B, P) projection: dh of every step, else NULL */
+    real *zdh, *zdc;   /* (B, R), (B, H) zoneout: the direct gradients of h_{t-1} and
+                        * LSTM c_{t-1}, else NULL */
+    real *dhd;      /* (B, R) recurrent dropout: one gate block's share of dh, else NULL */
+    real *ad;       /* (T*B, max(I, R)) dropout: x, hs or dx of one gate block, else NULL */
+    const real *w_hh_raw;   /* W_hh (G*H, R) itself: recurrent dropout's products */
     real *w_hh_room, *w_hn_room, *w_hr_room;  /* operand copies, when operand_buffered */
     /* the per-step operands in their natural (K, N) layout: dh = dP W_hh */
     FN(operand) w_hh;  /* W_hh (G*H, R); GRU reset before: its r, z blocks (2H, H) */
@@ -154,6 +166,11 @@ static size_t FN(backward_layout)(FN(bwd_buffers) *S, real *base, const fastrnn_
     S->drh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
     S->dm = L->P ? FN(take)(base, &used, B * H) : NULL;
     S->dhs = L->P ? FN(take)(base, &used, rows * L->P) : NULL;
+    S->zdh = has_zoneout(L) ? FN(take)(base, &used, B * R) : NULL;
+    S->zdc = has_zoneout(L) && L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
+    S->dhd = L->drop_h ? FN(take)(base, &used, B * R) : NULL;
+    S->ad = L->drop_x || L->drop_h
+            ? FN(take)(base, &used, rows * (size_t)(L->I > R ? L->I : R)) : NULL;
     S->w_hh_room = !buffered ? NULL
         : FN(take)(base, &used, gru_rb ? operand_size(2 * L->H, L->H)
                                        : operand_size((int)GH, R));
@@ -196,6 +213,66 @@ size_t FN(fastrnn_backward_work_size)(const fastrnn_layer *L)
 {
     FN(bwd_buffers) S;
     return FN(backward_layout)(&S, NULL, L);
+}
+
+/* ============================================================ Dropout
+ *
+ * Keras' variational dropout, training only: gate block g reads its input
+ * through keep_x[g] and h_{t-1} through keep_h[g], one mask per sequence
+ * (batch row) for every step. Each block's product runs on a masked copy, so
+ * the products cost what the plain ones do, in G pieces. */
+
+/* dst (n) = src * keep * scale: one row through its batch row's mask */
+static void FN(mask_row)(real *restrict dst, const real *restrict src,
+                         const unsigned char *restrict keep, real scale, int n)
+{
+    for (int j = 0; j < n; j++)
+        dst[j] = keep[j] ? src[j] * scale : (real)0;
+}
+
+/* dst (T*B, n) = src rows (memory order) * keep[b] * scale, keep (B, n) the
+ * masks of the batch rows */
+static void FN(mask_mem_rows)(real *dst, const real *src, const unsigned char *keep, int n,
+                              double scale, const fastrnn_layer *L)
+{
+    size_t rows = (size_t)L->T * L->B;
+    for (size_t r = 0; r < rows; r++) {
+        size_t b = L->batch_first ? r / (size_t)L->T : r % (size_t)L->B;
+        FN(mask_row)(dst + r * n, src + r * n, keep + b * n, (real)scale, n);
+    }
+}
+
+/* P = X W_ih^T + b_ih (all steps, memory order) with input dropout: gate block
+ * g's columns from (X * keep_x[g]) @ W_ih[g].T. xd (T*B, I) scratch */
+static void FN(dropped_projection)(real *P, real *xd, const real *x, const RT(fastrnn_params) *W,
+                                   const fastrnn_layer *L)
+{
+    int G = fastrnn_num_gates(L->cell), H = L->H, I = L->I, GH = G * H, rows = L->T * L->B;
+    FN(fill_bias)(P, rows, GH, GH, W->b_ih);
+    for (int g = 0; g < G; g++) {
+        FN(mask_mem_rows)(xd, x, L->drop_x + (size_t)g * L->B * I, I, L->scale_x, L);
+        /* P[:, g] (+)= XD @ W_ih[g].T */
+        FN(gemm)(gemm_threads(L), 0, 1, rows, H, I, (real)1, xd, I, W->w_ih + (size_t)g * H * I,
+                 I, W->b_ih ? (real)1 : (real)0, P + g * H, GH);
+    }
+}
+
+/* rec[s0:e, g] (+)= (h * keep_h[g])[s0:e] @ W_hh[g].T, every gate block (the
+ * recurrent product with recurrent dropout); hd (B, R) scratch, slot rows */
+static void FN(dropped_recurrent)(real *rec, real *hd, const real *h, const real *w_hh,
+                                  int accumulate, int s0, int e, const fastrnn_layer *L)
+{
+    int G = fastrnn_num_gates(L->cell), H = L->H, R = state_width(L), GH = G * H;
+    for (int g = 0; g < G; g++) {
+        const unsigned char *keep = L->drop_h + (size_t)g * L->B * R;
+        for (int i = s0; i < e; i++)
+            FN(mask_row)(hd + (size_t)i * R, h + (size_t)i * R,
+                         keep + (size_t)slot_row(L->order, i) * R, (real)L->scale_h, R);
+        /* rec[s0:e, g] (+)= HD[s0:e] @ W_hh[g].T */
+        FN(gemm)(1, 0, 1, e - s0, H, R, (real)1, hd + (size_t)s0 * R, R,
+                 w_hh + (size_t)g * H * R, R, accumulate ? (real)1 : (real)0,
+                 rec + (size_t)s0 * GH + g * H, GH);
+    }
 }
 
 /* ============================================================ Forward */
@@ -285,8 +362,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     if (!elementwise_recurrence(cell)) {
         /* rec[s0:e] = h[s0:e] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
         FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, b_hh);
-        FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, b_hh != NULL,
-                        S->rec + (size_t)s0 * GH, GH);
+        if (S->hd)
+            FN(dropped_recurrent)(S->rec, S->hd, S->h, W->w_hh, b_hh != NULL, s0, e, L);
+        else
+            FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, b_hh != NULL,
+                            S->rec + (size_t)s0 * GH, GH);
     }
 
     for (int i = s0; i < e; i++) {
@@ -295,6 +375,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         real *gates = FN(proj_gates)(P, t, b, i, GH);
         real *hi = S->h + (size_t)i * R, *ri = S->rec ? S->rec + (size_t)i * GH : NULL;
         real *ci = S->c ? S->c + (size_t)i * H : NULL;
+        if (S->zh) {   /* zoneout blends the step's result with its input state */
+            memcpy(S->zh + (size_t)i * R, hi, (size_t)R * sizeof(real));
+            if (S->zc)
+                memcpy(S->zc + (size_t)i * H, ci, (size_t)H * sizeof(real));
+        }
         if (training) {
             for (int j = 0; j < R; j++)
                 S->hs[row * R + j] = hi[j];
@@ -367,6 +452,17 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         /* h[s0:e] = m[s0:e] @ W_hr.T  (the LSTM projection) */
         FN(operand_mul)(&S->w_hr, e - s0, S->m + (size_t)s0 * H, H, 0, S->h + (size_t)s0 * R, R);
     }
+    if (S->zh) {
+        /* zoneout: h = keep ? h_{t-1} : h_new (c likewise), or the expectation */
+        for (int i = s0; i < e; i++) {
+            size_t row = mem_row(L, t, slot_row(order, i));
+            FN(zoneout_row)(S->h + (size_t)i * R, S->zh + (size_t)i * R,
+                            L->zone_h ? L->zone_h + row * R : NULL, L->p_h, R);
+            if (S->zc)
+                FN(zoneout_row)(S->c + (size_t)i * H, S->zc + (size_t)i * H,
+                                L->zone_c ? L->zone_c + row * H : NULL, L->p_c, H);
+        }
+    }
 
     /* y[t, b] = h_t for active rows, zeros for the rest */
     for (int i = s0; i < s1; i++) {
@@ -423,12 +519,21 @@ static void FN(unit_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             if (cell == FASTRNN_GRU)
                 memcpy(S->extra + row * H + u0, ri + 2 * H, units);
         }
+        if (S->zc)   /* zoneout blends c_t with c_{t-1}; h_{t-1} stays in h */
+            memcpy(S->zc + (size_t)i * H + u0, ci, units);
         if (cell == FASTRNN_LSTM)
             FN(lstm_forward_row)(gates, hi, ci, ri, w, H);
         else if (cell == FASTRNN_GRU)
             FN(gru_forward_row)(gates, hi, ri, w, H);
         else
             FN(rnn_forward_row)(gates, hi, ri, w, cell == FASTRNN_RNN_RELU);
+        if (S->zh) {
+            FN(zoneout_row)(hi, h + (size_t)i * H + u0,
+                            L->zone_h ? L->zone_h + row * H + u0 : NULL, L->p_h, w);
+            if (S->zc)
+                FN(zoneout_row)(ci, S->zc + (size_t)i * H + u0,
+                                L->zone_c ? L->zone_c + row * H + u0 : NULL, L->p_c, w);
+        }
     }
     /* y[t, b] = h_t for active rows, zeros for the rest (and zero caches: the
      * weight GEMMs read inactive rows with zero gradients) */
@@ -578,6 +683,8 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
     int T = L->T, B = L->B, H = L->H, R = state_width(L), GH = G * H;
     int lstm = L->cell == FASTRNN_LSTM, training = cache != NULL;
     int gru_rb = L->cell == FASTRNN_GRU_RESET_BEFORE, rec_w = gru_rb ? 2 * H : GH;
+    if ((L->drop_x || L->drop_h) && !training)
+        return FASTRNN_ERR_ARGUMENT;   /* dropout is for training */
     const int *order = L->order;
 
     FN(fwd_buffers) S;
@@ -627,8 +734,12 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
         C.P.p = K.gates;
         C.P.pst = L->batch_first ? 1 : (size_t)B;
         C.P.psb = L->batch_first ? (size_t)T : 1;
-        FN(fill_bias)(C.P.p, (int)rows, GH, GH, W->b_ih);
-        FN(operand_mul)(&S.w_ih, (int)rows, x, L->I, W->b_ih != NULL, C.P.p, GH);
+        if (S.xd) {
+            FN(dropped_projection)(C.P.p, S.xd, x, W, L);
+        } else {
+            FN(fill_bias)(C.P.p, (int)rows, GH, GH, W->b_ih);
+            FN(operand_mul)(&S.w_ih, (int)rows, x, L->I, W->b_ih != NULL, C.P.p, GH);
+        }
     } else {
         C.P.p = S.p;
         C.P.pst = (size_t)B;
@@ -665,6 +776,28 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
 
 /* =========================================================== Backward */
 
+/* Backward of dropped_recurrent for the n active slots:
+ * dh[:n] (+)= sum_g (dP_rec[:n, g] @ W_hh[g]) * keep_h[g] * scale; with a
+ * projection dh is overwritten, as in backward_step */
+static void FN(dropped_recurrent_backward)(FN(bwd_buffers) *S, int n, const fastrnn_layer *L)
+{
+    int G = fastrnn_num_gates(L->cell), H = L->H, R = state_width(L), GH = G * H;
+    if (S->dm)
+        memset(S->dh, 0, (size_t)n * R * sizeof(real));
+    for (int g = 0; g < G; g++) {
+        const unsigned char *keep = L->drop_h + (size_t)g * L->B * R;
+        /* dhd[:n] = dP_rec[:n, g] @ W_hh[g] */
+        FN(gemm)(1, 0, 0, n, R, H, (real)1, S->drec + g * H, GH, S->w_hh_raw + (size_t)g * H * R,
+                 R, (real)0, S->dhd, R);
+        for (int i = 0; i < n; i++) {
+            const unsigned char *k = keep + (size_t)slot_row(L->order, i) * R;
+            real *dhi = S->dh + (size_t)i * R, *di = S->dhd + (size_t)i * R;
+            for (int j = 0; j < R; j++)
+                dhi[j] += k[j] ? di[j] * (real)L->scale_h : (real)0;
+        }
+    }
+}
+
 /* One step at time t, the mirror of forward_step, for the n active slots:
  * dh gets y's gradient, the fused pass gives the pre-activation gradients,
  * and dh_{t-1} = dP_t W_hh + the direct terms. Inactive rows pass their
@@ -684,6 +817,15 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
         if (i < n && dy)
             for (int j = 0; j < R; j++)
                 dhi[j] += dy[row * L->ldy + j];
+        if (i < n && S->zdh) {
+            /* backprop through zoneout: h_{t-1}'s direct share, set aside for
+             * after the recurrent product; the cell sees the new value's share */
+            FN(zoneout_backward_row)(dhi, S->zdh + (size_t)i * R,
+                                     L->zone_h ? L->zone_h + row * R : NULL, L->p_h, R);
+            if (S->zdc)
+                FN(zoneout_backward_row)(S->dc + (size_t)i * H, S->zdc + (size_t)i * H,
+                                         L->zone_c ? L->zone_c + row * H : NULL, L->p_c, H);
+        }
         if (i >= n) {
             for (int j = 0; j < GH; j++)
                 dP[row * GH + j] = (real)0;
@@ -759,11 +901,21 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
         }
         /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
         FN(operand_mul)(&S->w_hh, n, drec, GH, 1, dh, H);
+    } else if (S->dhd) {
+        FN(dropped_recurrent_backward)(S, n, L);
     } else if (!elementwise_recurrence(cell)) {
         /* (IndRNN's row wrote all of dh_{t-1} = dP * u: no product)
          * dh[:n] (+)= dP_rec[:n] @ W_hh; with a projection h_{t-1} reaches
          * step t only through W_hh, so dh is overwritten */
         FN(operand_mul)(&S->w_hh, n, drec, GH, S->dm == NULL, dh, R);
+    }
+    if (S->zdh) {
+        /* zoneout's direct terms: dh_{t-1} += keep * dh_t, dc_{t-1} += keep * dc_t */
+        for (size_t k = 0; k < (size_t)n * R; k++)
+            dh[k] += S->zdh[k];
+        if (S->zdc)
+            for (size_t k = 0; k < (size_t)n * H; k++)
+                S->dc[k] += S->zdc[k];
     }
 
     if (cell != FASTRNN_GRU) {
@@ -797,6 +949,15 @@ static void FN(unit_backward_gates)(FN(bwd_buffers) *S, const real *dy,
             if (dy)
                 for (int j = 0; j < w; j++)
                     dhi[j] += dy[row * L->ldy + u0 + j];
+            if (S->zdh) {   /* backprop through zoneout, as backward_step */
+                FN(zoneout_backward_row)(dhi, S->zdh + (size_t)i * H + u0,
+                                         L->zone_h ? L->zone_h + row * H + u0 : NULL, L->p_h, w);
+                if (S->zdc)
+                    FN(zoneout_backward_row)(S->dc + (size_t)i * H + u0,
+                                             S->zdc + (size_t)i * H + u0,
+                                             L->zone_c ? L->zone_c + row * H + u0 : NULL,
+                                             L->p_c, w);
+            }
             continue;
         }
         for (int g = 0; g < G; g++)
@@ -824,6 +985,23 @@ static void FN(unit_backward_gates)(FN(bwd_buffers) *S, const real *dy,
     }
 }
 
+/* The second half of the step, after the members meet: dh_{t-1}[:, units]
+ * += drec @ W_hh[:, units], and zoneout's direct terms of those units */
+static void FN(unit_backward_product)(FN(bwd_buffers) *S, const real *drec, int n, int u0,
+                                      int u1, const fastrnn_layer *L)
+{
+    int H = L->H, GH = fastrnn_num_gates(L->cell) * H;
+    FN(operand_mul_cols)(&S->w_hh, n, drec, GH, 1, S->dh, H, u0, u1);
+    if (S->zdh) {
+        for (int i = 0; i < n; i++)
+            for (int j = u0; j < u1; j++) {
+                S->dh[(size_t)i * H + j] += S->zdh[(size_t)i * H + j];
+                if (S->zdc)
+                    S->dc[(size_t)i * H + j] += S->zdc[(size_t)i * H + j];
+            }
+    }
+}
+
 /* What the unit-split backward loop reads and writes (shared by its members) */
 typedef struct {
     FN(bwd_buffers) *S;
@@ -839,7 +1017,7 @@ static void FN(unit_backward_loop)(void *arg, int k, int n)
 {
     FN(bwd_loop) *C = arg;
     const fastrnn_layer *L = C->L;
-    int T = L->T, H = L->H, GH = fastrnn_num_gates(L->cell) * H, solo = C->team == NULL;
+    int T = L->T, H = L->H, solo = C->team == NULL;
     int u0, u1;
     real *drec = C->S->drec, *drec_next = C->S->drec2;
 #define MEMBERS_DO(stmt)                                       \
@@ -856,13 +1034,52 @@ static void FN(unit_backward_loop)(void *arg, int k, int n)
                 return;   /* the caller does the rest */
             solo = 1;
         }
-        /* dh_{t-1}[:, units] += drec @ W_hh[:, units] */
-        MEMBERS_DO(FN(operand_mul_cols)(&C->S->w_hh, active, drec, GH, 1, C->S->dh, H, u0, u1))
+        MEMBERS_DO(FN(unit_backward_product)(C->S, drec, active, u0, u1, L))
         real *swap = drec;
         drec = drec_next;
         drec_next = swap;
     }
 #undef MEMBERS_DO
+}
+
+/* Backward of dropped_projection: dX (+)= sum_g (dP[:, g] @ W_ih[g]) * keep_x[g]
+ * * scale and dW_ih[g] += dP[:, g].T @ (X * keep_x[g] * scale) */
+static void FN(dropped_input_gradients)(real *dx, const RT(fastrnn_params) *dW,
+                                        const FN(bwd_buffers) *S, const real *x,
+                                        const RT(fastrnn_params) *W, const fastrnn_layer *L)
+{
+    int G = fastrnn_num_gates(L->cell), H = L->H, I = L->I, GH = G * H, rows = L->T * L->B;
+    int threads = gemm_threads(L);
+    if (!L->accumulate_dx)
+        memset(dx, 0, (size_t)rows * I * sizeof(real));
+    for (int g = 0; g < G; g++) {
+        const unsigned char *keep = L->drop_x + (size_t)g * L->B * I;
+        const real *dPg = S->dP + g * H, *w = W->w_ih + (size_t)g * H * I;
+        /* dW_ih[g] += dP[:, g].T @ XD */
+        FN(mask_mem_rows)(S->ad, x, keep, I, L->scale_x, L);
+        FN(gemm)(threads, 1, 0, H, I, rows, (real)1, dPg, GH, S->ad, I, (real)1,
+                 dW->w_ih + (size_t)g * H * I, I);
+        /* AD = dP[:, g] @ W_ih[g];  dX += AD * keep_x[g] * scale */
+        FN(gemm)(threads, 0, 0, rows, I, H, (real)1, dPg, GH, w, I, (real)0, S->ad, I);
+        for (size_t r = 0; r < (size_t)rows; r++) {
+            size_t b = L->batch_first ? r / (size_t)L->T : r % (size_t)L->B;
+            const unsigned char *k = keep + b * I;
+            for (int j = 0; j < I; j++)
+                dx[r * I + j] += k[j] ? S->ad[r * I + j] * (real)L->scale_x : (real)0;
+        }
+    }
+}
+
+/* dW_hh[g] (H, R) += dP_g.T @ (HS * keep_h[g] * scale), recurrent dropout's
+ * weight gradient of gate block g, whose pre-activation gradients dP_g are
+ * (T*B, H) with row stride ld */
+static void FN(dropped_hh_gradient)(real *dw, const real *dPg, int ld, int g,
+                                    const FN(bwd_buffers) *S, const real *hs,
+                                    const fastrnn_layer *L)
+{
+    int R = state_width(L), rows = L->T * L->B;
+    FN(mask_mem_rows)(S->ad, hs, L->drop_h + (size_t)g * L->B * R, R, L->scale_h, L);
+    FN(gemm)(gemm_threads(L), 1, 0, L->H, R, rows, (real)1, dPg, ld, S->ad, R, (real)1, dw, R);
 }
 
 /* After the loop, the GEMMs over all steps: dX, and the parameter gradients
@@ -877,11 +1094,15 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
     int threads = gemm_threads(L);
     const real *dP = S->dP, *hs = K->hs;
 
-    /* dX = dP @ W_ih  (added to the other direction's when accumulating) */
-    FN(gemm)(threads, 0, 0, rows, I, GH, (real)1, dP, GH, W->w_ih, I,
-             L->accumulate_dx ? (real)1 : (real)0, dx, I);
-    /* dW_ih += dP.T @ X */
-    FN(gemm)(threads, 1, 0, GH, I, rows, (real)1, dP, GH, x, I, (real)1, dW->w_ih, I);
+    if (L->drop_x) {
+        FN(dropped_input_gradients)(dx, dW, S, x, W, L);
+    } else {
+        /* dX = dP @ W_ih  (added to the other direction's when accumulating) */
+        FN(gemm)(threads, 0, 0, rows, I, GH, (real)1, dP, GH, W->w_ih, I,
+                 L->accumulate_dx ? (real)1 : (real)0, dx, I);
+        /* dW_ih += dP.T @ X */
+        FN(gemm)(threads, 1, 0, GH, I, rows, (real)1, dP, GH, x, I, (real)1, dW->w_ih, I);
+    }
     if (dW->b_ih)
         FN(add_column_sums)(dW->b_ih, dP, (size_t)rows, GH, GH);
     if (S->dhs) {
@@ -891,10 +1112,16 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
 
     switch (L->cell) {
     case FASTRNN_GRU:
-        /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dPn_rec.T @ HS */
-        FN(gemm)(threads, 1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
-        FN(gemm)(threads, 1, 0, H, H, rows, (real)1, S->dPn_rec, H, hs, H, (real)1,
-                 dW->w_hh + (size_t)2 * H * H, H);
+        if (L->drop_h) {
+            for (int g = 0; g < 2; g++)
+                FN(dropped_hh_gradient)(dW->w_hh + (size_t)g * H * H, dP + g * H, GH, g, S, hs, L);
+            FN(dropped_hh_gradient)(dW->w_hh + (size_t)2 * H * H, S->dPn_rec, H, 2, S, hs, L);
+        } else {
+            /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dPn_rec.T @ HS */
+            FN(gemm)(threads, 1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
+            FN(gemm)(threads, 1, 0, H, H, rows, (real)1, S->dPn_rec, H, hs, H, (real)1,
+                     dW->w_hh + (size_t)2 * H * H, H);
+        }
         if (dW->b_hh) {
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, 2 * H, GH);
             FN(add_column_sums)(dW->b_hh + 2 * H, S->dPn_rec, (size_t)rows, H, H);
@@ -916,8 +1143,13 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, H, H);
         break;
     default:
-        /* dW_hh += dP.T @ HS */
-        FN(gemm)(threads, 1, 0, GH, R, rows, (real)1, dP, GH, hs, R, (real)1, dW->w_hh, R);
+        if (L->drop_h) {
+            for (int g = 0; g < fastrnn_num_gates(L->cell); g++)
+                FN(dropped_hh_gradient)(dW->w_hh + (size_t)g * H * R, dP + g * H, GH, g, S, hs, L);
+        } else {
+            /* dW_hh += dP.T @ HS */
+            FN(gemm)(threads, 1, 0, GH, R, rows, (real)1, dP, GH, hs, R, (real)1, dW->w_hh, R);
+        }
         if (dW->b_hh)
             FN(add_column_sums)(dW->b_hh, dP, (size_t)rows, GH, GH);
         break;
@@ -946,6 +1178,7 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
     FN(cache_layout)(&K, (real *)cache, L);   /* read only */
     FN(bwd_buffers) S = {0};   /* u stays NULL but for IndRNN */
     FN(backward_layout)(&S, work, L);
+    S.w_hh_raw = W->w_hh;
     int gt = gemm_threads(L);
     if (elementwise_recurrence(L->cell)) {
         S.u = W->w_hh;

@@ -261,6 +261,17 @@ def cell(request) -> str:
     return request.param
 
 
+#: The kinds that take the regularization options (zoneout, input, recurrent and
+#: weight dropout): all but IndRNN, whose classes do not offer them.
+REGULARIZED_CELLS = tuple(c for c in CELLS if not c.startswith("indrnn"))
+
+
+@pytest.fixture(params=REGULARIZED_CELLS)
+def regularized_cell(request) -> str:
+    """Every cell kind that takes the regularization options."""
+    return request.param
+
+
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
 def dtype(request) -> np.dtype:
     return np.dtype(request.param)

@@ -226,3 +226,15 @@ def test_converters_refuse_it(convert):
         getattr(fastrnn, convert)(layer, *args)
     with pytest.raises(TypeError, match="IndRNN"):
         getattr(fastrnn, convert)(fastrnn.Bidirectional(layer), *args)
+
+
+@pytest.mark.parametrize("option", ["zoneout", "input_dropout", "recurrent_dropout",
+                                    "weight_dropout"])
+def test_regularization_options_are_not_offered(option):
+    """IndRNN's classes do not take family II's regularization options (its
+    recurrence is elementwise: the kernels' dropout and zoneout paths assume a
+    recurrent product), and say so rather than ignoring them."""
+    with pytest.raises(TypeError, match=option):
+        fastrnn.IndRNN(4, 8, **{option: 0.1})
+    with pytest.raises(TypeError, match=option):
+        fastrnn.IndRNNCell(4, 8, **{option: 0.1})

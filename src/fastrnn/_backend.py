@@ -3,7 +3,7 @@
 A backend runs one direction of one layer per call (never one time step):
 
     forward(cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
-            reverse, training, options) -> (h_n, c_n, saved)
+            reverse, training, options, zoneout, dropout) -> (h_n, c_n, saved)
     backward(saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads) -> (dh0, dc0)
 
 x is (T, B, I), or (B, T, I) when batch_first, C-contiguous in the layer's
@@ -12,7 +12,12 @@ which this direction writes [y_offset, y_offset + R). weights and grads are
 (w_ih, w_hh, b_ih, b_hh, w_hr, peep) with None for a parameter the layer does
 not have (biases, the LSTM projection w_hr, the LSTM peepholes); grads
 accumulate. options is None for PyTorch's cells, or (activations, clip,
-input_forget) for the general cells, activations as ((name, alpha, beta), ...). dx is
+input_forget) for the general cells, activations as ((name, alpha, beta), ...).
+zoneout is None, or (mask_h, mask_c, p_h, p_c): uint8 masks with x's leading
+axes and R (h) or H (LSTM c) columns, 1 where a unit keeps its previous value
+(training), or None with p_h, p_c > 0 for inference's expectation. dropout
+is None, or (mask_x, mask_h, p_x, p_h) in training: Keras' per-gate keep-masks
+uint8 (G, B, I) and (G, B, R) or None, and their rates. dx is
 written, or added to when accumulate_dx. ``saved`` is what backward needs,
 None after an inference forward.
 """
@@ -63,30 +68,33 @@ class CBackend:
         return work
 
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
-                reverse, training, options=None):
+                reverse, training, options=None, zoneout=None, dropout=None):
         T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0) if cell == "lstm" else None
         cache = self._cache(x.dtype, _kernels.cache_size(cell, T, B, I, H, P)) if training \
             else None
-        work = self._workspace(x.dtype,
-                               _kernels.forward_work_size(cell, T, B, I, H, training, P))
+        work = self._workspace(x.dtype, _kernels.forward_work_size(
+            cell, T, B, I, H, training, P, zoneout is not None, dropout is not None))
         _kernels.forward(cell, x, h0, c0, *weights[:5], lengths, y, y_offset, h_n, c_n, cache,
-                         work, batch_first, reverse, peep=weights[5], options=options)
-        saved = (cell, cache, x, weights, lengths, batch_first, reverse, options) if training \
-            else None
+                         work, batch_first, reverse, peep=weights[5], options=options,
+                         zoneout=zoneout, dropout=dropout)
+        saved = (cell, cache, x, weights, lengths, batch_first, reverse, options, zoneout,
+                 dropout) if training else None
         return h_n, c_n, saved
 
     def backward(self, saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads):
-        cell, cache, x, weights, lengths, batch_first, reverse, options = saved
+        cell, cache, x, weights, lengths, batch_first, reverse, options, zoneout, dropout = saved
         w_ih, w_hh, _, _, w_hr, peep = weights
         T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         dh0 = np.empty((B, P or H), x.dtype)
         dc0 = np.empty((B, H), x.dtype) if cell == "lstm" else None
-        work = self._workspace(x.dtype, _kernels.backward_work_size(cell, T, B, I, H, P))
+        work = self._workspace(x.dtype, _kernels.backward_work_size(
+            cell, T, B, I, H, P, zoneout is not None, dropout is not None))
         _kernels.backward(cell, dx, accumulate_dx, dh0, dc0, *grads[:5], dy, y_offset, dh_n, dc_n,
                           cache, x, w_ih, w_hh, w_hr, lengths, work, batch_first, reverse,
-                          dpeep=grads[5], peep=peep, options=options)
+                          dpeep=grads[5], peep=peep, options=options, zoneout=zoneout,
+                          dropout=dropout)
         return dh0, dc0
 
 
@@ -96,13 +104,17 @@ class NumpyBackend:
     name = "numpy"
 
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
-                reverse, training, options=None):
+                reverse, training, options=None, zoneout=None, dropout=None):
         xt = x.transpose(1, 0, 2) if batch_first else x
         w_ih, w_hh, b_ih, b_hh, w_hr, peep = weights
         opts = None if options is None else reference.Options(*options)
+        if zoneout is not None and batch_first:   # the masks, time-major as x
+            zoneout = tuple(m.transpose(1, 0, 2) if isinstance(m, np.ndarray) else m
+                            for m in zoneout)
         out, h_n, c_n, cache = reference.layer_forward(cell, xt, h0, c0, w_ih, w_hh, b_ih, b_hh,
                                                        lengths=lengths, reverse=reverse, w_hr=w_hr,
-                                                       opts=opts, peep=peep)
+                                                       opts=opts, peep=peep, zoneout=zoneout,
+                                                       dropout=dropout)
         R = h0.shape[1]
         yt = y.transpose(1, 0, 2) if batch_first else y
         yt[:, :, y_offset:y_offset + R] = out

@@ -46,6 +46,12 @@ cdef extern from "fastrnn.h" nogil:
         fastrnn_act act[3]
         double clip
         int input_forget
+        const unsigned char *zone_h
+        const unsigned char *zone_c
+        double p_h, p_c
+        const unsigned char *drop_x
+        const unsigned char *drop_h
+        double scale_x, scale_h
         int threads
 
     ctypedef struct fastrnn_params_f32:

@@ -211,14 +211,86 @@ def cache_size(str cell, int T, int B, int I, int H, int P=0):
     return fastrnn_cache_size(&L)
 
 
-def forward_work_size(str cell, int T, int B, int I, int H, bint training, int P=0):
+# a non-NULL mask for the sizing functions (whose layouts only test presence)
+cdef unsigned char _PRESENT = 1
+
+
+cdef _size_options(fastrnn_layer *L, bint zoneout, bint dropout):
+    """Mark L as having zoneout and dropout (both masks) for the workspace sizes."""
+    if zoneout:
+        L.p_h = 0.5
+    if dropout:
+        L.drop_x = &_PRESENT
+        L.drop_h = &_PRESENT if L.cell != FASTRNN_GRU_RESET_BEFORE else NULL
+
+
+def forward_work_size(str cell, int T, int B, int I, int H, bint training, int P=0,
+                      bint zoneout=False, bint dropout=False):
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
+    _size_options(&L, zoneout, dropout)
     return fastrnn_forward_work_size(&L, training)
 
 
-def backward_work_size(str cell, int T, int B, int I, int H, int P=0):
+def backward_work_size(str cell, int T, int B, int I, int H, int P=0, bint zoneout=False,
+                       bint dropout=False):
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
+    _size_options(&L, zoneout, dropout)
     return fastrnn_backward_work_size(&L)
+
+
+cdef tuple _set_zoneout(fastrnn_layer *L, zoneout, tuple rows, int R, int H, str cell):
+    """Zoneout: zoneout = (mask_h, mask_c, p_h, p_c), masks uint8 (rows + (R,)) and,
+    LSTM, (rows + (H,)) or None (1: the unit keeps its previous value), p_h and
+    p_c the probabilities of inference's expectation (used without a mask).
+    Returns the checked masks (the caller keeps them alive while C reads them)."""
+    cdef const unsigned char[::1] view
+    if zoneout is None:
+        return (None, None)
+    mask_h, mask_c, p_h, p_c = zoneout
+    for name, p in (("p_h", p_h), ("p_c", p_c)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"zoneout: {name} must be in [0, 1), got {p}")
+    if (mask_c is not None or p_c) and cell != "lstm":
+        raise ValueError(f"zoneout: a cell-state mask or p_c is for LSTM only, got cell {cell!r}")
+    mh = _opt("zoneout mask_h", mask_h, np.uint8, rows + (R,))
+    mc = _opt("zoneout mask_c", mask_c, np.uint8, rows + (H,))
+    L.p_h, L.p_c = p_h, p_c
+    if mh is not None:
+        view = mh
+        L.zone_h = &view[0]
+    if mc is not None:
+        view = mc
+        L.zone_c = &view[0]
+    return (mh, mc)
+
+
+cdef tuple _set_dropout(fastrnn_layer *L, dropout, int G, int B, int I, int R, str cell,
+                        bint training):
+    """Keras' dropout: dropout = (mask_x, mask_h, p_x, p_h), keep-masks uint8 (G, B, I)
+    and (G, B, R) or None (1: kept), p_x and p_h their rates (the scales are
+    1 / (1 - p)); training only. Returns the checked masks (kept alive by the caller)."""
+    cdef const unsigned char[::1] view
+    if dropout is None:
+        return (None, None)
+    if not training:
+        raise ValueError("dropout: masks are for training calls (a cache), got an inference call")
+    mask_x, mask_h, p_x, p_h = dropout
+    for name, p in (("p_x", p_x), ("p_h", p_h)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout: {name} must be in [0, 1), got {p}")
+    if mask_h is not None and cell == "gru_reset_before":
+        raise ValueError("dropout: recurrent dropout is not implemented for the GRU with "
+                         "reset_after=False")
+    mx = _opt("dropout mask_x", mask_x, np.uint8, (G, B, I))
+    mh = _opt("dropout mask_h", mask_h, np.uint8, (G, B, R))
+    L.scale_x, L.scale_h = 1.0 / (1.0 - p_x), 1.0 / (1.0 - p_h)
+    if mx is not None:
+        view = mx
+        L.drop_x = &view[0]
+    if mh is not None:
+        view = mh
+        L.drop_h = &view[0]
+    return (mx, mh)
 
 
 def _check(str name, a, dtype, shape, bint out=False):
@@ -287,14 +359,16 @@ def _peepholes(str cell, peep, dtype, int H, int general):
 
 
 def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y_offset,
-            h_n, c_n, cache, work, bint batch_first, bint reverse, peep=None, options=None):
+            h_n, c_n, cache, work, bint batch_first, bint reverse, peep=None, options=None,
+            zoneout=None, dropout=None):
     """Run one layer-direction forward; training when cache is not None.
 
     x (T, B, I) or (B, T, I); y the same rows with ldy columns, this direction
     writes columns [y_offset, y_offset + R), R = P (projection) or H; h0, h_n
     (B, R); c0, c_n (B, H) for LSTM; w_hr (P, H) or None; cache
     (cache_size,) or None; work (>= forward_work_size,); peep (3H) LSTM
-    peepholes or None; options for the general cells (see _set_options).
+    peepholes or None; options for the general cells (see _set_options);
+    zoneout see _set_zoneout; dropout see _set_dropout.
     """
     T, B, I, H, P, R, G, dt = _dims(cell, x, w_ih, w_hh, w_hr, batch_first)
     if not isinstance(y, np.ndarray) or y.ndim != 3:
@@ -302,6 +376,8 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     ldy = y.shape[2]
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, batch_first, reverse, ldy)
     _set_options(&L, options)
+    masks = _set_zoneout(&L, zoneout, x.shape[:2], R, H, cell)
+    drops = _set_dropout(&L, dropout, G, B, I, R, cell, cache is not None)
     if y_offset < 0 or y_offset + R > ldy:
         raise ValueError(f"y_offset: {y_offset} + {R} exceeds y's {ldy} columns")
     lstm = cell == "lstm"
@@ -335,7 +411,8 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
 
 def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr,
              dy, int y_offset, dh_n, dc_n, cache, x, w_ih, w_hh, w_hr, lengths, work,
-             bint batch_first, bint reverse, dpeep=None, peep=None, options=None):
+             bint batch_first, bint reverse, dpeep=None, peep=None, options=None,
+             zoneout=None, dropout=None):
     """Backward of the forward that filled cache (same x, weights, lengths, flags).
 
     dx like x (written, or added to when accumulate_dx); dh0 (B, R), dc0 (B, H)
@@ -351,6 +428,8 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
         ldy = dy.shape[2]
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, batch_first, reverse, ldy)
     _set_options(&L, options)
+    masks = _set_zoneout(&L, zoneout, x.shape[:2], R, H, cell)
+    drops = _set_dropout(&L, dropout, G, B, I, R, cell, True)
     if dy is not None and (y_offset < 0 or y_offset + R > ldy):
         raise ValueError(f"y_offset: {y_offset} + {R} exceeds dy's {ldy} columns")
     if cache is None:

@@ -150,6 +150,14 @@ def _check_dropout(dropout: Any) -> float:
     return float(dropout)
 
 
+def _check_rate(name: str, value: Any) -> float:
+    """A probability of a regularizer (zoneout, dropout): a real number in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
 def _check_bias(bias: Any) -> bool:
     return _check_flag("bias", bias)
 

@@ -67,12 +67,15 @@ class _CellBase(_StackWrapper, Saveable):
                  seed: Optional[int], backend: str, **options: Any) -> None:
         self._layer = self._stack_type(input_size, hidden_size, bias=bias, dtype=dtype,
                                        seed=seed, backend=backend, **options)
+        self._layer._keeps_dropout = True
         self._unbatched = False
         self.input_size, self.hidden_size = self._layer.input_size, self._layer.hidden_size
         # the binding runs PyTorch's cells only (not the general ones)
         layer = self._layer
         default = (not any(layer._cell_options) and not layer.proj_size and layer.num_layers == 1
-                   and layer.direction == "forward" and not layer.stateful)
+                   and layer.direction == "forward" and not layer.stateful
+                   and not layer.zoneout and not layer.cell_zoneout)
+        # (dropout acts in training only, which takes the layer path anyway)
         self._fast_kind = _kernels.CELLS[layer._cell] if default else None
         # the fast path's workspaces: a call takes one (list.pop and append are
         # atomic), so concurrent calls from threads never share one; grown on demand
@@ -87,6 +90,21 @@ class _CellBase(_StackWrapper, Saveable):
     # -- parameters under PyTorch's cell names (the mode is _StackWrapper's)
 
     _stack = property(attrgetter("_layer"))
+    zoneout = _stack_property("zoneout", "Zoneout's probability on h (0: none).")
+    input_dropout = _stack_property("input_dropout", "Dropout's rate on x (0: none).")
+    recurrent_dropout = _stack_property("recurrent_dropout", "Dropout's rate on h in the "
+                                                             "recurrent product (0: none).")
+
+    def reset_dropout_mask(self) -> None:
+        """Forget the dropout masks: the next training call draws new ones.
+
+        With ``input_dropout`` or ``recurrent_dropout`` a cell draws its masks
+        (Keras' one mask per gate block) at its first training call and keeps
+        them for every later call of the same batch size, so that a sequence
+        stepped through the cell sees one mask at every step (variational
+        dropout), as Keras' cells do; call this between sequences. The masks are
+        the calling thread's own."""
+        self._layer._kept_dropout = None
     weight_ih = _parameter("weight_ih", "(G*H, I)")
     weight_hh = _parameter("weight_hh", "(G*H, H)")
     bias_ih = _parameter("bias_ih", "(G*H,)")
@@ -338,6 +356,8 @@ class RNNCell(_HiddenStateCell):
 %(bias)s
 %(nonlinearity)s
 %(creation)s
+%(zoneout)s
+%(dropouts)s
 
 %(raises)s
 
@@ -355,9 +375,12 @@ class RNNCell(_HiddenStateCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", dtype: DTypeLike = np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity)
+                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity,
+                         zoneout=zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout)
 
     nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu".')
 
@@ -375,6 +398,8 @@ class GRUCell(_HiddenStateCell):
 %(bias)s
 %(reset_after)s
 %(creation)s
+%(zoneout)s
+%(dropouts)s
 
 %(raises)s
 
@@ -391,9 +416,12 @@ class GRUCell(_HiddenStateCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  reset_after: bool = True, dtype: DTypeLike = np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend, reset_after=reset_after)
+                         dtype=dtype, seed=seed, backend=backend, reset_after=reset_after,
+                         zoneout=zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout)
 
     reset_after = _stack_property("reset_after", "Whether the reset gate applies after "
                                                  "the recurrent product (PyTorch's form).")
@@ -458,6 +486,9 @@ class LSTMCell(_CellBase):
 %(sizes)s
 %(bias)s
 %(creation)s
+%(zoneout)s
+%(cell_zoneout)s
+%(dropouts)s
 
 %(raises)s
 
@@ -473,12 +504,16 @@ class LSTMCell(_CellBase):
     """
 
     _stack_type = LSTM
+    cell_zoneout = _stack_property("cell_zoneout", "Zoneout's probability on c (0: none).")
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
-                 backend: str = "c") -> None:
+                 backend: str = "c", zoneout: float = 0.0, cell_zoneout: float = 0.0,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend)
+                         dtype=dtype, seed=seed, backend=backend, zoneout=zoneout,
+                         cell_zoneout=cell_zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

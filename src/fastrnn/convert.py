@@ -111,6 +111,17 @@ def _unwrap(layer, what: str, cells: bool = False) -> Tuple[_RNNBase, str]:
     return stack, merge_mode
 
 
+def _check_no_zoneout(stack: _RNNBase, what: str) -> None:
+    """ValueError for a layer with zoneout: its inference (the expectation
+    p * h_{t-1} + (1 - p) * h_new) is not the plain cell's, which is all a Keras
+    layer or an ONNX node runs. (The dropouts are training-only: they convert.)"""
+    for option in ("zoneout", "cell_zoneout"):
+        if getattr(stack, option, 0.0):
+            raise ValueError(f"{option}: {what} would drop zoneout, which changes this "
+                             f"layer's inference ({option}={getattr(stack, option)!r}); "
+                             f"set it to 0 first to export the plain cell")
+
+
 def _suffixes(stack: _RNNBase) -> Tuple[str, ...]:
     """Parameter-name suffixes of the directions, in state order."""
     return ("", "_reverse") if stack.bidirectional else ("",)
@@ -285,6 +296,7 @@ def to_keras(layer) -> List[np.ndarray]:
     [(4, 32), (8, 32), (32,)]
     """
     stack, _ = _unwrap(layer, "to_keras", cells=True)
+    _check_no_zoneout(stack, "to_keras")
     _single_layer(stack, "Keras")
     _check_default_cells(stack, "Keras")
     arrays = []
@@ -313,7 +325,8 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
                activation: str = "tanh", recurrent_activation: str = "sigmoid",
                go_backwards: bool = False, bidirectional: bool = False,
                merge_mode: str = "concat", batch_first: bool = True,
-               dtype=np.float32, backend: str = "c"):
+               dtype=np.float32, backend: str = "c", dropout: float = 0.0,
+               recurrent_dropout: float = 0.0):
     """A single-layer fastrnn layer from the arrays of a Keras layer's get_weights().
 
     kind: "SimpleRNN" (or "RNN"), "LSTM" or "GRU" (any case). weights:
@@ -323,7 +336,9 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
     than "concat" returns a fastrnn.Bidirectional with that merge mode. The
     other keyword arguments are the Keras layer's: reset_after (GRU; True is
     Keras' default, lossless with its (2, 3H) bias), activation ("tanh", or
-    "relu" for SimpleRNN), recurrent_activation ("sigmoid"), go_backwards.
+    "relu" for SimpleRNN), recurrent_activation ("sigmoid"), go_backwards,
+    dropout and recurrent_dropout (the layer's ``input_dropout`` and
+    ``recurrent_dropout``: the same per-gate variational dropout).
 
     batch_first defaults to True because Keras inputs are (B, T, I).
 
@@ -363,6 +378,11 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
     dtype : float32 or float64, default float32
     backend : {"c", "numpy"}, default "c"
         As the layers'.
+    dropout : float in [0, 1), default 0.0
+        Keras' ``dropout`` (its ``get_config()["dropout"]``): the layer's
+        ``input_dropout``.
+    recurrent_dropout : float in [0, 1), default 0.0
+        Keras' ``recurrent_dropout``: the layer's ``recurrent_dropout``.
 
     Returns
     -------
@@ -416,7 +436,8 @@ def from_keras(kind: str, weights: Sequence[Any], *, reset_after: bool = True,
 
     direction = "bidirectional" if bidirectional else ("reverse" if go_backwards else "forward")
     kwargs: Dict[str, Any] = dict(bias=bias, batch_first=batch_first, direction=direction,
-                                  dtype=dtype, backend=backend)
+                                  dtype=dtype, backend=backend, input_dropout=dropout,
+                                  recurrent_dropout=recurrent_dropout)
     if kind == "rnn":
         layer = RNN(I, H, nonlinearity=nonlinearity, **kwargs)
     elif kind == "lstm":
@@ -554,6 +575,7 @@ def to_onnx(layer) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
     1
     """
     stack, _ = _unwrap(layer, "to_onnx")
+    _check_no_zoneout(stack, "to_onnx")
     _single_layer(stack, "one ONNX node (export_onnx chains a stack)")
     return _onnx_arrays(stack, 0)
 
@@ -866,6 +888,7 @@ def export_onnx(layer, path=None, *, opset: int = 17, sequence_lens: bool = True
     from onnx import TensorProto, helper, numpy_helper
 
     stack, merge_mode = _unwrap(layer, "export_onnx")
+    _check_no_zoneout(stack, "export_onnx")
     if getattr(stack, "proj_size", 0):
         raise ValueError(f"proj_size: ONNX's LSTM has no projection, got "
                          f"proj_size={stack.proj_size}")

@@ -55,7 +55,7 @@ from fastrnn._validation import (ARRAY_OVERHEAD, DIRECTION_KEYS, INT_MAX, Activa
                                  _check_bias, _check_choice, _check_clip, _check_dropout,
                                  _check_flag, _check_lstm_options, _check_memory,
                                  _check_nonlinearity, _check_positive_int, _check_proj_size,
-                                 _check_seed, _direction, _dtype, _layer_activations, _lengths,
+                                 _check_rate, _check_seed, _direction, _dtype, _layer_activations, _lengths,
                                  _numbers, _pair, _state_array)
 from fastrnn.kinds import ELEMENTWISE, NUM_GATES
 
@@ -94,6 +94,41 @@ _DOCS = {
     bidirectional : bool, default False
         Also run each layer right to left (D = 2); the same as
         ``direction="bidirectional"``.""",
+    "zoneout": """\
+    zoneout : float in [0, 1), default 0.0
+        Zoneout on h (Krueger et al. 2016, as haste has it): in training each
+        unit of h keeps its previous value with probability ``zoneout``, per
+        unit, step and batch row (h_t = m * h_{t-1} + (1 - m) * h_new, m ~
+        Bernoulli(zoneout)), the masks drawn from the layer's seeded
+        generator; in inference, the expectation h_t = zoneout * h_{t-1} +
+        (1 - zoneout) * h_new. Every layer and direction.""",
+    "cell_zoneout": """\
+    cell_zoneout : float in [0, 1), default 0.0
+        Zoneout on the cell state c, with its own probability (the paper's
+        LSTMs zone out c and h at different rates, e.g. 0.5 and 0.05): c_t =
+        m_c * c_{t-1} + (1 - m_c) * c_new, the expectation in inference. The
+        new h is computed from the new c before c's zoneout.""",
+    "dropouts": """\
+    input_dropout : float in [0, 1), default 0.0
+        Keras' ``dropout`` (variational dropout, Gal & Ghahramani 2016): in
+        training each layer's input is dropped with this rate, one mask per
+        sequence (the same at every step) and per gate block, as Keras' LSTM,
+        GRU and SimpleRNN do: gate block g's input product is (x * m_g) W_ih_g^T;
+        inverted (kept units are scaled by 1 / (1 - p)); drawn from the layer's
+        seeded generator. Inference is the plain layer.
+    recurrent_dropout : float in [0, 1), default 0.0
+        Keras' ``recurrent_dropout``: the same on h_{t-1} in the recurrent
+        product of each gate block, (h_{t-1} * m_g) W_hh_g^T, one mask per
+        sequence and gate block; h_{t-1} itself (in GRU's z * h_{t-1}, say) is
+        not dropped. Not for the GRU with ``reset_after=False``.""",
+    "weight_dropout": """\
+    weight_dropout : float in [0, 1), default 0.0
+        DropConnect on the recurrent weights (Wan et al. 2013; AWD-LSTM's
+        weight-dropped LSTM, Merity et al. 2017): in training each entry of
+        every ``weight_hh`` is dropped with this rate, one mask per forward
+        call (and layer and direction), the same at every step, inverted
+        (kept entries scaled by 1 / (1 - p)); the gradient reaches the kept
+        entries only. Inference uses the weights as they are.""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -307,13 +342,25 @@ class _RNNBase(_ParameterAttributes, Saveable):
     # odd while load_state_dict copies (under the lock), +2 per load: the cells'
     # lock-free fast path checks it did not overlap a load (cells._infer)
     _param_version = 0
+    # zoneout's probabilities (class defaults: layers pickled before they existed)
+    zoneout = 0.0
+    cell_zoneout = 0.0
+    input_dropout = 0.0
+    recurrent_dropout = 0.0
+    weight_dropout = 0.0
+    # a cell's layer keeps its dropout masks from call to call (one step each)
+    # until the cell's reset_dropout_mask(), as Keras' cells do: per thread
+    _keeps_dropout = False
+    _kept_dropout = _per_thread("kept_dropout")
 
     def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
                  dtype: DTypeLike, seed: Optional[int], backend: str,
                  direction: Optional[str], stateful: bool, activations: Activations,
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
-                 input_forget: bool = False) -> None:
+                 input_forget: bool = False, zoneout: float = 0.0,
+                 cell_zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         G = NUM_GATES[cell]
         self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
                                               "the kernels' sizes are 32-bit C ints")
@@ -324,6 +371,16 @@ class _RNNBase(_ParameterAttributes, Saveable):
         self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self.num_layers = _check_positive_int("num_layers", num_layers)
         self.dropout = _check_dropout(dropout)
+        self.zoneout = _check_rate("zoneout", zoneout)
+        self.cell_zoneout = _check_rate("cell_zoneout", cell_zoneout)
+        if self.cell_zoneout and cell != "lstm":
+            raise ValueError(f"cell_zoneout: the cell state is LSTM's, got cell {cell!r}")
+        self.input_dropout = _check_rate("input_dropout", input_dropout)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+        if self.recurrent_dropout and cell == "gru_reset_before":
+            raise ValueError("recurrent_dropout: not implemented for the GRU with "
+                             "reset_after=False")
+        self.weight_dropout = _check_rate("weight_dropout", weight_dropout)
         self.bias = _check_bias(bias)
         self._cell = cell
         self.batch_first = bool(batch_first)
@@ -515,6 +572,10 @@ class _RNNBase(_ParameterAttributes, Saveable):
                     extra += f", {name}={getattr(self, name)!r}"
         if self.stateful:
             extra += ", stateful=True"
+        for name in ("zoneout", "cell_zoneout", "input_dropout", "recurrent_dropout",
+                     "weight_dropout"):
+            if getattr(self, name):
+                extra += f", {name}={getattr(self, name)!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, "
@@ -755,13 +816,21 @@ class _RNNBase(_ParameterAttributes, Saveable):
             layer_in = x.copy()   # backward must see this forward's x, whatever the caller does
         for layer in range(self.num_layers):
             y = np.empty(x.shape[:2] + (D * R,), self.dtype)
-            dirs = []
+            dirs, dropped = [], []
             for d, (suffix, reverse) in enumerate(self._directions()):
                 k = layer * D + d
+                weights = self._weights(layer, suffix, self._params)
+                keep = self._weight_mask(weights[1]) if training else None
+                if keep is not None:
+                    # DropConnect: this call's W_hh, masked (the kernels read it)
+                    weights = (weights[0], weights[1] * keep) + weights[2:]
+                dropped.append(keep)
                 hn, cn, s = self._backend.forward(
                     self._cell, layer_in, h0[k], None if c0 is None else c0[k],
-                    self._weights(layer, suffix, self._params), lengths, y, d * R,
-                    self.batch_first, reverse, training, self._cell_options[d])
+                    weights, lengths, y, d * R,
+                    self.batch_first, reverse, training, self._cell_options[d],
+                    self._zoneout(x.shape[:2], training),
+                    self._dropout_masks(B, layer_in.shape[2], training))
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -772,7 +841,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 keep = 1.0 - self.dropout
                 mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
                 y *= mask
-            saved["layers"].append((dirs, mask, layer_in.shape))
+            saved["layers"].append((dirs, mask, layer_in.shape, dropped))
             layer_in = y
         output = layer_in
         self._saved = saved if training else None
@@ -783,6 +852,49 @@ class _RNNBase(_ParameterAttributes, Saveable):
             h_n = h_n[:, 0]
             c_n = None if c_n is None else c_n[:, 0]
         return output, h_n, c_n
+
+    def _zoneout(self, rows: Tuple[int, int], training: bool) -> Optional[tuple]:
+        """The zoneout of one layer-direction call, as the backends take it: None,
+        or (mask_h, mask_c, p_h, p_c), the masks (rows + (R,)) and (rows + (H,))
+        uint8, 1 where a unit keeps its previous value, drawn in training from
+        the layer's generator; None in inference (the expectation)."""
+        p_h, p_c = self.zoneout, self.cell_zoneout
+        if not (p_h or p_c):
+            return None
+        if not training:
+            return None, None, p_h, p_c
+        mask_h = (self._rng.random(rows + (self._width,)) < p_h).view(np.uint8) if p_h else None
+        mask_c = (self._rng.random(rows + (self.hidden_size,)) < p_c).view(np.uint8) \
+            if p_c else None
+        return mask_h, mask_c, p_h, p_c
+
+    def _dropout_masks(self, B: int, I: int, training: bool) -> Optional[tuple]:
+        """Keras' dropout of one layer-direction call, as the backends take it: None,
+        or in training (mask_x, mask_h, p_x, p_h), the keep-masks (G, B, I) and
+        (G, B, R) uint8 (1: kept), one per sequence and gate block, drawn from the
+        layer's generator."""
+        p_x, p_h = self.input_dropout, self.recurrent_dropout
+        if not training or not (p_x or p_h):
+            return None
+        kept = self._kept_dropout
+        if kept is not None and kept[0] == (B, I):
+            return kept[1]       # a cell's masks, kept until reset_dropout_mask()
+        G = NUM_GATES[self._cell]
+        mask_x = (self._rng.random((G, B, I)) >= p_x).view(np.uint8) if p_x else None
+        mask_h = (self._rng.random((G, B, self._width)) >= p_h).view(np.uint8) if p_h else None
+        if self._keeps_dropout:
+            self._kept_dropout = ((B, I), (mask_x, mask_h, p_x, p_h))
+        return mask_x, mask_h, p_x, p_h
+
+    def _weight_mask(self, w_hh: np.ndarray) -> Optional[np.ndarray]:
+        """DropConnect's mask of one layer-direction's W_hh for one training call:
+        0 or 1 / (1 - p) per entry in the layer's dtype, drawn from the layer's
+        generator; None without weight_dropout."""
+        p = self.weight_dropout
+        if not p:
+            return None
+        keep = self._rng.random(w_hh.shape) >= p
+        return keep.astype(self.dtype) * self.dtype.type(1 / (1 - p))
 
     # -- backward
 
@@ -834,14 +946,20 @@ class _RNNBase(_ParameterAttributes, Saveable):
         dh0 = np.zeros((L * D, B, R), self.dtype)
         dc0 = np.zeros((L * D, B, H), self.dtype) if self._cell == "lstm" else None
         for layer in reversed(range(L)):
-            dirs, _, in_shape = saved["layers"][layer]
+            dirs, _, in_shape, dropped = saved["layers"][layer]
             dx = np.empty(in_shape, self.dtype)
             for d, (suffix, _) in enumerate(self._directions()):
                 k = layer * D + d
+                grads = self._weights(layer, suffix, self.grads)
+                keep = dropped[d]
+                if keep is not None:   # the gradient of the masked W_hh, apart
+                    grads = (grads[0], np.zeros_like(grads[1])) + grads[2:]
                 g0, gc0 = self._backend.backward(
                     dirs[d], dy, d * R, None if dh_n is None else dh_n[k],
-                    None if dc_n is None else dc_n[k], dx, d > 0,
-                    self._weights(layer, suffix, self.grads))
+                    None if dc_n is None else dc_n[k], dx, d > 0, grads)
+                if keep is not None:
+                    # backprop through W_hh * keep: the kept entries, scaled
+                    self.grads[f"weight_hh_l{layer}{suffix}"] += grads[1] * keep
                 dh0[k] = g0
                 if dc0 is not None:
                     dc0[k] = gc0
@@ -975,6 +1093,9 @@ class RNN(_HiddenStateStack):
 %(layout)s
 %(creation)s
 %(onnx)s
+%(zoneout)s
+%(dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -995,13 +1116,17 @@ class RNN(_HiddenStateStack):
                  dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
-                 activations: Activations = None, clip: Optional[float] = None) -> None:
+                 activations: Activations = None, clip: Optional[float] = None,
+                 zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(f"rnn_{nonlinearity}", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
-                         activations=activations, clip=clip)
+                         activations=activations, clip=clip, zoneout=zoneout,
+                         input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                         weight_dropout=weight_dropout)
 
 
 @_doc
@@ -1021,6 +1146,9 @@ class GRU(_HiddenStateStack):
 %(reset_after)s
 %(creation)s
 %(onnx)s
+%(zoneout)s
+%(dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -1038,13 +1166,17 @@ class GRU(_HiddenStateStack):
                  bidirectional: bool = False, reset_after: bool = True,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
-                 activations: Activations = None, clip: Optional[float] = None) -> None:
+                 activations: Activations = None, clip: Optional[float] = None,
+                 zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size=input_size,
                          hidden_size=hidden_size, num_layers=num_layers, bias=bias,
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
-                         stateful=stateful, activations=activations, clip=clip)
+                         stateful=stateful, activations=activations, clip=clip,
+                         zoneout=zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
 
 
 @_doc
@@ -1131,6 +1263,10 @@ class LSTM(_RNNBase):
 %(creation)s
 %(onnx)s
 %(lstm_onnx)s
+%(zoneout)s
+%(cell_zoneout)s
+%(dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -1149,13 +1285,17 @@ class LSTM(_RNNBase):
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
-                 peepholes: bool = False, input_forget: bool = False) -> None:
+                 peepholes: bool = False, input_forget: bool = False, zoneout: float = 0.0,
+                 cell_zoneout: float = 0.0, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         super().__init__("lstm", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
                          backend=backend, direction=direction, stateful=stateful,
                          activations=activations, clip=clip, proj_size=proj_size,
-                         peepholes=peepholes, input_forget=input_forget)
+                         peepholes=peepholes, input_forget=input_forget, zoneout=zoneout,
+                         cell_zoneout=cell_zoneout, input_dropout=input_dropout,
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

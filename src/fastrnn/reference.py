@@ -40,6 +40,18 @@ indexed whatever the direction (row t belongs to x[t] and y[t]):
 
 plus "cell", "reverse", "lengths" (B,), "x" and the four parameters. Values at
 inactive steps are whatever the cell computed there and are never used.
+
+Zoneout (Krueger et al. 2016), zoneout = (mask_h, mask_c, p_h, p_c): after each
+active step a unit of h (of c, LSTM) keeps its previous value where its mask
+(T, B, R) (c: (T, B, H)) is nonzero; without a mask, p > 0 gives inference's
+expectation p * previous + (1 - p) * new. The LSTM's new h comes from the new c
+before c's zoneout.
+
+Dropout as Keras' recurrent layers have it (Gal & Ghahramani 2016), training
+only: keep_x (G, B, I) and keep_h (G, B, R), one mask per sequence and gate block
+already scaled (0 or 1 / (1 - p)); gate block g's input product reads x * keep_x[g]
+and its recurrent product h_prev * keep_h[g] (``_product``), at every step. The
+layers pass dropout = (mask_x, mask_h, p_x, p_h), uint8 masks and their rates.
 """
 from __future__ import annotations
 
@@ -70,16 +82,39 @@ def _bias(b: Optional[Array], lo: Optional[int] = None, hi: Optional[int] = None
     return 0 if b is None else b[lo:hi]
 
 
-def _params(w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array]) -> Cache:
-    return {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+def _params(w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
+            keep_x: Optional[Array] = None, keep_h: Optional[Array] = None) -> Cache:
+    return {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "keep_x": keep_x,
+            "keep_h": keep_h}
 
 
-def _grads(cache: Cache, dgi: Array, dgh: Array, dw_hh: Array) -> Grads:
-    """Parameter gradients of one step from the pre-activation gradients of the
-    input side dgi (B, G*H) and of the recurrent side dgh (B, G*H)."""
-    return {"w_ih": dgi.T @ cache["x"], "w_hh": dw_hh,
-            "b_ih": None if cache["b_ih"] is None else dgi.sum(0),
-            "b_hh": None if cache["b_hh"] is None else dgh.sum(0)}
+def _product(a: Array, w: Array, keep: Optional[Array]) -> Array:
+    """a @ w.T; with dropout masks keep (G, B, n), gate block g of w's rows reads
+    a * keep[g] (Keras' one mask per gate)."""
+    if keep is None:
+        return a @ w.T
+    H = w.shape[0] // len(keep)
+    return np.concatenate([(a * k) @ w[g * H:(g + 1) * H].T for g, k in enumerate(keep)], axis=1)
+
+
+def _product_backward(d: Array, a: Array, w: Array, keep: Optional[Array]) -> tuple[Array, Array]:
+    """(da, dw) of _product(a, w, keep), d its gradient (B, G*H)."""
+    if keep is None:
+        return d @ w, d.T @ a
+    H = w.shape[0] // len(keep)
+    blocks = [(d[:, g * H:(g + 1) * H], w[g * H:(g + 1) * H], k) for g, k in enumerate(keep)]
+    da = sum((dg @ wg) * k for dg, wg, k in blocks)
+    return da, np.concatenate([dg.T @ (a * k) for dg, _, k in blocks], axis=0)
+
+
+def _grads(cache: Cache, dgi: Array, dgh: Array, dw_hh: Array) -> tuple[Array, Grads]:
+    """dx and the parameter gradients of one step from the pre-activation
+    gradients of the input side dgi (B, G*H) and of the recurrent side dgh (B, G*H)."""
+    # backprop through x @ w_ih.T (per gate block, with input dropout)
+    dx, dw_ih = _product_backward(dgi, cache["x"], cache["w_ih"], cache.get("keep_x"))
+    return dx, {"w_ih": dw_ih, "w_hh": dw_hh,
+                "b_ih": None if cache["b_ih"] is None else dgi.sum(0),
+                "b_hh": None if cache["b_hh"] is None else dgh.sum(0)}
 
 
 # ----------------------------------------------------------------- cells: one step
@@ -89,11 +124,13 @@ def _grads(cache: Cache, dgi: Array, dgh: Array, dw_hh: Array) -> Grads:
 # step's parameter gradients.
 
 def rnn_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Optional[Array],
-                     b_hh: Optional[Array], nonlinearity: str = "tanh") -> tuple[Array, Cache]:
-    a = x @ w_ih.T + _bias(b_ih) + h_prev @ w_hh.T + _bias(b_hh)
+                     b_hh: Optional[Array], nonlinearity: str = "tanh",
+                     keep_x: Optional[Array] = None, keep_h: Optional[Array] = None
+                     ) -> tuple[Array, Cache]:
+    a = _product(x, w_ih, keep_x) + _bias(b_ih) + _product(h_prev, w_hh, keep_h) + _bias(b_hh)
     h = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
     return h, {"x": x, "h_prev": h_prev, "gates": h, "nonlinearity": nonlinearity,
-               **_params(w_ih, w_hh, b_ih, b_hh)}
+               **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
 
 
 def rnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
@@ -101,9 +138,9 @@ def rnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
     # backprop through h = act(a)
     da = dh * (1 - h * h) if cache["nonlinearity"] == "tanh" else dh * (h > 0)
     # backprop through a = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh
-    dx = da @ cache["w_ih"]
-    dh_prev = da @ cache["w_hh"]
-    return dx, dh_prev, _grads(cache, da, da, da.T @ cache["h_prev"])
+    dh_prev, dw_hh = _product_backward(da, cache["h_prev"], cache["w_hh"], cache.get("keep_h"))
+    dx, grads = _grads(cache, da, da, dw_hh)
+    return dx, dh_prev, grads
 
 
 def indrnn_cell_forward(x: Array, h_prev: Array, w_ih: Array, u: Array, b_ih: Optional[Array],
@@ -120,17 +157,19 @@ def indrnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
     # backprop through h = act(a)
     da = dh * (1 - h * h) if cache["nonlinearity"] == "tanh" else dh * (h > 0)
     # backprop through a = x @ w_ih.T + b_ih + u * h_prev + b_hh
-    dx = da @ cache["w_ih"]
     dh_prev = da * cache["w_hh"]
-    return dx, dh_prev, _grads(cache, da, da, (da * cache["h_prev"]).sum(0))
+    dx, grads = _grads(cache, da, da, (da * cache["h_prev"]).sum(0))
+    return dx, dh_prev, grads
 
 
 def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh: Array,
-                      b_ih: Optional[Array], b_hh: Optional[Array], w_hr: Optional[Array] = None
+                      b_ih: Optional[Array], b_hh: Optional[Array], w_hr: Optional[Array] = None,
+                      keep_x: Optional[Array] = None, keep_h: Optional[Array] = None
                       ) -> tuple[Array, Array, Cache]:
     """h_prev (B, R) with R = P when projecting (w_hr (P, H)), else H; c_prev (B, H)."""
     H = c_prev.shape[1]
-    a = x @ w_ih.T + _bias(b_ih) + h_prev @ w_hh.T + _bias(b_hh)   # (B, 4H)
+    a = (_product(x, w_ih, keep_x) + _bias(b_ih) + _product(h_prev, w_hh, keep_h)
+         + _bias(b_hh))                                             # (B, 4H)
     i = sigmoid(a[:, :H])
     f = sigmoid(a[:, H:2 * H])
     g = np.tanh(a[:, 2 * H:3 * H])
@@ -139,7 +178,8 @@ def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh:
     m = o * np.tanh(c)
     h = m if w_hr is None else m @ w_hr.T                          # the projection
     return h, c, {"x": x, "h_prev": h_prev, "c_prev": c_prev, "m": m, "w_hr": w_hr,
-                  "gates": np.concatenate([i, f, g, o], axis=1), **_params(w_ih, w_hh, b_ih, b_hh)}
+                  "gates": np.concatenate([i, f, g, o], axis=1),
+                  **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
 
 
 def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array, Array, Grads]:
@@ -164,25 +204,25 @@ def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array
     da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)],
                         axis=1)
     # backprop through a = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh
-    dx = da @ cache["w_ih"]
-    dh_prev = da @ cache["w_hh"]
-    grads = _grads(cache, da, da, da.T @ cache["h_prev"])
+    dh_prev, dw_hh = _product_backward(da, cache["h_prev"], cache["w_hh"], cache.get("keep_h"))
+    dx, grads = _grads(cache, da, da, dw_hh)
     grads["w_hr"] = dw_hr
     return dx, dh_prev, dc_prev, grads
 
 
 def gru_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Optional[Array],
-                     b_hh: Optional[Array]) -> tuple[Array, Cache]:
+                     b_hh: Optional[Array], keep_x: Optional[Array] = None,
+                     keep_h: Optional[Array] = None) -> tuple[Array, Cache]:
     H = h_prev.shape[1]
-    gi = x @ w_ih.T + _bias(b_ih)                  # (B, 3H) input side of r, z, n
-    gh = h_prev @ w_hh.T + _bias(b_hh)             # (B, 3H) recurrent side of r, z, n
+    gi = _product(x, w_ih, keep_x) + _bias(b_ih)       # (B, 3H) input side of r, z, n
+    gh = _product(h_prev, w_hh, keep_h) + _bias(b_hh)  # (B, 3H) recurrent side of r, z, n
     r = sigmoid(gi[:, :H] + gh[:, :H])
     z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
     hn = gh[:, 2 * H:]                             # h_prev @ w_hn.T + b_hn
     n = np.tanh(gi[:, 2 * H:] + r * hn)
     h = (1 - z) * n + z * h_prev
     return h, {"x": x, "h_prev": h_prev, "gates": np.concatenate([r, z, n], axis=1), "hn": hn,
-               **_params(w_ih, w_hh, b_ih, b_hh)}
+               **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
 
 
 def gru_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
@@ -203,23 +243,23 @@ def gru_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
     # backprop through gi = x @ w_ih.T + b_ih and gh = h_prev @ w_hh.T + b_hh
     dgi = np.concatenate([dar, daz, dan], axis=1)
     dgh = np.concatenate([dar, daz, dhn], axis=1)
-    dx = dgi @ cache["w_ih"]
-    dh_prev = dh_prev + dgh @ cache["w_hh"]
-    return dx, dh_prev, _grads(cache, dgi, dgh, dgh.T @ h_prev)
+    dh_rec, dw_hh = _product_backward(dgh, h_prev, cache["w_hh"], cache.get("keep_h"))
+    dx, grads = _grads(cache, dgi, dgh, dw_hh)
+    return dx, dh_prev + dh_rec, grads
 
 
 def gru_reset_before_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array,
-                                  b_ih: Optional[Array], b_hh: Optional[Array]
-                                  ) -> tuple[Array, Cache]:
+                                  b_ih: Optional[Array], b_hh: Optional[Array],
+                                  keep_x: Optional[Array] = None) -> tuple[Array, Cache]:
     H = h_prev.shape[1]
-    gi = x @ w_ih.T + _bias(b_ih)                  # (B, 3H) input side of r, z, n
+    gi = _product(x, w_ih, keep_x) + _bias(b_ih)   # (B, 3H) input side of r, z, n
     r = sigmoid(gi[:, :H] + h_prev @ w_hh[:H].T + _bias(b_hh, 0, H))
     z = sigmoid(gi[:, H:2 * H] + h_prev @ w_hh[H:2 * H].T + _bias(b_hh, H, 2 * H))
     rh = r * h_prev
     n = np.tanh(gi[:, 2 * H:] + rh @ w_hh[2 * H:].T + _bias(b_hh, 2 * H))
     h = (1 - z) * n + z * h_prev
     return h, {"x": x, "h_prev": h_prev, "gates": np.concatenate([r, z, n], axis=1), "rh": rh,
-               **_params(w_ih, w_hh, b_ih, b_hh)}
+               **_params(w_ih, w_hh, b_ih, b_hh, keep_x)}
 
 
 def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
@@ -242,30 +282,36 @@ def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Arra
     daz = dz * z * (1 - z)
     # backprop through gi = x @ w_ih.T + b_ih and the recurrent products of r, z
     dgi = np.concatenate([dar, daz, dan], axis=1)
-    dx = dgi @ cache["w_ih"]
     dh_prev = dh_prev + dgi[:, :2 * H] @ w_hh[:2 * H]
     dw_hh = np.concatenate([dgi[:, :2 * H].T @ h_prev, dan.T @ rh], axis=0)
     # every bias sits outside its product, so b_hh gets the same gradient as b_ih
-    return dx, dh_prev, _grads(cache, dgi, dgi, dw_hh)
+    dx, grads = _grads(cache, dgi, dgi, dw_hh)
+    return dx, dh_prev, grads
 
 
 def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_ih: Array,
                  w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
-                 w_hr: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
+                 w_hr: Optional[Array] = None, keep_x: Optional[Array] = None,
+                 keep_h: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
     """One step of any cell kind: h (B, R), c (B, H) or None, step cache.
-    w_hr, the LSTM projection (P, H), makes R = P; otherwise R = H."""
+    w_hr, the LSTM projection (P, H), makes R = P; otherwise R = H. keep_x,
+    keep_h: dropout masks (module docstring)."""
     if cell == "lstm":
-        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, w_hr)
+        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, w_hr, keep_x, keep_h)
     if w_hr is not None:
         raise ValueError(f"w_hr: a projection is for LSTM only, got cell {cell!r}")
     if cell in ("rnn_tanh", "rnn_relu"):
-        h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:])
+        h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:], keep_x, keep_h)
     elif cell in ("indrnn_tanh", "indrnn_relu"):
+        if keep_x is not None or keep_h is not None:
+            raise ValueError("keep_x, keep_h: dropout masks are not implemented for IndRNN")
         h, cache = indrnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[7:])
     elif cell == "gru":
-        h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh)
+        h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)
     elif cell == "gru_reset_before":
-        h, cache = gru_reset_before_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh)
+        if keep_h is not None:
+            raise ValueError("keep_h: recurrent dropout is not implemented for gru_reset_before")
+        h, cache = gru_reset_before_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x)
     else:
         raise ValueError(f"cell must be one of {CELLS}: got {cell!r}")
     return h, None, cache
@@ -346,18 +392,21 @@ class Options:
 def general_cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array],
                          w_ih: Array, w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
                          opts: Options, peep: Optional[Array] = None,
-                         w_hr: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
+                         w_hr: Optional[Array] = None, keep_x: Optional[Array] = None,
+                         keep_h: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
     """One step of a general cell: h, c (LSTM) or None, step cache."""
     H = w_ih.shape[0] // NUM_GATES[cell]
-    gi = x @ w_ih.T + _bias(b_ih)                  # input side of every gate
+    gi = _product(x, w_ih, keep_x) + _bias(b_ih)   # input side of every gate
     cache: Cache = {"x": x, "h_prev": h_prev, "c_prev": c_prev, "opts": opts, "peep": peep,
-                    "w_hr": w_hr, **_params(w_ih, w_hh, b_ih, b_hh)}
+                    "w_hr": w_hr, **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
+    if keep_h is not None and cell == "gru_reset_before":
+        raise ValueError("keep_h: recurrent dropout is not implemented for gru_reset_before")
     c = None
     if cell in ("rnn_tanh", "rnn_relu"):
-        v = gi + h_prev @ w_hh.T + _bias(b_hh)
+        v = gi + _product(h_prev, w_hh, keep_h) + _bias(b_hh)
         h = opts.act(0, v)
     elif cell == "lstm":
-        v = gi + h_prev @ w_hh.T + _bias(b_hh)     # (B, 4H): vi, vf, vg, vo
+        v = gi + _product(h_prev, w_hh, keep_h) + _bias(b_hh)   # (B, 4H): vi, vf, vg, vo
         if peep is not None:                       # peepholes on c_prev for i and f
             v[:, :H] += peep[:H] * c_prev
             v[:, H:2 * H] += peep[H:2 * H] * c_prev
@@ -371,7 +420,7 @@ def general_cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Ar
         cache["m"] = m
         h = m if w_hr is None else m @ w_hr.T
     elif cell == "gru":
-        gh = h_prev @ w_hh.T + _bias(b_hh)
+        gh = _product(h_prev, w_hh, keep_h) + _bias(b_hh)
         v = gi + gh
         r = opts.act(0, v[:, :H])
         cache["hn"] = gh[:, 2 * H:]
@@ -400,8 +449,8 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
     if cell in ("rnn_tanh", "rnn_relu"):
         # backprop through h = a0(v)
         dv = dh * opts.dact(0, v)
-        dgh, dh_prev = dv, dv @ w_hh
-        dw_hh = dv.T @ h_prev
+        dgh = dv
+        dh_prev, dw_hh = _product_backward(dv, h_prev, w_hh, cache.get("keep_h"))
     elif cell == "lstm":
         peep, c_prev = cache["peep"], cache["c_prev"]
         if cache["w_hr"] is not None:
@@ -432,8 +481,8 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
             extra["peep"] = np.concatenate([(dvi * c_prev).sum(0), (dvf * c_prev).sum(0),
                                             (dvo * c).sum(0)])
         dv = np.concatenate([dvi, dvf, dvg, dvo], axis=1)
-        dgh, dh_prev = dv, dv @ w_hh
-        dw_hh = dv.T @ h_prev
+        dgh = dv
+        dh_prev, dw_hh = _product_backward(dv, h_prev, w_hh, cache.get("keep_h"))
     else:
         vr, vz, vn = np.split(v, 3, axis=1)
         z, n = opts.act(0, vz), opts.act(1, vn)
@@ -446,8 +495,8 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
             # backprop through vn = xn + r * hn
             dvr = dvn * cache["hn"] * opts.dact(0, vr)
             dgh = np.concatenate([dvr, dvz, dvn * r], axis=1)
-            dh_prev = dh_prev + dgh @ w_hh
-            dw_hh = dgh.T @ h_prev
+            dh_rec, dw_hh = _product_backward(dgh, h_prev, w_hh, cache.get("keep_h"))
+            dh_prev = dh_prev + dh_rec
         else:
             # backprop through vn = xn + (r * h_prev) @ w_hn.T
             drh = dvn @ w_hh[2 * H:]
@@ -457,8 +506,7 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
             dh_prev = dh_prev + dgh[:, :2 * H] @ w_hh[:2 * H]
             dw_hh = np.concatenate([dgh[:, :2 * H].T @ h_prev, dvn.T @ cache["rh"]])
         dv = np.concatenate([dvr, dvz, dvn], axis=1)
-    dx = dv @ cache["w_ih"]
-    grads = _grads(cache, dv, dgh, dw_hh)
+    dx, grads = _grads(cache, dv, dgh, dw_hh)
     grads["w_hr"] = extra.get("w_hr")
     grads["peep"] = extra.get("peep")
     return dx, dh_prev, dc_prev, grads
@@ -469,22 +517,26 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
 def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Array, w_hh: Array,
                   b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array] = None,
                   reverse: bool = False, w_hr: Optional[Array] = None,
-                  opts: Optional[Options] = None, peep: Optional[Array] = None
+                  opts: Optional[Options] = None, peep: Optional[Array] = None,
+                  zoneout: Optional[tuple] = None, dropout: Optional[tuple] = None
                   ) -> tuple[Array, Array, Optional[Array], Cache]:
     """One layer, one direction, time-major.
 
     x (T, B, I); h0 (B, R), c0 (B, H), c0 None unless cell == "lstm", with
     R = P for an LSTM projection w_hr (P, H), else H; lengths None or ints
     (B,) with 0 <= lengths[b] <= T; opts (and LSTM peepholes peep (3H)) select
-    the general cells. Returns y (T, B, R), h_n (B, R), c_n (B, H) or None, and
-    the cache for layer_backward."""
+    the general cells; zoneout and dropout as the module says. Returns y (T, B, R),
+    h_n (B, R), c_n (B, H) or None, and the cache for layer_backward."""
     T, B, _ = x.shape
     H = w_ih.shape[0] // NUM_GATES[cell]
     R = w_hh.shape[-1]                             # IndRNN's u is (H,)
     dtype = np.result_type(x, h0, w_ih, w_hh)
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    mask_h, mask_c, p_h, p_c = (None, None, 0.0, 0.0) if zoneout is None else zoneout
+    keep_x, keep_h = _keep_masks(dropout, dtype)
     cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
-                    "w_hr": w_hr, "opts": opts, "peep": peep, **_params(w_ih, w_hh, b_ih, b_hh)}
+                    "w_hr": w_hr, "opts": opts, "peep": peep, "zoneout": zoneout,
+                    **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
     saved = SAVED[cell] + (("m",) if w_hr is not None else ())
     widths = {"gates": NUM_GATES[cell] * H, "h_prev": R}
     for k in saved:
@@ -494,12 +546,16 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         active = (t < lengths)[:, None]            # (B, 1)
         if opts is None:
-            h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+            h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                          keep_x, keep_h)
         else:
             h_t, c_t, step = general_cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh,
-                                                  opts, peep, w_hr)
+                                                  opts, peep, w_hr, keep_x, keep_h)
         for k in saved:
             cache[k][t] = step[k]
+        # zoneout: a unit keeps its previous value where masked (the expectation without masks)
+        h_t = _zoneout(h_t, h, None if mask_h is None else mask_h[t], p_h)
+        c_t = None if c is None else _zoneout(c_t, c, None if mask_c is None else mask_c[t], p_c)
         y[t] = np.where(active, h_t, 0)
         # inactive rows keep their state
         h = np.where(active, h_t, h)
@@ -526,25 +582,58 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
         dc = np.zeros(cache["c_prev"].shape[1:], x.dtype) if dc_n is None else dc_n
     saved = SAVED[cell] + (("m",) if cache["w_hr"] is not None else ())
     steps = range(T - 1, -1, -1) if cache["reverse"] else range(T)
+    zoneout = cache["zoneout"]
+    mask_h, mask_c, p_h, p_c = (None, None, 0.0, 0.0) if zoneout is None else zoneout
     for t in reversed(steps):
         active = (t < lengths)[:, None]            # (B, 1)
         step = {"x": x[t], "w_hr": cache["w_hr"], "opts": cache["opts"], "peep": cache["peep"],
                 **{k: cache[k][t] for k in saved},
-                **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"])}
+                **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"],
+                          cache["keep_x"], cache.get("keep_h"))}
         if cell in ("rnn_tanh", "rnn_relu", "indrnn_tanh", "indrnn_relu"):
             step["nonlinearity"] = cell.split("_")[1]
         # an active step's output is both y[t] and the carried state
         dh_t = np.where(active, dh + (0 if dy is None else dy[t]), 0)
         dc_t = None if dc is None else np.where(active, dc, 0)
+        # backprop through zoneout: h = keep*h_prev + (1-keep)*h_new (c likewise)
+        dh_t, dh_kept = _zoneout_backward(dh_t, None if mask_h is None else mask_h[t], p_h)
+        if dc is not None:
+            dc_t, dc_kept = _zoneout_backward(dc_t, None if mask_c is None else mask_c[t], p_c)
         if cache["opts"] is None:
             dx[t], dh_prev, dc_prev, step_grads = cell_backward(cell, dh_t, dc_t, step)
         else:
             step.setdefault("c_prev", None)
             dx[t], dh_prev, dc_prev, step_grads = general_cell_backward(cell, dh_t, dc_t, step)
         # an inactive step passed the state through, and so passes its gradient back
-        dh = dh_prev + np.where(active, 0, dh)
-        dc = None if dc is None else dc_prev + np.where(active, 0, dc)
+        dh = dh_prev + dh_kept + np.where(active, 0, dh)
+        dc = None if dc is None else dc_prev + dc_kept + np.where(active, 0, dc)
         for k, g in grads.items():
             if g is not None:
                 g += step_grads[k]
     return dx, dh, dc, grads
+
+
+def _zoneout(new: Array, prev: Array, keep: Optional[Array], p: float) -> Array:
+    """Zoneout of one step: prev where keep (B, n) is nonzero, else new; without a
+    mask, the expectation p * prev + (1 - p) * new (p = 0: new)."""
+    if keep is not None:
+        return np.where(keep != 0, prev, new)
+    return new if p == 0 else p * prev + (1 - p) * new
+
+
+def _zoneout_backward(d: Array, keep: Optional[Array], p: float) -> tuple[Array, Array]:
+    """Backward of _zoneout: (the gradient of new, the gradient of prev)."""
+    if keep is not None:
+        return np.where(keep != 0, 0, d).astype(d.dtype), np.where(keep != 0, d, 0).astype(d.dtype)
+    return (1 - p) * d, p * d
+
+
+def _keep_masks(dropout: Optional[tuple], dtype) -> tuple[Optional[Array], Optional[Array]]:
+    """The scaled masks keep_x (G, B, I), keep_h (G, B, R) of dropout = (mask_x,
+    mask_h, p_x, p_h) (uint8, 1: kept): 0 or 1 / (1 - p) in dtype (inverted dropout)."""
+    if dropout is None:
+        return None, None
+    mask_x, mask_h, p_x, p_h = dropout
+    scale = (np.dtype(dtype).type(1 / (1 - p)) for p in (p_x, p_h))
+    return tuple(None if m is None else (m != 0).astype(dtype) * s
+                 for m, s in zip((mask_x, mask_h), scale))

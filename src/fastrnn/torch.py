@@ -274,9 +274,10 @@ def _stack_backward(spec: _Spec, record: _Record, weights: Sequence[Optional[np.
         for d in range(D):
             k = layer * D + d
             w = _layer_weights(spec, weights, layer, d)
-            # CBackend.forward's record of this layer-direction, rebuilt
+            # CBackend.forward's record of this layer-direction, rebuilt (no
+            # options, no zoneout, no dropout)
             saved = (spec.cell, record.caches[k], layer_in, w, spec.lengths, spec.batch_first,
-                     d == 1, None)
+                     d == 1, None, None, None)
             g0, gc0 = backend.backward(saved, dy, d * R, None if dh_n is None else dh_n[k],
                                        None if dc_n is None else dc_n[k], dx, d > 0,
                                        _layer_weights(spec, grads, layer, d))
