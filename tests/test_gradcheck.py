@@ -41,14 +41,19 @@ def _forward(layer, x, h0, c0, lengths):
 
 
 def check_gradients(layer, inputs, lengths, assert_close, numeric_gradient,
-                    before_forward=lambda: None):
-    """Analytic gradients of f against central differences on every entry."""
+                    replay_masks=False):
+    """Analytic gradients of f against central differences on every entry. With
+    replay_masks, the layer's generator is set back before each forward, so that
+    every evaluation draws the same dropout or zoneout masks (white box: the layer
+    draws them from layer._rng)."""
     x, h0, c0 = inputs["x"], inputs["h0"], inputs["c0"]
     R, S, U = inputs["dy"], inputs["dh_n"], inputs["dc_n"]
     lstm = c0 is not None or U is not None
+    rng_state = layer._rng.bit_generator.state if replay_masks else None
 
     def f():
-        before_forward()
+        if replay_masks:
+            layer._rng.bit_generator.state = rng_state
         out, h_n, c_n = _forward(layer, x, h0, c0, lengths)
         total = np.sum(out * R) + np.sum(h_n * S)
         return total + (np.sum(c_n * U) if lstm else 0.0)
@@ -97,13 +102,8 @@ def test_gradients_through_dropout_match_finite_differences(cell, backend, make_
     layer = make_layer(cell, I, H, dtype=np.float64, seed=37, backend=backend, num_layers=3,
                        bidirectional=True, dropout=0.4)
     inputs = make_inputs(layer, T, B, seed=34)
-    rng_state = layer._rng.bit_generator.state
-
-    def replay_masks():
-        layer._rng.bit_generator.state = rng_state
-
     check_gradients(layer, inputs, [3, 1, 2], assert_close, numeric_gradient,
-                    before_forward=replay_masks)
+                    replay_masks=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -77,13 +77,8 @@ def test_gradients_match_finite_differences(cell, backend, make_layer, make_inpu
     layer = make_layer(cell, 2, 3, dtype=np.float64, seed=9, backend=backend, num_layers=2,
                        bidirectional=True, batch_first=True, **_zoneout_kwargs(cell, 0.4, 0.5))
     inputs = make_inputs(layer, 3, 3, seed=10)
-    rng_state = layer._rng.bit_generator.state
-
-    def replay_masks():
-        layer._rng.bit_generator.state = rng_state
-
     check_gradients(layer, inputs, [3, 1, 2], assert_close, numeric_gradient,
-                    before_forward=replay_masks)
+                    replay_masks=True)
 
 
 def test_masks_are_bernoulli_per_unit_step_and_row():
