@@ -35,10 +35,19 @@ indexed whatever the direction (row t belongs to x[t] and y[t]):
     "gates"   (T, B, G*H)  post-activation gates (RNN: h itself)
     "h_prev"  (T, B, H)    the state entering step t
     "c_prev"  (T, B, H)    LSTM only: the cell state entering step t
-    "hn"      (T, B, H)    "gru" only: the recurrent n-term h W_hn^T + b_hn
+    "hn"      (T, B, H)    "gru" only: the recurrent n-term h W_hn^T + b_hn (with layer
+                           normalization: gh's n block, LN(h W_hh^T; g_hh)[n] + b_hn)
     "rh"      (T, B, H)    "gru_reset_before" only: r * h_prev
 
-plus "cell", "reverse", "lengths" (B,), "x" and the four parameters. Values at
+and with layer normalization (below) also
+
+    "ln_ih"   (T, B, G*H)  the normalized input product (x W_ih^T - mean) * rstd
+    "ln_hh"   (T, B, G*H)  the normalized recurrent product
+    "ln_c"    (T, B, H)    LSTM only: the normalized new cell state
+    "rstd"    (T, B, K)    1 / sqrt(var + LN_EPS) of each: K = 3 (ih, hh, c) for LSTM,
+                           2 (ih, hh) for GRU
+
+plus "cell", "reverse", "lengths" (B,), "x", the four parameters and "ln". Values at
 inactive steps are whatever the cell computed there and are never used.
 
 Zoneout (Krueger et al. 2016), zoneout = (mask_h, mask_c, p_h, p_c): after each
@@ -52,6 +61,23 @@ only: keep_x (G, B, I) and keep_h (G, B, R), one mask per sequence and gate bloc
 already scaled (0 or 1 / (1 - p)); gate block g's input product reads x * keep_x[g]
 and its recurrent product h_prev * keep_h[g] (``_product``), at every step. The
 layers pass dropout = (mask_x, mask_h, p_x, p_h), uint8 masks and their rates.
+
+Layer normalization (Ba et al. 2016, "Layer Normalization"; the form of haste's
+LayerNormLSTM and LayerNormGRU), "lstm" and "gru" only, ln = (g_ih, g_hh, g_c, b_c).
+LN(a; g) = (a - mean(a)) / sqrt(var(a) + LN_EPS) * g over the last axis, all G*H
+columns of a row together (biased variance, as torch.nn.LayerNorm); each product
+is normalized on its own (after the dropout masks) and its bias is LN's shift:
+
+    "lstm"  a = LN(x W_ih^T; g_ih) + b_ih + LN(h W_hh^T; g_hh) + b_hh   (g_ih, g_hh (4H,))
+            c = f*c + i*g;  h = o*tanh(LN(c; g_c) + b_c)               (g_c, b_c (H,))
+    "gru"   gi = LN(x W_ih^T; g_ih) + b_ih;  gh = LN(h W_hh^T; g_hh) + b_hh   ((3H,))
+            then r, z, n, h from gi, gh as without LN; g_c = b_c = None
+
+c itself (not LN(c)) is the carried state. b_c may be None (zero). Backward of
+y = LN(a; g), with a^ the normalized a: dg = sum over rows of dy*a^, and
+da = rstd * (dy*g - mean(dy*g) - a^ * mean(dy*g*a^)). The step and layer grads carry
+"ln_ih", "ln_hh", "ln_c", "ln_cb" (the gradients of g_ih, g_hh, g_c, b_c) for every
+cell, None when absent.
 """
 from __future__ import annotations
 
@@ -64,12 +90,19 @@ from fastrnn.kinds import CELLS, NUM_GATES
 Array = np.ndarray
 Cache = dict[str, Any]
 Grads = dict[str, Optional[Array]]
+LayerNorm = tuple   # (g_ih, g_hh, g_c, b_c), module docstring
+
+#: the epsilon of layer normalization, added to the variance (torch.nn.LayerNorm's)
+LN_EPS = 1e-5
 
 # what a step saves for backward, beyond x and the parameters; the C cache keeps the same
 SAVED = {"rnn_tanh": ("gates", "h_prev"), "rnn_relu": ("gates", "h_prev"),
          "indrnn_tanh": ("gates", "h_prev"), "indrnn_relu": ("gates", "h_prev"),
          "lstm": ("gates", "h_prev", "c_prev"), "gru": ("gates", "h_prev", "hn"),
          "gru_reset_before": ("gates", "h_prev", "rh")}
+# and with layer normalization
+LN_SAVED = {"lstm": ("ln_ih", "ln_hh", "ln_c", "rstd"), "gru": ("ln_ih", "ln_hh", "rstd")}
+LN_GRADS = ("ln_ih", "ln_hh", "ln_c", "ln_cb")   # the gradients of g_ih, g_hh, g_c, b_c
 
 
 def sigmoid(a: Array) -> Array:
@@ -107,14 +140,69 @@ def _product_backward(d: Array, a: Array, w: Array, keep: Optional[Array]) -> tu
     return da, np.concatenate([dg.T @ (a * k) for dg, _, k in blocks], axis=0)
 
 
-def _grads(cache: Cache, dgi: Array, dgh: Array, dw_hh: Array) -> tuple[Array, Grads]:
+def _grads(cache: Cache, dgi: Array, dgh: Array, dw_hh: Array, dpi: Optional[Array] = None
+           ) -> tuple[Array, Grads]:
     """dx and the parameter gradients of one step from the pre-activation
-    gradients of the input side dgi (B, G*H) and of the recurrent side dgh (B, G*H)."""
+    gradients of the input side dgi (B, G*H) and of the recurrent side dgh (B, G*H),
+    which are the biases'; dpi, the gradient of the input product, is dgi but
+    under layer normalization. The LN gradients start as None."""
     # backprop through x @ w_ih.T (per gate block, with input dropout)
-    dx, dw_ih = _product_backward(dgi, cache["x"], cache["w_ih"], cache.get("keep_x"))
+    dx, dw_ih = _product_backward(dgi if dpi is None else dpi, cache["x"], cache["w_ih"],
+                                  cache.get("keep_x"))
     return dx, {"w_ih": dw_ih, "w_hh": dw_hh,
                 "b_ih": None if cache["b_ih"] is None else dgi.sum(0),
-                "b_hh": None if cache["b_hh"] is None else dgh.sum(0)}
+                "b_hh": None if cache["b_hh"] is None else dgh.sum(0),
+                **dict.fromkeys(LN_GRADS)}
+
+
+def _layer_norm(a: Array, g: Array) -> tuple[Array, Array, Array]:
+    """LN(a; g) over the last axis, the normalized a (a^) and rstd (B, 1)."""
+    rstd = 1 / np.sqrt(a.var(-1, keepdims=True) + LN_EPS)
+    a_hat = (a - a.mean(-1, keepdims=True)) * rstd
+    return a_hat * g, a_hat, rstd
+
+
+def _layer_norm_backward(dy: Array, a_hat: Array, rstd: Array, g: Array) -> tuple[Array, Array]:
+    """(da, dg) of y = LN(a; g), from the stored a^ and rstd."""
+    # backprop through y = a^ * g
+    da_hat = dy * g
+    # backprop through a^ = (a - mean(a)) * rstd, rstd depending on a as well
+    da = rstd * (da_hat - da_hat.mean(-1, keepdims=True)
+                 - a_hat * (da_hat * a_hat).mean(-1, keepdims=True))
+    return da, (dy * a_hat).sum(0)
+
+
+def _check_ln(cell: str, ln: Optional[LayerNorm], w_hr: Optional[Array] = None) -> None:
+    """ValueError unless ln is None or a layer normalization cell can take it."""
+    if ln is None:
+        return
+    if cell not in LN_SAVED:
+        raise ValueError(f"ln: layer normalization is implemented for cells 'lstm' and 'gru' "
+                         f"only, got cell {cell!r}")
+    if w_hr is not None:
+        raise ValueError("ln: layer normalization is not implemented with the LSTM "
+                         "projection w_hr")
+    if not isinstance(ln, tuple) or len(ln) != 4:
+        raise ValueError("ln: expected None or a tuple (g_ih, g_hh, g_c, b_c)")
+    if ln[0] is None or ln[1] is None:
+        raise ValueError("ln: the gains g_ih and g_hh are required")
+    if cell == "lstm" and ln[2] is None:
+        raise ValueError("ln: the LSTM's cell-state gain g_c is required")
+    if cell == "gru" and (ln[2] is not None or ln[3] is not None):
+        raise ValueError("ln: g_c and b_c must be None for 'gru' (no cell state)")
+
+
+def _ln_products_backward(dgi: Array, dgh: Array, cache: Cache
+                          ) -> tuple[Array, Array, dict[str, Array]]:
+    """(dpi, dph, LN grads) through gi = LN(pi; g_ih) + b_ih and gh = LN(ph; g_hh) + b_hh:
+    the gradients of the products pi, ph from those of gi, gh; identity without ln."""
+    ln = cache.get("ln")
+    if ln is None:
+        return dgi, dgh, {}
+    rstd = cache["rstd"]
+    dpi, dg_ih = _layer_norm_backward(dgi, cache["ln_ih"], rstd[:, 0:1], ln[0])
+    dph, dg_hh = _layer_norm_backward(dgh, cache["ln_hh"], rstd[:, 1:2], ln[1])
+    return dpi, dph, {"ln_ih": dg_ih, "ln_hh": dg_hh}
 
 
 # ----------------------------------------------------------------- cells: one step
@@ -164,21 +252,33 @@ def indrnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
 
 def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh: Array,
                       b_ih: Optional[Array], b_hh: Optional[Array], w_hr: Optional[Array] = None,
-                      keep_x: Optional[Array] = None, keep_h: Optional[Array] = None
-                      ) -> tuple[Array, Array, Cache]:
-    """h_prev (B, R) with R = P when projecting (w_hr (P, H)), else H; c_prev (B, H)."""
+                      keep_x: Optional[Array] = None, keep_h: Optional[Array] = None,
+                      ln: Optional[LayerNorm] = None) -> tuple[Array, Array, Cache]:
+    """h_prev (B, R) with R = P when projecting (w_hr (P, H)), else H; c_prev (B, H);
+    ln: layer normalization (g_ih, g_hh, g_c, b_c) or None (module docstring)."""
+    _check_ln("lstm", ln, w_hr)
     H = c_prev.shape[1]
-    a = (_product(x, w_ih, keep_x) + _bias(b_ih) + _product(h_prev, w_hh, keep_h)
-         + _bias(b_hh))                                             # (B, 4H)
+    pi = _product(x, w_ih, keep_x)                                 # (B, 4H)
+    ph = _product(h_prev, w_hh, keep_h)                            # (B, 4H)
+    saved: Cache = {"ln": ln}
+    if ln is not None:
+        pi, saved["ln_ih"], rstd_ih = _layer_norm(pi, ln[0])      # LN(x W_ih^T; g_ih)
+        ph, saved["ln_hh"], rstd_hh = _layer_norm(ph, ln[1])      # LN(h_prev W_hh^T; g_hh)
+    a = pi + _bias(b_ih) + ph + _bias(b_hh)                        # (B, 4H)
     i = sigmoid(a[:, :H])
     f = sigmoid(a[:, H:2 * H])
     g = np.tanh(a[:, 2 * H:3 * H])
     o = sigmoid(a[:, 3 * H:])
     c = f * c_prev + i * g
-    m = o * np.tanh(c)
+    if ln is None:
+        m = o * np.tanh(c)
+    else:
+        cn, saved["ln_c"], rstd_c = _layer_norm(c, ln[2])         # LN(c; g_c)
+        m = o * np.tanh(cn + _bias(ln[3]))
+        saved["rstd"] = np.concatenate([rstd_ih, rstd_hh, rstd_c], axis=1)
     h = m if w_hr is None else m @ w_hr.T                          # the projection
     return h, c, {"x": x, "h_prev": h_prev, "c_prev": c_prev, "m": m, "w_hr": w_hr,
-                  "gates": np.concatenate([i, f, g, o], axis=1),
+                  "gates": np.concatenate([i, f, g, o], axis=1), **saved,
                   **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
 
 
@@ -190,11 +290,25 @@ def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array
         # backprop through h = m @ w_hr.T
         dw_hr = dh.T @ cache["m"]
         dh = dh @ cache["w_hr"]
-    # recompute tanh(c) from c = f * c_prev + i * g, as the C kernel does
-    tc = np.tanh(f * c_prev + i * g)
-    # backprop through m = o * tanh(c)
+    ln = cache.get("ln")
+    ln_grads = {}
+    if ln is None:
+        # recompute tanh(c) from c = f * c_prev + i * g, as the C kernel does
+        tc = np.tanh(f * c_prev + i * g)
+    else:
+        # recompute tanh(LN(c; g_c) + b_c) from the normalized c
+        tc = np.tanh(cache["ln_c"] * ln[2] + _bias(ln[3]))
+    # backprop through m = o * tanh(c) (o * tanh(LN(c; g_c) + b_c))
     do = dh * tc
-    dc = dc + dh * o * (1 - tc * tc)
+    dcn = dh * o * (1 - tc * tc)
+    if ln is None:
+        dc = dc + dcn
+    else:
+        # backprop through LN(c; g_c) + b_c
+        ln_grads["ln_cb"] = None if ln[3] is None else dcn.sum(0)
+        dcn, ln_grads["ln_c"] = _layer_norm_backward(dcn, cache["ln_c"], cache["rstd"][:, 2:3],
+                                                     ln[2])
+        dc = dc + dcn
     # backprop through c = f * c_prev + i * g
     di = dc * g
     df = dc * c_prev
@@ -203,26 +317,38 @@ def lstm_cell_backward(dh: Array, dc: Array, cache: Cache) -> tuple[Array, Array
     # backprop through the sigmoids of i, f, o and the tanh of g
     da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)],
                         axis=1)
+    # backprop through the layer normalizations of the two products (none without ln)
+    dpi, dph, ln_products = _ln_products_backward(da, da, cache)
     # backprop through a = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh
-    dh_prev, dw_hh = _product_backward(da, cache["h_prev"], cache["w_hh"], cache.get("keep_h"))
-    dx, grads = _grads(cache, da, da, dw_hh)
-    grads["w_hr"] = dw_hr
+    dh_prev, dw_hh = _product_backward(dph, cache["h_prev"], cache["w_hh"], cache.get("keep_h"))
+    dx, grads = _grads(cache, da, da, dw_hh, dpi)
+    grads.update(w_hr=dw_hr, **ln_grads, **ln_products)
     return dx, dh_prev, dc_prev, grads
 
 
 def gru_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Optional[Array],
                      b_hh: Optional[Array], keep_x: Optional[Array] = None,
-                     keep_h: Optional[Array] = None) -> tuple[Array, Cache]:
+                     keep_h: Optional[Array] = None, ln: Optional[LayerNorm] = None
+                     ) -> tuple[Array, Cache]:
+    """ln: layer normalization (g_ih, g_hh, None, None) or None (module docstring)."""
+    _check_ln("gru", ln)
     H = h_prev.shape[1]
-    gi = _product(x, w_ih, keep_x) + _bias(b_ih)       # (B, 3H) input side of r, z, n
-    gh = _product(h_prev, w_hh, keep_h) + _bias(b_hh)  # (B, 3H) recurrent side of r, z, n
+    pi = _product(x, w_ih, keep_x)                 # (B, 3H)
+    ph = _product(h_prev, w_hh, keep_h)            # (B, 3H)
+    saved: Cache = {"ln": ln}
+    if ln is not None:
+        pi, saved["ln_ih"], rstd_ih = _layer_norm(pi, ln[0])   # LN(x W_ih^T; g_ih)
+        ph, saved["ln_hh"], rstd_hh = _layer_norm(ph, ln[1])   # LN(h_prev W_hh^T; g_hh)
+        saved["rstd"] = np.concatenate([rstd_ih, rstd_hh], axis=1)
+    gi = pi + _bias(b_ih)                          # (B, 3H) input side of r, z, n
+    gh = ph + _bias(b_hh)                          # (B, 3H) recurrent side of r, z, n
     r = sigmoid(gi[:, :H] + gh[:, :H])
     z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
     hn = gh[:, 2 * H:]                             # h_prev @ w_hn.T + b_hn
     n = np.tanh(gi[:, 2 * H:] + r * hn)
     h = (1 - z) * n + z * h_prev
     return h, {"x": x, "h_prev": h_prev, "gates": np.concatenate([r, z, n], axis=1), "hn": hn,
-               **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
+               **saved, **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
 
 
 def gru_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
@@ -240,11 +366,14 @@ def gru_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
     # backprop through the sigmoids of r and z
     dar = dr * r * (1 - r)
     daz = dz * z * (1 - z)
-    # backprop through gi = x @ w_ih.T + b_ih and gh = h_prev @ w_hh.T + b_hh
     dgi = np.concatenate([dar, daz, dan], axis=1)
     dgh = np.concatenate([dar, daz, dhn], axis=1)
-    dh_rec, dw_hh = _product_backward(dgh, h_prev, cache["w_hh"], cache.get("keep_h"))
-    dx, grads = _grads(cache, dgi, dgh, dw_hh)
+    # backprop through the layer normalizations of the two products (none without ln)
+    dpi, dph, ln_grads = _ln_products_backward(dgi, dgh, cache)
+    # backprop through gi = x @ w_ih.T + b_ih and gh = h_prev @ w_hh.T + b_hh
+    dh_rec, dw_hh = _product_backward(dph, h_prev, cache["w_hh"], cache.get("keep_h"))
+    dx, grads = _grads(cache, dgi, dgh, dw_hh, dpi)
+    grads.update(ln_grads)
     return dx, dh_prev + dh_rec, grads
 
 
@@ -292,14 +421,19 @@ def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Arra
 def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_ih: Array,
                  w_hh: Array, b_ih: Optional[Array], b_hh: Optional[Array],
                  w_hr: Optional[Array] = None, keep_x: Optional[Array] = None,
-                 keep_h: Optional[Array] = None) -> tuple[Array, Optional[Array], Cache]:
+                 keep_h: Optional[Array] = None, ln: Optional[LayerNorm] = None
+                 ) -> tuple[Array, Optional[Array], Cache]:
     """One step of any cell kind: h (B, R), c (B, H) or None, step cache.
     w_hr, the LSTM projection (P, H), makes R = P; otherwise R = H. keep_x,
-    keep_h: dropout masks (module docstring)."""
+    keep_h: dropout masks; ln: layer normalization, "lstm" and "gru" only
+    (module docstring)."""
     if cell == "lstm":
-        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, w_hr, keep_x, keep_h)
+        return lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, w_hr, keep_x, keep_h,
+                                 ln)
     if w_hr is not None:
         raise ValueError(f"w_hr: a projection is for LSTM only, got cell {cell!r}")
+    if cell in CELLS:
+        _check_ln(cell, ln)
     if cell in ("rnn_tanh", "rnn_relu"):
         h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:], keep_x, keep_h)
     elif cell in ("indrnn_tanh", "indrnn_relu"):
@@ -307,7 +441,7 @@ def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_
             raise ValueError("keep_x, keep_h: dropout masks are not implemented for IndRNN")
         h, cache = indrnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[7:])
     elif cell == "gru":
-        h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)
+        h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x, keep_h, ln)
     elif cell == "gru_reset_before":
         if keep_h is not None:
             raise ValueError("keep_h: recurrent dropout is not implemented for gru_reset_before")
@@ -518,15 +652,20 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
                   b_ih: Optional[Array], b_hh: Optional[Array], lengths: Optional[Array] = None,
                   reverse: bool = False, w_hr: Optional[Array] = None,
                   opts: Optional[Options] = None, peep: Optional[Array] = None,
-                  zoneout: Optional[tuple] = None, dropout: Optional[tuple] = None
-                  ) -> tuple[Array, Array, Optional[Array], Cache]:
+                  zoneout: Optional[tuple] = None, dropout: Optional[tuple] = None,
+                  ln: Optional[LayerNorm] = None) -> tuple[Array, Array, Optional[Array], Cache]:
     """One layer, one direction, time-major.
 
     x (T, B, I); h0 (B, R), c0 (B, H), c0 None unless cell == "lstm", with
     R = P for an LSTM projection w_hr (P, H), else H; lengths None or ints
     (B,) with 0 <= lengths[b] <= T; opts (and LSTM peepholes peep (3H)) select
-    the general cells; zoneout and dropout as the module says. Returns y (T, B, R),
+    the general cells; zoneout, dropout and ln (layer normalization (g_ih, g_hh,
+    g_c, b_c), "lstm" and "gru" only) as the module says. Returns y (T, B, R),
     h_n (B, R), c_n (B, H) or None, and the cache for layer_backward."""
+    if ln is not None and (opts is not None or peep is not None):
+        raise ValueError("ln: layer normalization is not implemented for the general cells "
+                         "(opts, peep)")
+    _check_ln(cell, ln, w_hr)
     T, B, _ = x.shape
     H = w_ih.shape[0] // NUM_GATES[cell]
     R = w_hh.shape[-1]                             # IndRNN's u is (H,)
@@ -535,10 +674,11 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
     mask_h, mask_c, p_h, p_c = (None, None, 0.0, 0.0) if zoneout is None else zoneout
     keep_x, keep_h = _keep_masks(dropout, dtype)
     cache: Cache = {"cell": cell, "reverse": reverse, "lengths": lengths, "x": x,
-                    "w_hr": w_hr, "opts": opts, "peep": peep, "zoneout": zoneout,
+                    "w_hr": w_hr, "opts": opts, "peep": peep, "zoneout": zoneout, "ln": ln,
                     **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
-    saved = SAVED[cell] + (("m",) if w_hr is not None else ())
-    widths = {"gates": NUM_GATES[cell] * H, "h_prev": R}
+    saved = _saved(cell, w_hr, ln)
+    widths = {"gates": NUM_GATES[cell] * H, "h_prev": R, "ln_ih": NUM_GATES[cell] * H,
+              "ln_hh": NUM_GATES[cell] * H, "rstd": 3 if cell == "lstm" else 2}
     for k in saved:
         cache[k] = np.empty((T, B, widths.get(k, H)), dtype)
     y = np.zeros((T, B, R), dtype)
@@ -547,7 +687,7 @@ def layer_forward(cell: str, x: Array, h0: Array, c0: Optional[Array], w_ih: Arr
         active = (t < lengths)[:, None]            # (B, 1)
         if opts is None:
             h_t, c_t, step = cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                          keep_x, keep_h)
+                                          keep_x, keep_h, ln)
         else:
             h_t, c_t, step = general_cell_forward(cell, x[t], h, c, w_ih, w_hh, b_ih, b_hh,
                                                   opts, peep, w_hr, keep_x, keep_h)
@@ -568,25 +708,27 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
                    ) -> tuple[Array, Array, Optional[Array], Grads]:
     """Backward of layer_forward. dy (T, B, R), dh_n (B, R) and dc_n (B, H), each None
     for zeros. Returns dx (T, B, I), dh0 (B, R), dc0 (B, H) or None, and the parameter
-    gradients {"w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep"} (None for an absent
-    parameter)."""
-    x, lengths = cache["x"], cache["lengths"]
+    gradients {"w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep", "ln_ih", "ln_hh", "ln_c",
+    "ln_cb"} (None for an absent parameter; the last four: g_ih, g_hh, g_c, b_c of ln)."""
+    x, lengths, ln = cache["x"], cache["lengths"], cache.get("ln")
     T = x.shape[0]
     dx = np.zeros_like(x)
-    grads = {k: None if cache[k] is None else np.zeros_like(cache[k])
-             for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep")}
+    params = {k: cache[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep")}
+    params.update(zip(LN_GRADS, (None,) * 4 if ln is None else ln))
+    grads = {k: None if v is None else np.zeros_like(v) for k, v in params.items()}
     # dh, dc: the gradient of the state carried out of the current step
     dh = np.zeros(cache["h_prev"].shape[1:], cache["h_prev"].dtype) if dh_n is None else dh_n
     dc = None
     if cell == "lstm":
         dc = np.zeros(cache["c_prev"].shape[1:], x.dtype) if dc_n is None else dc_n
-    saved = SAVED[cell] + (("m",) if cache["w_hr"] is not None else ())
+    saved = _saved(cell, cache["w_hr"], ln)
     steps = range(T - 1, -1, -1) if cache["reverse"] else range(T)
     zoneout = cache["zoneout"]
     mask_h, mask_c, p_h, p_c = (None, None, 0.0, 0.0) if zoneout is None else zoneout
     for t in reversed(steps):
         active = (t < lengths)[:, None]            # (B, 1)
         step = {"x": x[t], "w_hr": cache["w_hr"], "opts": cache["opts"], "peep": cache["peep"],
+                "ln": ln,
                 **{k: cache[k][t] for k in saved},
                 **_params(cache["w_ih"], cache["w_hh"], cache["b_ih"], cache["b_hh"],
                           cache["keep_x"], cache.get("keep_h"))}
@@ -611,6 +753,12 @@ def layer_backward(cell: str, cache: Cache, dy: Optional[Array], dh_n: Optional[
             if g is not None:
                 g += step_grads[k]
     return dx, dh, dc, grads
+
+
+def _saved(cell: str, w_hr: Optional[Array], ln: Optional[LayerNorm]) -> tuple[str, ...]:
+    """The step-cache entries a layer keeps per step (module docstring)."""
+    return (SAVED[cell] + (("m",) if w_hr is not None else ())
+            + (LN_SAVED[cell] if ln is not None else ()))
 
 
 def _zoneout(new: Array, prev: Array, keep: Optional[Array], p: float) -> Array:
