@@ -255,6 +255,121 @@ static void FN(zoneout_backward_row)(real *restrict d, real *restrict dprev,
     }
 }
 
+/* ------------------------------------------------ Layer normalization
+ * (Ba et al. 2016) of one row over n columns: x^ = (a - mean) * rstd with
+ * rstd = 1 / sqrt(var + FASTRNN_LN_EPS), the biased variance (two passes:
+ * no cancellation), then x^ * gain + shift. */
+
+/* a (n) in: the row, out: x^ * gain + shift (shift NULL: none); xn (n) out:
+ * x^, or NULL (inference). Returns rstd. */
+static real FN(layer_norm_row)(real *restrict a, real *restrict xn, const real *restrict gain,
+                               const real *restrict shift, int n)
+{
+    real sum = 0, sq = 0;
+    for (int j = 0; j < n; j++)
+        sum += a[j];
+    real mean = sum / (real)n;
+    for (int j = 0; j < n; j++)
+        sq += (a[j] - mean) * (a[j] - mean);
+    real rstd = (real)1 / (real)sqrt((double)(sq / (real)n) + FASTRNN_LN_EPS);
+    for (int j = 0; j < n; j++) {
+        real v = (a[j] - mean) * rstd;
+        if (xn)
+            xn[j] = v;
+        a[j] = v * gain[j] + (shift ? shift[j] : (real)0);
+    }
+    return rstd;
+}
+
+/* Backward of layer_norm_row: d (n) in: the gradient of its output, out:
+ * the gradient of its input a; dgain (n) += d * x^ (NULL: not wanted). The
+ * shift's gradient is d itself, summed by the caller. */
+static void FN(layer_norm_backward_row)(real *restrict d, const real *restrict xn,
+                                        const real *restrict gain, real rstd,
+                                        real *restrict dgain, int n)
+{
+    real m1 = 0, m2 = 0;
+    for (int j = 0; j < n; j++) {
+        if (dgain)
+            dgain[j] += d[j] * xn[j];
+        d[j] *= gain[j];              /* the gradient of x^ */
+        m1 += d[j];
+        m2 += d[j] * xn[j];
+    }
+    m1 /= (real)n;
+    m2 /= (real)n;
+    for (int j = 0; j < n; j++)   /* through the mean and the variance */
+        d[j] = rstd * (d[j] - m1 - xn[j] * m2);
+}
+
+/* The LSTM with a normalized cell state: as lstm_forward_row, then
+ * h = o * tanh(LN(c_t) * gain + shift). cn (H) out: LN's x^ of c_t, or NULL
+ * (inference). Returns LN's rstd. gain, shift (H). */
+static real FN(lstm_ln_forward_row)(real *restrict gates, real *restrict h, real *restrict c,
+                                    const real *restrict rec, const real *restrict gain,
+                                    const real *restrict shift, real *restrict cn, int H)
+{
+    real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
+    const real *ri = rec, *rf = rec + H, *rg = rec + 2 * H, *ro = rec + 3 * H;
+    real sum = 0, sq = 0;
+    for (int j = 0; j < H; j++) {
+        real i = FN(sigmoid)(gi[j] + ri[j]);
+        real f = FN(sigmoid)(gf[j] + rf[j]);
+        real g = TANH(gg[j] + rg[j]);
+        gi[j] = i; gf[j] = f; gg[j] = g; go[j] = FN(sigmoid)(go[j] + ro[j]);
+        c[j] = f * c[j] + i * g;
+        sum += c[j];
+    }
+    real mean = sum / (real)H;
+    for (int j = 0; j < H; j++)
+        sq += (c[j] - mean) * (c[j] - mean);
+    real rstd = (real)1 / (real)sqrt((double)(sq / (real)H) + FASTRNN_LN_EPS);
+    for (int j = 0; j < H; j++) {
+        real v = (c[j] - mean) * rstd;
+        if (cn)
+            cn[j] = v;
+        h[j] = go[j] * TANH(v * gain[j] + shift[j]);
+    }
+    return rstd;
+}
+
+/* Backward of lstm_ln_forward_row: as lstm_backward_row, with c_t reaching h
+ * through its normalization. cn (H): x^ of c_t; rstd its LN's; gain, shift
+ * (H) and their gradients dgain, dshift (H, +=). */
+static void FN(lstm_ln_backward_row)(real *restrict dpre, real *restrict dh, real *restrict dc,
+                                     const real *restrict gates, const real *restrict c_prev,
+                                     const real *restrict cn, real rstd,
+                                     const real *restrict gain, const real *restrict shift,
+                                     real *restrict dgain, real *restrict dshift, int H)
+{
+    const real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
+    real *di = dpre, *df = dpre + H, *dg = dpre + 2 * H, *dout = dpre + 3 * H;
+    real m1 = 0, m2 = 0;
+    for (int j = 0; j < H; j++) {
+        /* backprop through h = o * tanh(s), s = x^ * gain + shift */
+        real tc = TANH(cn[j] * gain[j] + shift[j]);
+        real ds = dh[j] * go[j] * FN(dtanh)(tc);
+        dout[j] = dh[j] * tc * FN(dsigmoid)(go[j]);
+        dgain[j] += ds * cn[j];
+        dshift[j] += ds;
+        di[j] = ds * gain[j];   /* the gradient of x^, kept in di until pass 2 */
+        m1 += di[j];
+        m2 += di[j] * cn[j];
+    }
+    m1 /= (real)H;
+    m2 /= (real)H;
+    for (int j = 0; j < H; j++) {
+        real i = gi[j], f = gf[j], g = gg[j];
+        /* through the normalization of c, then c = f*c_prev + i*g and the gates */
+        real dct = dc[j] + rstd * (di[j] - m1 - cn[j] * m2);
+        di[j] = dct * g * FN(dsigmoid)(i);
+        df[j] = dct * c_prev[j] * FN(dsigmoid)(f);
+        dg[j] = dct * i * FN(dtanh)(g);
+        dc[j] = dct * f;
+        dh[j] = (real)0;
+    }
+}
+
 /* ===================================================== General cells
  * ONNX's options: any activation (L->act), clip, LSTM peepholes and coupled
  * input/forget gates. The cache keeps pre-activations v (their derivatives

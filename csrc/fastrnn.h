@@ -107,6 +107,15 @@ typedef struct {
      * FASTRNN_GRU_RESET_BEFORE. Backward needs the forward's masks. */
     const unsigned char *drop_x, *drop_h;
     double scale_x, scale_h;
+    /* Layer normalization (Ba et al. 2016, in the form of haste's LayerNormLSTM
+     * and LayerNormGRU): LSTM and GRU (reset after) only, default cells, no
+     * projection. Each row's input product x W_ih^T and recurrent product
+     * h W_hh^T are normalized over all G*H columns (mean 0, variance 1, with
+     * FASTRNN_LN_EPS added to the variance), scaled by the gains ln_ih, ln_hh
+     * (G*H) and shifted by b_ih, b_hh (the biases act as the shifts); the LSTM
+     * outputs h = o * tanh(LN(c_t) * ln_c + ln_cb). The parameters are in
+     * fastrnn_params; c itself is the carried state. */
+    int layer_norm;
     /* Threads the call may use for its time loop (0 or 1: the calling thread
      * only); the bindings fill it from fastrnn_get_num_threads(). */
     int threads;
@@ -117,10 +126,21 @@ typedef struct {
  * elementwise recurrent weights), b_ih and b_hh (G*H) or both NULL,
  * w_hr (P, H) with a projection else NULL, peep (3H) LSTM peepholes p_i, p_f,
  * p_o of the general cells else NULL (i and f see p * c_{t-1}, o sees
- * p * c_t). The kernels never write through a parameter struct given as
- * const; gradients accumulate (+=). */
-typedef struct { float *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peep; } fastrnn_params_f32;
-typedef struct { double *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peep; } fastrnn_params_f64;
+ * p * c_t). With layer_norm: the gains ln_ih, ln_hh (G*H), and for the LSTM
+ * the gain ln_c and shift ln_cb (H) of c's normalization; else NULL. The
+ * kernels never write through a parameter struct given as const; gradients
+ * accumulate (+=). */
+typedef struct {
+    float *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peep;
+    float *ln_ih, *ln_hh, *ln_c, *ln_cb;
+} fastrnn_params_f32;
+typedef struct {
+    double *w_ih, *w_hh, *b_ih, *b_hh, *w_hr, *peep;
+    double *ln_ih, *ln_hh, *ln_c, *ln_cb;
+} fastrnn_params_f64;
+
+/* The variance offset of layer normalization (torch.nn.LayerNorm's default) */
+#define FASTRNN_LN_EPS 1e-5
 
 /* A recurrent state (or its gradient): h (B, R), and c (B, H) for LSTM, else NULL. */
 typedef struct { float *h, *c; } fastrnn_state_f32;
@@ -134,7 +154,10 @@ int fastrnn_num_gates(int cell);
  * general cells, whose derivatives need their input), hs (T*B, R) the state
  * entering each step, then for LSTM cs (T*B, H) the cell state entering each
  * step, for GRU (T*B, H) the recurrent n-term (reset after) or r*h (reset
- * before), then with a projection ms (T*B, H) = o * h(c) before W_hr.
+ * before), then with a projection ms (T*B, H) = o * h(c) before W_hr, then
+ * with layer_norm the normalized products ln_ih and ln_hh (T*B, G*H), for the
+ * LSTM the normalized c_t ln_c (T*B, H), and rstd (T*B, 3) the inverse
+ * standard deviations of the three.
  * Inference keeps no cache; its workspace is independent of T. The sizes
  * depend only on cell, T, B, I, H, P and training: the workspace size is the
  * largest of every loop path (thread count, layout, options), so a size taken

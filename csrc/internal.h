@@ -121,7 +121,9 @@ static inline int layer_ok(const fastrnn_layer *L, int gates)
            && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM)
            && (!has_zoneout(L) || !elementwise_recurrence(L->cell))
            && (!L->drop_h || (L->cell != FASTRNN_GRU_RESET_BEFORE
-                              && !elementwise_recurrence(L->cell)));
+                              && !elementwise_recurrence(L->cell)))
+           && (!L->layer_norm || ((L->cell == FASTRNN_LSTM || L->cell == FASTRNN_GRU)
+                                  && !L->general && !L->P));
 }
 
 /* Whether the training cache has a third (T*B, H) block: LSTM's c_{t-1},
@@ -216,11 +218,13 @@ static inline int gemm_threads(const fastrnn_layer *L)
 #define FASTRNN_UNIT_BLOCK FASTRNN_TILE_PAD
 
 /* Whether the split applies at some thread count (its buffers are then laid
- * out whatever the setting) */
+ * out whatever the setting). Not with layer normalization, whose statistics
+ * span every unit of a row. */
 static inline int unit_split_applies(const fastrnn_layer *L)
 {
     double macs = (double)L->B * L->H * fastrnn_num_gates(L->cell) * L->H;
-    return !L->general && !L->P && !L->drop_h && !elementwise_recurrence(L->cell)
+    return !L->general && !L->P && !L->drop_h && !L->layer_norm
+           && !elementwise_recurrence(L->cell)
            && L->H % FASTRNN_UNIT_BLOCK == 0
            && L->H >= 2 * FASTRNN_UNIT_BLOCK && L->cell != FASTRNN_GRU_RESET_BEFORE
            && macs >= FASTRNN_SPLIT_GEMM_MACS;

@@ -39,6 +39,10 @@ typedef struct {
     real *extra;  /* (T*B, H) LSTM c_{t-1}, GRU the recurrent n-term (reset after)
                    * or r*h (reset before) */
     real *ms;     /* (T*B, H) m_t = o * tanh(c_t) before W_hr, with a projection, else NULL */
+    /* layer normalization, else NULL: */
+    real *ln_ih, *ln_hh;  /* (T*B, G*H) the normalized products x^ of x W_ih^T, h W_hh^T */
+    real *ln_c;           /* (T*B, H) LSTM: x^ of c_t */
+    real *rstd;           /* (T*B, 3) the inverse standard deviations of the three */
 } FN(cache_tensors);
 
 /* Assigns K's tensors from base; returns the cache's size in elements */
@@ -50,6 +54,10 @@ static size_t FN(cache_layout)(FN(cache_tensors) *K, real *base, const fastrnn_l
     K->hs = FN(take)(base, &used, rows * state_width(L));
     K->extra = has_extra_cache(L->cell) ? FN(take)(base, &used, rows * L->H) : NULL;
     K->ms = L->P ? FN(take)(base, &used, rows * L->H) : NULL;
+    K->ln_ih = L->layer_norm ? FN(take)(base, &used, rows * GH) : NULL;
+    K->ln_hh = L->layer_norm ? FN(take)(base, &used, rows * GH) : NULL;
+    K->ln_c = L->layer_norm && L->cell == FASTRNN_LSTM ? FN(take)(base, &used, rows * L->H) : NULL;
+    K->rstd = L->layer_norm ? FN(take)(base, &used, rows * 3) : NULL;
     return used;
 }
 
@@ -86,6 +94,7 @@ typedef struct {
                    * slot (chunk*B, I), else NULL */
     /* the training cache, NULL members in inference */
     real *hs, *extra, *ms;   /* as cache_layout */
+    real *ln_hh, *ln_c, *rstd;
     /* the operands (gemm.h), prepared once per call */
     FN(operand) w_hh;  /* W_hh^T (R, G*H); GRU reset before: its r, z blocks (R, 2H) */
     FN(operand) w_hn;  /* GRU reset before: W_hn^T (H, H) */
@@ -134,6 +143,8 @@ typedef struct {
     real *dP;       /* (T*B, G*H) every step's pre-activation gradients, input side */
     real *dc;       /* (B, H) LSTM: gradient of the cell state, else NULL */
     real *dPn_rec;  /* (T*B, H) GRU reset after: gradient of the recurrent n-term, else NULL */
+    real *dPh;      /* (T*B, G*H) layer norm: gradients of h W_hh^T (before the
+                     * normalization; dP holds the input side's after it), else NULL */
     real *drh;      /* (B, H) GRU reset before: dn W_hn, else NULL */
     real *dm;       /* (B, H) projection: gradient of m, else NULL */
     real *dhs;      /* (T*B, P) projection: dh of every step, else NULL */
@@ -162,7 +173,8 @@ static size_t FN(backward_layout)(FN(bwd_buffers) *S, real *base, const fastrnn_
     S->drec2 = unit_split_applies(L) ? FN(take)(base, &used, B * GH) : NULL;
     S->dP = FN(take)(base, &used, rows * GH);
     S->dc = L->cell == FASTRNN_LSTM ? FN(take)(base, &used, B * H) : NULL;
-    S->dPn_rec = L->cell == FASTRNN_GRU ? FN(take)(base, &used, rows * H) : NULL;
+    S->dPn_rec = L->cell == FASTRNN_GRU && !L->layer_norm ? FN(take)(base, &used, rows * H) : NULL;
+    S->dPh = L->layer_norm ? FN(take)(base, &used, rows * GH) : NULL;
     S->drh = gru_rb ? FN(take)(base, &used, B * H) : NULL;
     S->dm = L->P ? FN(take)(base, &used, B * H) : NULL;
     S->dhs = L->P ? FN(take)(base, &used, rows * L->P) : NULL;
@@ -321,13 +333,27 @@ static void FN(mul_units)(const FN(operand) *W, int M, const real *A, int lda, c
     }
 }
 
+/* Layer normalization of n rows (row stride GH) in place: x^ * ln_ih + b_ih;
+ * xn (n, GH) and rstd (n, 3) receive x^ and rstd when not NULL */
+static void FN(normalize_projection)(real *p, int n, real *xn, real *rstd,
+                                     const RT(fastrnn_params) *W, int GH)
+{
+    for (size_t r = 0; r < (size_t)n; r++) {
+        real s = FN(layer_norm_row)(p + r * GH, xn ? xn + r * GH : NULL, W->ln_ih, W->b_ih, GH);
+        if (rstd)
+            rstd[r * 3] = s;
+    }
+}
+
 /* P rows of steps [t0, t1) = X W_ih^T + b_ih (inference chunk, time-major),
- * the columns of units [u0, u1) */
+ * the columns of units [u0, u1); with layer normalization, LN(X W_ih^T) * ln_ih
+ * + b_ih (then every unit) */
 static void FN(project_chunk)(FN(proj) *P, const real *x, const FN(operand) *w_ih,
-                              const real *b_ih, int t0, int t1, int u0, int u1,
+                              const RT(fastrnn_params) *W, int t0, int t1, int u0, int u1,
                               const fastrnn_layer *L)
 {
     int B = L->B, I = L->I, GH = fastrnn_num_gates(L->cell) * L->H;
+    const real *b_ih = L->layer_norm ? NULL : W->b_ih;   /* LN's shift, after */
     P->t0 = t0;
     if (!L->batch_first || B == 1) {
         /* P[t0:t1] = X[t0:t1] @ W_ih.T  (contiguous rows) */
@@ -338,6 +364,8 @@ static void FN(project_chunk)(FN(proj) *P, const real *x, const FN(operand) *w_i
             FN(mul_units)(w_ih, B, x + (size_t)t * I, L->T * I, b_ih,
                           P->p + (size_t)(t - t0) * B * GH, GH, u0, u1, L);
     }
+    if (L->layer_norm)
+        FN(normalize_projection)(P->p, (t1 - t0) * B, NULL, NULL, W, GH);
 }
 
 /* The active slots of [s0, s1) when the first n of all slots are active: [s0, end) */
@@ -360,13 +388,23 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
     const real *b_hh = W->b_hh;
 
     if (!elementwise_recurrence(cell)) {
-        /* rec[s0:e] = h[s0:e] @ W_hh.T + b_hh  (GRU reset before: r and z blocks) */
-        FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, b_hh);
+        /* rec[s0:e] = h[s0:e] @ W_hh.T + b_hh  (GRU reset before: r and z blocks);
+         * with layer normalization LN(h @ W_hh.T) * ln_hh + b_hh */
+        const real *bias = L->layer_norm ? NULL : b_hh;
+        FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, bias);
         if (S->hd)
-            FN(dropped_recurrent)(S->rec, S->hd, S->h, W->w_hh, b_hh != NULL, s0, e, L);
+            FN(dropped_recurrent)(S->rec, S->hd, S->h, W->w_hh, bias != NULL, s0, e, L);
         else
-            FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, b_hh != NULL,
+            FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, bias != NULL,
                             S->rec + (size_t)s0 * GH, GH);
+        for (int i = s0; i < e && L->layer_norm; i++) {
+            size_t row = mem_row(L, t, slot_row(order, i));
+            real rstd = FN(layer_norm_row)(S->rec + (size_t)i * GH,
+                                           training ? S->ln_hh + row * GH : NULL,
+                                           W->ln_hh, b_hh, GH);
+            if (training)
+                S->rstd[row * 3 + 1] = rstd;
+        }
     }
 
     for (int i = s0; i < e; i++) {
@@ -403,10 +441,16 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         case FASTRNN_LSTM: {
             /* with a projection the row writes m = o * h(c), projected below */
             real *out = S->m ? S->m + (size_t)i * H : hi;
-            if (general)
+            if (general) {
                 FN(lstm_general_forward_row)(gates, out, ci, ri, W->peep, H, L);
-            else
+            } else if (L->layer_norm) {
+                real rstd = FN(lstm_ln_forward_row)(gates, out, ci, ri, W->ln_c, W->ln_cb,
+                                                    training ? S->ln_c + row * H : NULL, H);
+                if (training)
+                    S->rstd[row * 3 + 2] = rstd;
+            } else {
                 FN(lstm_forward_row)(gates, out, ci, ri, H, H);
+            }
             if (S->m && training)
                 for (int j = 0; j < H; j++)
                     S->ms[row * H + j] = out[j];
@@ -581,8 +625,11 @@ static void FN(project_slots)(const FN(fwd_loop) *C, int t0, int t1, int s0, int
         for (int i = s0; i < s1; i++)
             memcpy(a + ((size_t)(t - t0) * (s1 - s0) + (i - s0)) * I,
                    C->x + mem_row(L, t, slot_row(L->order, i)) * I, (size_t)I * sizeof(real));
-    FN(fill_bias)(dst, rows, GH, GH, C->W->b_ih);
-    FN(operand_mul)(&S->w_ih, rows, a, I, C->W->b_ih != NULL, dst, GH);
+    const real *b_ih = L->layer_norm ? NULL : C->W->b_ih;   /* LN's shift, after */
+    FN(fill_bias)(dst, rows, GH, GH, b_ih);
+    FN(operand_mul)(&S->w_ih, rows, a, I, b_ih != NULL, dst, GH);
+    if (L->layer_norm)
+        FN(normalize_projection)(dst, rows, NULL, NULL, C->W, GH);
 }
 
 /* The whole time loop for slots [s0, s1); with C->members > 1, for member s0
@@ -619,7 +666,7 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
             int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
             int t1 = t0 + chunk < T ? t0 + chunk : T;
             if (!C->S->hs)   /* inference: the chunk's projection */
-                FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, 0, H, L);
+                FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W, t0, t1, 0, H, L);
             for (int s = 0; s < t1 - t0; s++) {
                 int t = L->reverse ? t1 - 1 - s : t0 + s;
                 int n = active_slots(L->lengths, L->order, B, t);
@@ -641,7 +688,7 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
         int t0 = (L->reverse ? nchunks - 1 - k : k) * chunk;
         int t1 = t0 + chunk < T ? t0 + chunk : T;
         if (!C->S->hs)   /* inference: the members' columns of the chunk's projection */
-            MEMBERS_DO(FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W->b_ih, t0, t1, u0, u1, L))
+            MEMBERS_DO(FN(project_chunk)(&P, C->x, &C->S->w_ih, C->W, t0, t1, u0, u1, L))
         for (int s = 0; s < t1 - t0; s++) {
             int t = L->reverse ? t1 - 1 - s : t0 + s;
             int n = active_slots(L->lengths, L->order, B, t);
@@ -666,9 +713,13 @@ static void FN(forward_loop)(void *arg, int s0, int s1)
 /* The parameters a layer needs and may have, and nothing else */
 static int FN(params_ok)(const RT(fastrnn_params) *W, const fastrnn_layer *L)
 {
+    int ln_c = L->layer_norm && L->cell == FASTRNN_LSTM;
     return W->w_ih && W->w_hh && (W->b_ih != NULL) == (W->b_hh != NULL)
            && (L->P ? W->w_hr != NULL : W->w_hr == NULL)
-           && (!W->peep || (L->cell == FASTRNN_LSTM && L->general));
+           && (!W->peep || (L->cell == FASTRNN_LSTM && L->general))
+           && (W->ln_ih != NULL) == (L->layer_norm != 0)
+           && (W->ln_hh != NULL) == (L->layer_norm != 0)
+           && (W->ln_c != NULL) == ln_c && (W->ln_cb != NULL) == ln_c;
 }
 
 RT(fastrnn_forward_fn) FN(fastrnn_forward);   /* the API's type (fastrnn.h) */
@@ -695,6 +746,9 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
     S.hs = K.hs;
     S.extra = K.extra;
     S.ms = K.ms;
+    S.ln_hh = K.ln_hh;
+    S.ln_c = K.ln_c;
+    S.rstd = K.rstd;
 
     /* the operands, prepared for the rows of each per-step product (IndRNN
      * has none: its rows read u = W_hh itself) */
@@ -734,12 +788,17 @@ int FN(fastrnn_forward)(real *y, RT(fastrnn_state) *state_n, real *cache, real *
         C.P.p = K.gates;
         C.P.pst = L->batch_first ? 1 : (size_t)B;
         C.P.psb = L->batch_first ? (size_t)T : 1;
+        RT(fastrnn_params) unbiased = *W;   /* with layer norm, b_ih is LN's shift, after */
+        if (L->layer_norm)
+            unbiased.b_ih = NULL;
         if (S.xd) {
-            FN(dropped_projection)(C.P.p, S.xd, x, W, L);
+            FN(dropped_projection)(C.P.p, S.xd, x, &unbiased, L);
         } else {
-            FN(fill_bias)(C.P.p, (int)rows, GH, GH, W->b_ih);
-            FN(operand_mul)(&S.w_ih, (int)rows, x, L->I, W->b_ih != NULL, C.P.p, GH);
+            FN(fill_bias)(C.P.p, (int)rows, GH, GH, unbiased.b_ih);
+            FN(operand_mul)(&S.w_ih, (int)rows, x, L->I, unbiased.b_ih != NULL, C.P.p, GH);
         }
+        if (L->layer_norm)
+            FN(normalize_projection)(C.P.p, (int)rows, K.ln_ih, K.rstd, W, GH);
     } else {
         C.P.p = S.p;
         C.P.pst = (size_t)B;
@@ -798,13 +857,38 @@ static void FN(dropped_recurrent_backward)(FN(bwd_buffers) *S, int n, const fast
     }
 }
 
+/* Layer normalization's part of a step's backward, for the n active slots:
+ * drec holds the gradients of LN(h W_hh^T) * ln_hh + b_hh. The LSTM's input
+ * side (the same) goes to dP, b_hh's and ln_hh's gradients accumulate, and
+ * drec becomes the gradient of h W_hh^T itself, kept in dPh for dW_hh. */
+static void FN(ln_recurrent_backward)(FN(bwd_buffers) *S, const FN(cache_tensors) *K,
+                                      const RT(fastrnn_params) *W,
+                                      const RT(fastrnn_params) *dW, int t, int n,
+                                      const fastrnn_layer *L)
+{
+    int GH = fastrnn_num_gates(L->cell) * L->H;
+    size_t bytes = (size_t)GH * sizeof(real);
+    for (int i = 0; i < n; i++) {
+        size_t row = mem_row(L, t, slot_row(L->order, i));
+        real *dri = S->drec + (size_t)i * GH;
+        if (L->cell == FASTRNN_LSTM)
+            memcpy(S->dP + row * GH, dri, bytes);
+        if (dW->b_hh)
+            for (int j = 0; j < GH; j++)
+                dW->b_hh[j] += dri[j];
+        FN(layer_norm_backward_row)(dri, K->ln_hh + row * GH, W->ln_hh, K->rstd[row * 3 + 1],
+                                    dW->ln_hh, GH);
+        memcpy(S->dPh + row * GH, dri, bytes);
+    }
+}
+
 /* One step at time t, the mirror of forward_step, for the n active slots:
  * dh gets y's gradient, the fused pass gives the pre-activation gradients,
  * and dh_{t-1} = dP_t W_hh + the direct terms. Inactive rows pass their
  * gradient through untouched and send nothing to the parameters or x. */
 static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache_tensors) *K,
-                              real *dpeep, const real *peep, int t, int n,
-                              const fastrnn_layer *L)
+                              const RT(fastrnn_params) *W, const RT(fastrnn_params) *dW,
+                              int t, int n, const fastrnn_layer *L)
 {
     int B = L->B, H = L->H, R = state_width(L), GH = fastrnn_num_gates(L->cell) * H;
     int cell = L->cell, general = L->general;
@@ -832,6 +916,9 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
             if (S->dPn_rec)
                 for (int j = 0; j < H; j++)
                     S->dPn_rec[row * H + j] = (real)0;
+            if (S->dPh)
+                for (int j = 0; j < GH; j++)
+                    S->dPh[row * GH + j] = (real)0;
         }
         if (S->dhs)
             for (int j = 0; j < R; j++)
@@ -861,8 +948,12 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
         case FASTRNN_LSTM: {
             real *dout = S->dm ? S->dm + (size_t)i * H : dhi, *dci = S->dc + (size_t)i * H;
             if (general)
-                FN(lstm_general_backward_row)(dri, dout, dci, gates, K->extra + row * H, peep,
-                                              dpeep, H, L);
+                FN(lstm_general_backward_row)(dri, dout, dci, gates, K->extra + row * H, W->peep,
+                                              dW->peep, H, L);
+            else if (L->layer_norm)
+                FN(lstm_ln_backward_row)(dri, dout, dci, gates, K->extra + row * H,
+                                         K->ln_c + row * H, K->rstd[row * 3 + 2], W->ln_c,
+                                         W->ln_cb, dW->ln_c, dW->ln_cb, H);
             else
                 FN(lstm_backward_row)(dri, dout, dci, gates, K->extra + row * H, H, H);
             break;
@@ -874,8 +965,9 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
             else
                 FN(gru_backward_row)(dP + row * GH, dri, dhi, gates, h_prev,
                                      K->extra + row * H, H, H);
-            for (int j = 0; j < H; j++)
-                S->dPn_rec[row * H + j] = dri[2 * H + j];
+            if (S->dPn_rec)
+                for (int j = 0; j < H; j++)
+                    S->dPn_rec[row * H + j] = dri[2 * H + j];
             break;
         case FASTRNN_GRU_RESET_BEFORE:
             if (general)
@@ -885,6 +977,9 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
             break;
         }
     }
+
+    if (L->layer_norm)
+        FN(ln_recurrent_backward)(S, K, W, dW, t, n, L);
 
     if (cell == FASTRNN_GRU_RESET_BEFORE) {
         /* drh[:n] = dn_pre[:n] @ W_hn */
@@ -918,8 +1013,9 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
                 S->dc[k] += S->zdc[k];
     }
 
-    if (cell != FASTRNN_GRU) {
-        /* the input side equals the recurrent side: keep it in memory order */
+    if (cell != FASTRNN_GRU && !L->layer_norm) {
+        /* the input side equals the recurrent side: keep it in memory order
+         * (with layer norm, ln_recurrent_backward did, before the normalization) */
         for (int i = 0; i < n; i++) {
             size_t row = mem_row(L, t, slot_row(order, i));
             for (int j = 0; j < GH; j++)
@@ -1094,6 +1190,14 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
     int threads = gemm_threads(L);
     const real *dP = S->dP, *hs = K->hs;
 
+    if (dW->b_ih)
+        FN(add_column_sums)(dW->b_ih, dP, (size_t)rows, GH, GH);
+    if (L->layer_norm) {
+        /* dP becomes the gradient of X W_ih^T (before the normalization) */
+        for (size_t r = 0; r < (size_t)rows; r++)
+            FN(layer_norm_backward_row)(S->dP + r * GH, K->ln_ih + r * GH, W->ln_ih,
+                                        K->rstd[r * 3], dW->ln_ih, GH);
+    }
     if (L->drop_x) {
         FN(dropped_input_gradients)(dx, dW, S, x, W, L);
     } else {
@@ -1103,13 +1207,23 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
         /* dW_ih += dP.T @ X */
         FN(gemm)(threads, 1, 0, GH, I, rows, (real)1, dP, GH, x, I, (real)1, dW->w_ih, I);
     }
-    if (dW->b_ih)
-        FN(add_column_sums)(dW->b_ih, dP, (size_t)rows, GH, GH);
     if (S->dhs) {
         /* dW_hr += dHS.T @ MS */
         FN(gemm)(threads, 1, 0, R, H, rows, (real)1, S->dhs, R, K->ms, H, (real)1, dW->w_hr, H);
     }
 
+    if (L->layer_norm) {
+        /* dW_hh += dPh.T @ HS, per gate block with recurrent dropout (db_hh
+         * accumulated in the loop, from the gradients after the normalization) */
+        if (L->drop_h)
+            for (int g = 0; g < fastrnn_num_gates(L->cell); g++)
+                FN(dropped_hh_gradient)(dW->w_hh + (size_t)g * H * R, S->dPh + g * H, GH, g, S,
+                                        hs, L);
+        else
+            FN(gemm)(threads, 1, 0, GH, R, rows, (real)1, S->dPh, GH, hs, R, (real)1,
+                     dW->w_hh, R);
+        return;
+    }
     switch (L->cell) {
     case FASTRNN_GRU:
         if (L->drop_h) {
@@ -1165,7 +1279,8 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
 {
     int G = fastrnn_num_gates(L->cell);
     if (!layer_ok(L, G) || !FN(params_ok)(W, L) || !dW->w_ih || !dW->w_hh
-        || (L->P && !dW->w_hr) || (W->peep && !dW->peep))
+        || (L->P && !dW->w_hr) || (W->peep && !dW->peep)
+        || (W->ln_ih && (!dW->ln_ih || !dW->ln_hh)) || (W->ln_c && (!dW->ln_c || !dW->ln_cb)))
         return FASTRNN_ERR_ARGUMENT;
     if (cache == NULL)
         return FASTRNN_ERR_NO_CACHE;
@@ -1214,7 +1329,7 @@ int FN(fastrnn_backward)(real *dx, RT(fastrnn_state) *dstate0, const RT(fastrnn_
         for (int s = 0; s < T; s++) {
             int t = L->reverse ? s : T - 1 - s;   /* the forward's order, reversed */
             int n = active_slots(L->lengths, order, B, t);
-            FN(backward_step)(&S, dy, &K, dW->peep, W->peep, t, n, L);
+            FN(backward_step)(&S, dy, &K, W, dW, t, n, L);
         }
     }
 

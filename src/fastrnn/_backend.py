@@ -9,9 +9,11 @@ A backend runs one direction of one layer per call (never one time step):
 x is (T, B, I), or (B, T, I) when batch_first, C-contiguous in the layer's
 dtype; y has the same leading axes and D*R columns (R = proj_size or H), of
 which this direction writes [y_offset, y_offset + R). weights and grads are
-(w_ih, w_hh, b_ih, b_hh, w_hr, peep) with None for a parameter the layer does
-not have (biases, the LSTM projection w_hr, the LSTM peepholes); grads
-accumulate. options is None for PyTorch's cells, or (activations, clip,
+(w_ih, w_hh, b_ih, b_hh, w_hr, peep, ln) with None for a parameter the layer
+does not have (biases, the LSTM projection w_hr, the LSTM peepholes, layer
+normalization); ln is (g_ih, g_hh, g_c, b_c), the gains of the normalized
+input and recurrent products and the LSTM's cell-state gain and shift (None
+for the GRU); grads accumulate. options is None for PyTorch's cells, or (activations, clip,
 input_forget) for the general cells, activations as ((name, alpha, beta), ...).
 zoneout is None, or (mask_h, mask_c, p_h, p_c): uint8 masks with x's leading
 axes and R (h) or H (LSTM c) columns, 1 where a unit keeps its previous value
@@ -72,29 +74,31 @@ class CBackend:
         T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0) if cell == "lstm" else None
-        cache = self._cache(x.dtype, _kernels.cache_size(cell, T, B, I, H, P)) if training \
-            else None
+        ln = weights[6]
+        cache = self._cache(x.dtype, _kernels.cache_size(cell, T, B, I, H, P, ln is not None)) \
+            if training else None
         work = self._workspace(x.dtype, _kernels.forward_work_size(
-            cell, T, B, I, H, training, P, zoneout is not None, dropout is not None))
+            cell, T, B, I, H, training, P, zoneout is not None, dropout is not None,
+            ln is not None))
         _kernels.forward(cell, x, h0, c0, *weights[:5], lengths, y, y_offset, h_n, c_n, cache,
                          work, batch_first, reverse, peep=weights[5], options=options,
-                         zoneout=zoneout, dropout=dropout)
+                         zoneout=zoneout, dropout=dropout, ln=ln)
         saved = (cell, cache, x, weights, lengths, batch_first, reverse, options, zoneout,
                  dropout) if training else None
         return h_n, c_n, saved
 
     def backward(self, saved, dy, y_offset, dh_n, dc_n, dx, accumulate_dx, grads):
         cell, cache, x, weights, lengths, batch_first, reverse, options, zoneout, dropout = saved
-        w_ih, w_hh, _, _, w_hr, peep = weights
+        w_ih, w_hh, _, _, w_hr, peep, ln = weights
         T, B, I, H, P = _sizes(cell, x, weights, batch_first)
         dh0 = np.empty((B, P or H), x.dtype)
         dc0 = np.empty((B, H), x.dtype) if cell == "lstm" else None
         work = self._workspace(x.dtype, _kernels.backward_work_size(
-            cell, T, B, I, H, P, zoneout is not None, dropout is not None))
+            cell, T, B, I, H, P, zoneout is not None, dropout is not None, ln is not None))
         _kernels.backward(cell, dx, accumulate_dx, dh0, dc0, *grads[:5], dy, y_offset, dh_n, dc_n,
                           cache, x, w_ih, w_hh, w_hr, lengths, work, batch_first, reverse,
                           dpeep=grads[5], peep=peep, options=options, zoneout=zoneout,
-                          dropout=dropout)
+                          dropout=dropout, ln=ln, dln=grads[6])
         return dh0, dc0
 
 
@@ -106,7 +110,7 @@ class NumpyBackend:
     def forward(self, cell, x, h0, c0, weights, lengths, y, y_offset, batch_first,
                 reverse, training, options=None, zoneout=None, dropout=None):
         xt = x.transpose(1, 0, 2) if batch_first else x
-        w_ih, w_hh, b_ih, b_hh, w_hr, peep = weights
+        w_ih, w_hh, b_ih, b_hh, w_hr, peep, ln = weights
         opts = None if options is None else reference.Options(*options)
         if zoneout is not None and batch_first:   # the masks, time-major as x
             zoneout = tuple(m.transpose(1, 0, 2) if isinstance(m, np.ndarray) else m
@@ -114,7 +118,7 @@ class NumpyBackend:
         out, h_n, c_n, cache = reference.layer_forward(cell, xt, h0, c0, w_ih, w_hh, b_ih, b_hh,
                                                        lengths=lengths, reverse=reverse, w_hr=w_hr,
                                                        opts=opts, peep=peep, zoneout=zoneout,
-                                                       dropout=dropout)
+                                                       dropout=dropout, ln=ln)
         R = h0.shape[1]
         yt = y.transpose(1, 0, 2) if batch_first else y
         yt[:, :, y_offset:y_offset + R] = out
@@ -134,7 +138,10 @@ class NumpyBackend:
             dx += dxt
         else:
             dx[...] = dxt
-        for total, name in zip(grads, ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep")):
+        ln_grads = grads[6] if grads[6] is not None else (None,) * 4
+        for total, name in zip(grads[:6] + tuple(ln_grads),
+                               ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "peep",
+                                "ln_ih", "ln_hh", "ln_c", "ln_cb")):
             if total is not None:
                 total += step_grads[name]
         return dh0, dc0

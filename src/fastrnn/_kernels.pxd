@@ -52,6 +52,7 @@ cdef extern from "fastrnn.h" nogil:
         const unsigned char *drop_x
         const unsigned char *drop_h
         double scale_x, scale_h
+        int layer_norm
         int threads
 
     ctypedef struct fastrnn_params_f32:
@@ -61,6 +62,10 @@ cdef extern from "fastrnn.h" nogil:
         float *b_hh
         float *w_hr
         float *peep
+        float *ln_ih
+        float *ln_hh
+        float *ln_c
+        float *ln_cb
     ctypedef struct fastrnn_params_f64:
         double *w_ih
         double *w_hh
@@ -68,6 +73,10 @@ cdef extern from "fastrnn.h" nogil:
         double *b_hh
         double *w_hr
         double *peep
+        double *ln_ih
+        double *ln_hh
+        double *ln_c
+        double *ln_cb
 
     ctypedef struct fastrnn_state_f32:
         float *h

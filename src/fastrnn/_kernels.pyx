@@ -205,9 +205,10 @@ def num_gates(str cell):
     return fastrnn_num_gates(CELLS[cell])
 
 
-def cache_size(str cell, int T, int B, int I, int H, int P=0):
+def cache_size(str cell, int T, int B, int I, int H, int P=0, bint layer_norm=False):
     """Elements of the training cache of one layer-direction."""
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
+    L.layer_norm = layer_norm
     return fastrnn_cache_size(&L)
 
 
@@ -225,16 +226,18 @@ cdef _size_options(fastrnn_layer *L, bint zoneout, bint dropout):
 
 
 def forward_work_size(str cell, int T, int B, int I, int H, bint training, int P=0,
-                      bint zoneout=False, bint dropout=False):
+                      bint zoneout=False, bint dropout=False, bint layer_norm=False):
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
     _size_options(&L, zoneout, dropout)
+    L.layer_norm = layer_norm
     return fastrnn_forward_work_size(&L, training)
 
 
 def backward_work_size(str cell, int T, int B, int I, int H, int P=0, bint zoneout=False,
-                       bint dropout=False):
+                       bint dropout=False, bint layer_norm=False):
     cdef fastrnn_layer L = _layer(cell, T, B, I, H, P, False, False, P or H)
     _size_options(&L, zoneout, dropout)
+    L.layer_norm = layer_norm
     return fastrnn_backward_work_size(&L)
 
 
@@ -358,9 +361,32 @@ def _peepholes(str cell, peep, dtype, int H, int general):
     return _check("peep", peep, dtype, (3 * H,))
 
 
+cdef tuple _layer_norm(fastrnn_layer *L, str cell, ln, str name, dtype, int G, int H,
+                       bint out=False):
+    """Layer normalization's parameters ln = (g_ih (G*H,), g_hh (G*H,), g_c (H,),
+    b_c (H,)), g_c and b_c the LSTM's only (else None), checked, or None for
+    none; sets L.layer_norm. LSTM and GRU (reset after), without projection
+    or options."""
+    if ln is None:
+        return None, None, None, None
+    if cell not in ("lstm", "gru") or L.general or L.P:
+        raise ValueError(f"{name}: layer normalization is for the LSTM and the GRU "
+                         f"(reset after), without projection or options; got cell {cell!r}")
+    if not isinstance(ln, tuple) or len(ln) != 4:
+        raise ValueError(f"{name}: expected a tuple (g_ih, g_hh, g_c, b_c)")
+    L.layer_norm = 1
+    lstm = cell == "lstm"
+    if not lstm and (ln[2] is not None or ln[3] is not None):
+        raise ValueError(f"{name}: g_c and b_c normalize the LSTM's cell state; give None")
+    return (_check(f"{name}[0]", ln[0], dtype, (G * H,), out),
+            _check(f"{name}[1]", ln[1], dtype, (G * H,), out),
+            _check(f"{name}[2]", ln[2], dtype, (H,), out) if lstm else None,
+            _check(f"{name}[3]", ln[3], dtype, (H,), out) if lstm else None)
+
+
 def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y_offset,
             h_n, c_n, cache, work, bint batch_first, bint reverse, peep=None, options=None,
-            zoneout=None, dropout=None):
+            zoneout=None, dropout=None, ln=None):
     """Run one layer-direction forward; training when cache is not None.
 
     x (T, B, I) or (B, T, I); y the same rows with ldy columns, this direction
@@ -368,7 +394,7 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     (B, R); c0, c_n (B, H) for LSTM; w_hr (P, H) or None; cache
     (cache_size,) or None; work (>= forward_work_size,); peep (3H) LSTM
     peepholes or None; options for the general cells (see _set_options);
-    zoneout see _set_zoneout; dropout see _set_dropout.
+    zoneout see _set_zoneout; dropout see _set_dropout; ln see _layer_norm.
     """
     T, B, I, H, P, R, G, dt = _dims(cell, x, w_ih, w_hh, w_hr, batch_first)
     if not isinstance(y, np.ndarray) or y.ndim != 3:
@@ -378,6 +404,7 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     _set_options(&L, options)
     masks = _set_zoneout(&L, zoneout, x.shape[:2], R, H, cell)
     drops = _set_dropout(&L, dropout, G, B, I, R, cell, cache is not None)
+    lni, lnh, lnc, lncb = _layer_norm(&L, cell, ln, "ln", dt, G, H)
     if y_offset < 0 or y_offset + R > ldy:
         raise ValueError(f"y_offset: {y_offset} + {R} exceeds y's {ldy} columns")
     lstm = cell == "lstm"
@@ -403,22 +430,24 @@ def forward(str cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, int y
     lf, of = _lengths_and_order(lengths, T, B)
     if dt == np.float32:
         _forward[float](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, wr,
-                        pp, lf, of)
+                        pp, lni, lnh, lnc, lncb, lf, of)
     else:
         _forward[double](&L, yf, y_offset, hnf, cnf, cf, wf, xf, h0f, c0f, wi, wh, bi, bh, wr,
-                         pp, lf, of)
+                         pp, lni, lnh, lnc, lncb, lf, of)
 
 
 def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr,
              dy, int y_offset, dh_n, dc_n, cache, x, w_ih, w_hh, w_hr, lengths, work,
              bint batch_first, bint reverse, dpeep=None, peep=None, options=None,
-             zoneout=None, dropout=None):
+             zoneout=None, dropout=None, ln=None, dln=None):
     """Backward of the forward that filled cache (same x, weights, lengths, flags).
 
     dx like x (written, or added to when accumulate_dx); dh0 (B, R), dc0 (B, H)
     written; dw_*, db_* accumulated (biases may be None, dw_hr None without
     projection); dy like y or None, this direction reads columns
-    [y_offset, y_offset + R); dh_n (B, R), dc_n (B, H) or None.
+    [y_offset, y_offset + R); dh_n (B, R), dc_n (B, H) or None; ln the
+    forward's layer normalization parameters (_layer_norm) and dln their
+    gradients, accumulated.
     """
     T, B, I, H, P, R, G, dt = _dims(cell, x, w_ih, w_hh, w_hr, batch_first)
     ldy = R
@@ -430,6 +459,10 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
     _set_options(&L, options)
     masks = _set_zoneout(&L, zoneout, x.shape[:2], R, H, cell)
     drops = _set_dropout(&L, dropout, G, B, I, R, cell, True)
+    lni, lnh, lnc, lncb = _layer_norm(&L, cell, ln, "ln", dt, G, H)
+    if (ln is None) != (dln is None):
+        raise ValueError("ln and dln: give both or neither")
+    dlni, dlnh, dlnc, dlncb = _layer_norm(&L, cell, dln, "dln", dt, G, H, out=True)
     if dy is not None and (y_offset < 0 or y_offset + R > ldy):
         raise ValueError(f"y_offset: {y_offset} + {R} exceeds dy's {ldy} columns")
     if cache is None:
@@ -461,11 +494,13 @@ def backward(str cell, dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db
     lf, of = _lengths_and_order(lengths, T, B)
     L.accumulate_dx = accumulate_dx
     if dt == np.float32:
-        _backward[float](&L, dxf, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
-                         dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, pp, lf, of)
+        _backward[float](&L, dxf, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp,
+                         dlni, dlnh, dlnc, dlncb, wf, dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh,
+                         wr, pp, lni, lnh, lnc, lncb, lf, of)
     else:
-        _backward[double](&L, dxf, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp, wf,
-                          dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh, wr, pp, lf, of)
+        _backward[double](&L, dxf, dh0f, dc0f, dwi, dwh, dbi, dbh, dwr, dpp,
+                          dlni, dlnh, dlnc, dlncb, wf, dyf, y_offset, dhnf, dcnf, cf, xf, wi, wh,
+                          wr, pp, lni, lnh, lnc, lncb, lf, of)
 
 
 cdef inline floating *_ptr(floating[::1] a) noexcept nogil:
@@ -503,7 +538,19 @@ cdef int _raise_status(int status) except -1:
 # step below) goes through these two functions: kind b'f' runs the float32
 # kernels, b'd' the float64 ones. The callers hand over untyped pointers
 # already checked for that dtype. p holds the parameters w_ih, w_hh, b_ih,
-# b_hh, w_hr, peep (NULL: absent), dp their gradients.
+# b_hh, w_hr, peep, ln_ih, ln_hh, ln_c, ln_cb (NULL: absent), dp their gradients.
+
+cdef inline fastrnn_params_f32 _params_f32(void **p) noexcept nogil:
+    return fastrnn_params_f32(<float *>p[0], <float *>p[1], <float *>p[2], <float *>p[3],
+                              <float *>p[4], <float *>p[5], <float *>p[6], <float *>p[7],
+                              <float *>p[8], <float *>p[9])
+
+
+cdef inline fastrnn_params_f64 _params_f64(void **p) noexcept nogil:
+    return fastrnn_params_f64(<double *>p[0], <double *>p[1], <double *>p[2], <double *>p[3],
+                              <double *>p[4], <double *>p[5], <double *>p[6], <double *>p[7],
+                              <double *>p[8], <double *>p[9])
+
 
 cdef int _run_forward(char kind, void *y, void *h_n, void *c_n, void *cache, void *work,
                       const void *x, const void *h0, const void *c0, void **p,
@@ -513,14 +560,12 @@ cdef int _run_forward(char kind, void *y, void *h_n, void *c_n, void *cache, voi
     cdef fastrnn_state_f32 s0_32, sn_32
     cdef fastrnn_state_f64 s0_64, sn_64
     if kind == b'f':
-        W32 = fastrnn_params_f32(<float *>p[0], <float *>p[1], <float *>p[2], <float *>p[3],
-                                 <float *>p[4], <float *>p[5])
+        W32 = _params_f32(p)
         s0_32 = fastrnn_state_f32(<float *>h0, <float *>c0)
         sn_32 = fastrnn_state_f32(<float *>h_n, <float *>c_n)
         return fastrnn_forward_f32(<float *>y, &sn_32, <float *>cache, <float *>work,
                                    <const float *>x, &s0_32, &W32, L)
-    W64 = fastrnn_params_f64(<double *>p[0], <double *>p[1], <double *>p[2], <double *>p[3],
-                             <double *>p[4], <double *>p[5])
+    W64 = _params_f64(p)
     s0_64 = fastrnn_state_f64(<double *>h0, <double *>c0)
     sn_64 = fastrnn_state_f64(<double *>h_n, <double *>c_n)
     return fastrnn_forward_f64(<double *>y, &sn_64, <double *>cache, <double *>work,
@@ -535,19 +580,15 @@ cdef int _run_backward(char kind, void *dx, void *dh0, void *dc0, void **dp, voi
     cdef fastrnn_state_f32 d0_32, dn_32
     cdef fastrnn_state_f64 d0_64, dn_64
     if kind == b'f':
-        W32 = fastrnn_params_f32(<float *>p[0], <float *>p[1], <float *>p[2], <float *>p[3],
-                                 <float *>p[4], <float *>p[5])
-        dW32 = fastrnn_params_f32(<float *>dp[0], <float *>dp[1], <float *>dp[2],
-                                  <float *>dp[3], <float *>dp[4], <float *>dp[5])
+        W32 = _params_f32(p)
+        dW32 = _params_f32(dp)
         d0_32 = fastrnn_state_f32(<float *>dh0, <float *>dc0)
         dn_32 = fastrnn_state_f32(<float *>dh_n, <float *>dc_n)
         return fastrnn_backward_f32(<float *>dx, &d0_32, &dW32, <float *>work,
                                     <const float *>dy, &dn_32, <const float *>cache,
                                     <const float *>x, &W32, L)
-    W64 = fastrnn_params_f64(<double *>p[0], <double *>p[1], <double *>p[2], <double *>p[3],
-                             <double *>p[4], <double *>p[5])
-    dW64 = fastrnn_params_f64(<double *>dp[0], <double *>dp[1], <double *>dp[2],
-                              <double *>dp[3], <double *>dp[4], <double *>dp[5])
+    W64 = _params_f64(p)
+    dW64 = _params_f64(dp)
     d0_64 = fastrnn_state_f64(<double *>dh0, <double *>dc0)
     dn_64 = fastrnn_state_f64(<double *>dh_n, <double *>dc_n)
     return fastrnn_backward_f64(<double *>dx, &d0_64, &dW64, <double *>work,
@@ -560,13 +601,15 @@ cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n
               const floating[::1] x, const floating[::1] h0, const floating[::1] c0,
               const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] b_ih,
               const floating[::1] b_hh, const floating[::1] w_hr, const floating[::1] peep,
-              const int[::1] lengths, const int[::1] order):
+              const floating[::1] ln_ih, const floating[::1] ln_hh, const floating[::1] ln_c,
+              const floating[::1] ln_cb, const int[::1] lengths, const int[::1] order):
     """The checked arrays' pointers, then the kernel without the GIL."""
     cdef int status
     cdef char kind = b'f' if floating is float else b'd'
-    cdef void *p[6]
+    cdef void *p[10]
     p[:] = [<void *>_cptr(w_ih), <void *>_cptr(w_hh), <void *>_cptr(b_ih), <void *>_cptr(b_hh),
-            <void *>_cptr(w_hr), <void *>_cptr(peep)]
+            <void *>_cptr(w_hr), <void *>_cptr(peep), <void *>_cptr(ln_ih),
+            <void *>_cptr(ln_hh), <void *>_cptr(ln_c), <void *>_cptr(ln_cb)]
     L.lengths, L.order = _iptr(lengths), _iptr(order)
     with nogil:
         status = _run_forward(kind, _ptr(y) + y_offset, _ptr(h_n), _ptr(c_n), _ptr(cache),
@@ -577,24 +620,29 @@ cdef _forward(fastrnn_layer *L, floating[::1] y, int y_offset, floating[::1] h_n
 cdef _backward(fastrnn_layer *L, floating[::1] dx, floating[::1] dh0,
                floating[::1] dc0, floating[::1] dw_ih, floating[::1] dw_hh,
                floating[::1] db_ih, floating[::1] db_hh, floating[::1] dw_hr,
-               floating[::1] dpeep, floating[::1] work,
+               floating[::1] dpeep, floating[::1] dln_ih, floating[::1] dln_hh,
+               floating[::1] dln_c, floating[::1] dln_cb, floating[::1] work,
                const floating[::1] dy, int y_offset, const floating[::1] dh_n,
                const floating[::1] dc_n, const floating[::1] cache, const floating[::1] x,
                const floating[::1] w_ih, const floating[::1] w_hh, const floating[::1] w_hr,
-               const floating[::1] peep, const int[::1] lengths, const int[::1] order):
+               const floating[::1] peep, const floating[::1] ln_ih, const floating[::1] ln_hh,
+               const floating[::1] ln_c, const floating[::1] ln_cb, const int[::1] lengths,
+               const int[::1] order):
     """The checked arrays' pointers, then the kernel without the GIL."""
     cdef int status
     cdef char kind = b'f' if floating is float else b'd'
     cdef const floating *dyp = NULL
-    cdef void *p[6]
-    cdef void *dp[6]
+    cdef void *p[10]
+    cdef void *dp[10]
     if dy is not None:
         dyp = &dy[y_offset]
     # backward reads no bias
     p[:] = [<void *>_cptr(w_ih), <void *>_cptr(w_hh), NULL, NULL, <void *>_cptr(w_hr),
-            <void *>_cptr(peep)]
+            <void *>_cptr(peep), <void *>_cptr(ln_ih), <void *>_cptr(ln_hh),
+            <void *>_cptr(ln_c), <void *>_cptr(ln_cb)]
     dp[:] = [<void *>_ptr(dw_ih), <void *>_ptr(dw_hh), <void *>_ptr(db_ih), <void *>_ptr(db_hh),
-             <void *>_ptr(dw_hr), <void *>_ptr(dpeep)]
+             <void *>_ptr(dw_hr), <void *>_ptr(dpeep), <void *>_ptr(dln_ih),
+             <void *>_ptr(dln_hh), <void *>_ptr(dln_c), <void *>_ptr(dln_cb)]
     L.lengths, L.order = _iptr(lengths), _iptr(order)
     with nogil:
         status = _run_backward(kind, _ptr(dx), _ptr(dh0), _ptr(dc0), dp, _ptr(work), dyp,
@@ -704,7 +752,7 @@ def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
     cdef const void *h0
     cdef const void *c0
     cdef void *y
-    cdef void *p[6]
+    cdef void *p[10]
     try:
         kind = _get(&vwi, w_ih, "w_ih", 0, False)   # w_ih's dtype is every array's
         itemsize = 4 if kind == b'f' else 8
@@ -768,7 +816,7 @@ def cell_forward(int cell, x, h, c, w_ih, w_hh, b_ih, b_hh, work):
         if lstm:
             c_n = _empty(shape, dtype)
             _get(&vcn, c_n, "c_n", kind, True)
-        p[:] = [vwi.buf, vwh.buf, vbi.buf, vbh.buf, NULL, NULL]
+        p[:] = [vwi.buf, vwh.buf, vbi.buf, vbh.buf, NULL, NULL, NULL, NULL, NULL, NULL]
         with nogil:
             status = _run_forward(kind, y, vhn.buf, vcn.buf, NULL, work_p, vx.buf, h0, c0, p,
                                   &L)

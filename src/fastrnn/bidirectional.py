@@ -89,11 +89,16 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
                       # a copy of the wrapped layer's generator: wrapping must
                       # not change that layer's later dropout masks
                       seed=int(copy.deepcopy(layer._rng).integers(2**31)))
+        if not isinstance(layer, IndRNN):   # the regularizations (IndRNN has none)
+            kwargs.update(zoneout=layer.zoneout, input_dropout=layer.input_dropout,
+                          recurrent_dropout=layer.recurrent_dropout,
+                          weight_dropout=layer.weight_dropout)
         if isinstance(layer, GRU):
-            kwargs["reset_after"] = layer.reset_after
+            kwargs.update(reset_after=layer.reset_after, layer_norm=layer.layer_norm)
         if isinstance(layer, LSTM):
             kwargs.update(proj_size=layer.proj_size, peepholes=layer.peepholes,
-                          input_forget=layer.input_forget)
+                          input_forget=layer.input_forget, cell_zoneout=layer.cell_zoneout,
+                          layer_norm=layer.layer_norm)
         if type(layer) is RNN:
             kwargs["nonlinearity"] = layer.nonlinearity
         if isinstance(layer, IndRNN):   # no ONNX options: its activation is nonlinearity
@@ -129,6 +134,7 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
     nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu" (an RNN or IndRNN only).')
     reset_after = _stack_property("reset_after", "Where the GRU applies its reset gate (a "
                                                  "GRU only).")
+    layer_norm = _stack_property("layer_norm", "Whether the LSTM or GRU is layer-normalized.")
     grads = _stack_property("grads", "Accumulated parameter gradients, under the state_dict "
                                      "names.")
 

@@ -74,7 +74,7 @@ class _CellBase(_StackWrapper, Saveable):
         layer = self._layer
         default = (not any(layer._cell_options) and not layer.proj_size and layer.num_layers == 1
                    and layer.direction == "forward" and not layer.stateful
-                   and not layer.zoneout and not layer.cell_zoneout)
+                   and not layer.zoneout and not layer.cell_zoneout and not layer.layer_norm)
         # (dropout acts in training only, which takes the layer path anyway)
         self._fast_kind = _kernels.CELLS[layer._cell] if default else None
         # the fast path's workspaces: a call takes one (list.pop and append are
@@ -94,6 +94,7 @@ class _CellBase(_StackWrapper, Saveable):
     input_dropout = _stack_property("input_dropout", "Dropout's rate on x (0: none).")
     recurrent_dropout = _stack_property("recurrent_dropout", "Dropout's rate on h in the "
                                                              "recurrent product (0: none).")
+    layer_norm = _stack_property("layer_norm", "Whether the cell is layer-normalized.")
 
     def reset_dropout_mask(self) -> None:
         """Forget the dropout masks: the next training call draws new ones.
@@ -121,7 +122,9 @@ class _CellBase(_StackWrapper, Saveable):
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """A copy of the parameters: weight_ih (G*H, I), weight_hh (G*H, H), and
-        with bias bias_ih, bias_hh (G*H,); G is 1, 4 or 3 (RNN, LSTM, GRU)."""
+        with bias bias_ih, bias_hh (G*H,); G is 1, 4 or 3 (RNN, LSTM, GRU). With
+        layer_norm also ln_weight_ih, ln_weight_hh (G*H,), and for the LSTM
+        ln_weight_c, ln_bias_c (H,)."""
         return {k[:-3]: v for k, v in self._layer.state_dict().items()}
 
     def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
@@ -161,9 +164,14 @@ class _CellBase(_StackWrapper, Saveable):
 
     def __repr__(self) -> str:
         layer = self._layer
+        extra = "".join(f", {name}={getattr(layer, name)!r}"
+                        for name in ("zoneout", "cell_zoneout", "input_dropout",
+                                     "recurrent_dropout", "layer_norm")
+                        if getattr(layer, name))
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
                 f"{_KIND_ARGUMENTS.get(layer._cell, '')}, "
-                f"bias={layer.bias}, dtype={layer.dtype.name}, backend={layer.backend!r})")
+                f"bias={layer.bias}{extra}, dtype={layer.dtype.name}, "
+                f"backend={layer.backend!r})")
 
     # -- the layer path's conversions and checks
 
@@ -400,6 +408,7 @@ class GRUCell(_HiddenStateCell):
 %(creation)s
 %(zoneout)s
 %(dropouts)s
+%(layer_norm)s
 
 %(raises)s
 
@@ -417,11 +426,12 @@ class GRUCell(_HiddenStateCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  reset_after: bool = True, dtype: DTypeLike = np.float32,
                  seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0,
-                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0) -> None:
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 layer_norm: bool = False) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
                          dtype=dtype, seed=seed, backend=backend, reset_after=reset_after,
                          zoneout=zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout)
+                         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
 
     reset_after = _stack_property("reset_after", "Whether the reset gate applies after "
                                                  "the recurrent product (PyTorch's form).")
@@ -489,6 +499,7 @@ class LSTMCell(_CellBase):
 %(zoneout)s
 %(cell_zoneout)s
 %(dropouts)s
+%(layer_norm)s
 
 %(raises)s
 
@@ -509,11 +520,12 @@ class LSTMCell(_CellBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", zoneout: float = 0.0, cell_zoneout: float = 0.0,
-                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0) -> None:
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 layer_norm: bool = False) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
                          dtype=dtype, seed=seed, backend=backend, zoneout=zoneout,
                          cell_zoneout=cell_zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout)
+                         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

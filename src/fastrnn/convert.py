@@ -112,14 +112,19 @@ def _unwrap(layer, what: str, cells: bool = False) -> Tuple[_RNNBase, str]:
 
 
 def _check_no_zoneout(stack: _RNNBase, what: str) -> None:
-    """ValueError for a layer with zoneout: its inference (the expectation
-    p * h_{t-1} + (1 - p) * h_new) is not the plain cell's, which is all a Keras
-    layer or an ONNX node runs. (The dropouts are training-only: they convert.)"""
+    """ValueError for a layer with zoneout or layer normalization: its inference
+    (zoneout's expectation p * h_{t-1} + (1 - p) * h_new, the normalizations)
+    is not the plain cell's, which is all a Keras layer or an ONNX node runs.
+    (The dropouts are training-only: they convert.)"""
     for option in ("zoneout", "cell_zoneout"):
         if getattr(stack, option, 0.0):
             raise ValueError(f"{option}: {what} would drop zoneout, which changes this "
                              f"layer's inference ({option}={getattr(stack, option)!r}); "
                              f"set it to 0 first to export the plain cell")
+    if getattr(stack, "layer_norm", False):
+        raise ValueError(f"layer_norm: {what} has no layer-normalized cell to write (Keras' "
+                         f"and ONNX's recurrent layers have none); a layer with "
+                         f"layer_norm=True cannot be converted")
 
 
 def _suffixes(stack: _RNNBase) -> Tuple[str, ...]:

@@ -129,6 +129,17 @@ _DOCS = {
         call (and layer and direction), the same at every step, inverted
         (kept entries scaled by 1 / (1 - p)); the gradient reaches the kept
         entries only. Inference uses the weights as they are.""",
+    "layer_norm": """\
+    layer_norm : bool, default False
+        Layer normalization (Ba et al. 2016, in the form of haste's
+        LayerNormLSTM and LayerNormGRU): each step's input product x W_ih^T and
+        recurrent product h W_hh^T are normalized over all their G*H features
+        (mean 0, variance 1, 1e-5 added to the variance), scaled by the gains
+        ``ln_weight_ih`` and ``ln_weight_hh`` (G*H,) and shifted by the biases
+        ``bias_ih`` and ``bias_hh``; the LSTM outputs h = o * tanh(LN(c) *
+        ``ln_weight_c`` + ``ln_bias_c``) ((H,) each) and carries c itself. The
+        gains start at 1, ``ln_bias_c`` at 0. Not with ``proj_size``, the ONNX
+        options or ``reset_after=False``.""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -348,6 +359,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
     input_dropout = 0.0
     recurrent_dropout = 0.0
     weight_dropout = 0.0
+    layer_norm = False
     # a cell's layer keeps its dropout masks from call to call (one step each)
     # until the cell's reset_dropout_mask(), as Keras' cells do: per thread
     _keeps_dropout = False
@@ -360,7 +372,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
                  clip: Optional[float], proj_size: int = 0, peepholes: bool = False,
                  input_forget: bool = False, zoneout: float = 0.0,
                  cell_zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0,
+                 layer_norm: bool = False) -> None:
         G = NUM_GATES[cell]
         self.input_size = _check_positive_int("input_size", input_size, INT_MAX,
                                               "the kernels' sizes are 32-bit C ints")
@@ -400,6 +413,15 @@ class _RNNBase(_ParameterAttributes, Saveable):
             (acts, self.clip, self.input_forget)
             if shared or acts != _activations(cell, None) else None
             for acts in self._direction_activations())
+        self.layer_norm = _check_flag("layer_norm", layer_norm)
+        if self.layer_norm and (cell not in ("lstm", "gru") or self.proj_size
+                                or any(self._cell_options)):
+            what = ("reset_after=False" if cell == "gru_reset_before" else
+                    "proj_size" if self.proj_size else
+                    "the ONNX options" if any(self._cell_options) else f"cell {cell!r}")
+            raise ValueError(f"layer_norm: layer normalization is for the LSTM and the GRU "
+                             f"(reset_after=True), without proj_size or the ONNX options; "
+                             f"got {what}")
         self._kept_state: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
         self.backend = backend
         self._rng = _check_seed(seed)
@@ -427,6 +449,13 @@ class _RNNBase(_ParameterAttributes, Saveable):
                         else (-bound, bound)
                     self._params[f"{stem}_l{layer}{suffix}"] = self._rng.uniform(
                         low, high, shape).astype(self.dtype)
+                if self.layer_norm:   # gains 1 and shift 0: no draw
+                    key = f"l{layer}{suffix}"
+                    self._params[f"ln_weight_ih_{key}"] = np.ones(G * H, self.dtype)
+                    self._params[f"ln_weight_hh_{key}"] = np.ones(G * H, self.dtype)
+                    if cell == "lstm":
+                        self._params[f"ln_weight_c_{key}"] = np.ones(H, self.dtype)
+                        self._params[f"ln_bias_c_{key}"] = np.zeros(H, self.dtype)
         self.grads: Dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     # -- configuration
@@ -440,9 +469,12 @@ class _RNNBase(_ParameterAttributes, Saveable):
         P = min(self.proj_size, H - 1)
         R = P or H
         recurrent = H if self._cell in ELEMENTWISE else G * H * R
-        per_direction = recurrent + 2 * G * H * self.bias + P * H + 3 * H * self.peepholes
+        lstm = self._cell == "lstm"
+        per_direction = recurrent + 2 * G * H * self.bias + P * H + 3 * H * self.peepholes \
+            + (2 * G * H + 2 * H * lstm) * self.layer_norm
         elements = D * (L * per_direction + G * H * (I + (L - 1) * D * R))
-        arrays = D * L * (2 + 2 * self.bias + bool(P) + self.peepholes)
+        arrays = D * L * (2 + 2 * self.bias + bool(P) + self.peepholes
+                          + (2 + 2 * lstm) * self.layer_norm)
         largest = G * H * max(I, D * R if L > 1 else 0, R)
         return 2 * (elements * self.dtype.itemsize + arrays * ARRAY_OVERHEAD) + 8 * largest
 
@@ -573,7 +605,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
         if self.stateful:
             extra += ", stateful=True"
         for name in ("zoneout", "cell_zoneout", "input_dropout", "recurrent_dropout",
-                     "weight_dropout"):
+                     "weight_dropout", "layer_norm"):
             if getattr(self, name):
                 extra += f", {name}={getattr(self, name)!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
@@ -637,7 +669,9 @@ class _RNNBase(_ParameterAttributes, Saveable):
             (IndRNN: (H,)),
             ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H,) with bias,
             ``weight_hr_l{k}`` (P, H) with proj_size, ``weight_peephole_l{k}``
-            (3*H,) with peepholes; ``_reverse`` names for the reverse
+            (3*H,) with peepholes, ``ln_weight_ih_l{k}`` and ``ln_weight_hh_l{k}``
+            (G*H,), and for the LSTM ``ln_weight_c_l{k}`` and ``ln_bias_c_l{k}``
+            (H,), with layer_norm; ``_reverse`` names for the reverse
             direction of a bidirectional layer. G is 1, 4 or 3 (RNN, LSTM,
             GRU), R is proj_size or H.
         """
@@ -725,10 +759,16 @@ class _RNNBase(_ParameterAttributes, Saveable):
                 g.fill(0)
 
     def _weights(self, layer: int, suffix: str, store: Dict[str, np.ndarray]):
+        """(w_ih, w_hh, b_ih, b_hh, w_hr, peep, ln) of one layer-direction from
+        store (the parameters or their gradients), as the backends take them."""
         key = f"l{layer}{suffix}"
+        ln = None
+        if self.layer_norm:
+            ln = (store[f"ln_weight_ih_{key}"], store[f"ln_weight_hh_{key}"],
+                  store.get(f"ln_weight_c_{key}"), store.get(f"ln_bias_c_{key}"))
         return (store[f"weight_ih_{key}"], store[f"weight_hh_{key}"],
                 store.get(f"bias_ih_{key}"), store.get(f"bias_hh_{key}"),
-                store.get(f"weight_hr_{key}"), store.get(f"weight_peephole_{key}"))
+                store.get(f"weight_hr_{key}"), store.get(f"weight_peephole_{key}"), ln)
 
     # -- forward
 
@@ -1149,6 +1189,7 @@ class GRU(_HiddenStateStack):
 %(zoneout)s
 %(dropouts)s
 %(weight_dropout)s
+%(layer_norm)s
 
 %(raises)s
 
@@ -1168,7 +1209,8 @@ class GRU(_HiddenStateStack):
                  backend: str = "c", direction: Optional[str] = None, stateful: bool = False,
                  activations: Activations = None, clip: Optional[float] = None,
                  zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0,
+                 layer_norm: bool = False) -> None:
         self.reset_after = bool(reset_after)
         super().__init__("gru" if reset_after else "gru_reset_before", input_size=input_size,
                          hidden_size=hidden_size, num_layers=num_layers, bias=bias,
@@ -1176,7 +1218,8 @@ class GRU(_HiddenStateStack):
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
                          stateful=stateful, activations=activations, clip=clip,
                          zoneout=zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
+                         layer_norm=layer_norm)
 
 
 @_doc
@@ -1267,6 +1310,7 @@ class LSTM(_RNNBase):
 %(cell_zoneout)s
 %(dropouts)s
 %(weight_dropout)s
+%(layer_norm)s
 
 %(raises)s
 
@@ -1277,6 +1321,9 @@ class LSTM(_RNNBase):
     >>> output, (h_n, c_n) = lstm(np.zeros((5, 3, 4)))
     >>> output.shape, h_n.shape, c_n.shape
     ((5, 3, 2), (1, 3, 2), (1, 3, 8))
+    >>> ln = fastrnn.LSTM(4, 8, layer_norm=True, seed=0)   # Ba et al. 2016
+    >>> sorted(k for k in ln.state_dict() if k.startswith("ln_"))
+    ['ln_bias_c_l0', 'ln_weight_c_l0', 'ln_weight_hh_l0', 'ln_weight_ih_l0']
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -1287,7 +1334,8 @@ class LSTM(_RNNBase):
                  activations: Activations = None, clip: Optional[float] = None,
                  peepholes: bool = False, input_forget: bool = False, zoneout: float = 0.0,
                  cell_zoneout: float = 0.0, input_dropout: float = 0.0,
-                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
+                 recurrent_dropout: float = 0.0, weight_dropout: float = 0.0,
+                 layer_norm: bool = False) -> None:
         super().__init__("lstm", input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, dtype=dtype, seed=seed,
@@ -1295,7 +1343,8 @@ class LSTM(_RNNBase):
                          activations=activations, clip=clip, proj_size=proj_size,
                          peepholes=peepholes, input_forget=input_forget, zoneout=zoneout,
                          cell_zoneout=cell_zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
+                         layer_norm=layer_norm)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

@@ -160,7 +160,7 @@ def _backend() -> CBackend:
 
 def _layer_weights(spec: _Spec, arrays: Sequence[Optional[np.ndarray]], layer: int,
                    direction: int) -> Tuple[Optional[np.ndarray], ...]:
-    """(w_ih, w_hh, b_ih, b_hh, w_hr, peep) of one layer-direction, the backend's
+    """(w_ih, w_hh, b_ih, b_hh, w_hr, peep, ln) of one layer-direction, the backend's
     order, from torch's flat order (w_ih, w_hh[, b_ih, b_hh][, w_hr]) of arrays
     (parameters or their gradients)."""
     start = (layer * spec.directions + direction) * spec.per_direction
@@ -168,7 +168,7 @@ def _layer_weights(spec: _Spec, arrays: Sequence[Optional[np.ndarray]], layer: i
     w_ih, w_hh = group[0], group[1]
     b_ih, b_hh = (group[2], group[3]) if spec.bias else (None, None)
     w_hr = group[-1] if spec.proj else None
-    return w_ih, w_hh, b_ih, b_hh, w_hr, None
+    return w_ih, w_hh, b_ih, b_hh, w_hr, None, None
 
 
 def _dropout_mask(spec: _Spec, y: np.ndarray, dtype: torch.dtype) -> np.ndarray:
