@@ -103,8 +103,9 @@ typedef struct {
      * at every step. Gate block g's input product is (x * keep_x[g] * scale_x)
      * W_ih_g^T and its recurrent product (h_{t-1} * keep_h[g] * scale_h)
      * W_hh_g^T (GRU: the n-term's too). drop_x (G, B, I) and drop_h (G, B, R),
-     * 1: kept, NULL: none; scale_x, scale_h: 1 / (1 - p). Not drop_h with
-     * FASTRNN_GRU_RESET_BEFORE. Backward needs the forward's masks. */
+     * 1: kept, NULL: none; scale_x, scale_h: 1 / (1 - p). With
+     * FASTRNN_GRU_RESET_BEFORE the n block's product is (r * (h_{t-1} *
+     * keep_h[2] * scale_h)) W_hn^T, as Keras'. Backward needs the forward's masks. */
     const unsigned char *drop_x, *drop_h;
     double scale_x, scale_h;
     /* Layer normalization (Ba et al. 2016, in the form of haste's LayerNormLSTM

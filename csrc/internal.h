@@ -120,8 +120,7 @@ static inline int layer_ok(const fastrnn_layer *L, int gates)
            && L->p_h >= 0 && L->p_h < 1 && L->p_c >= 0 && L->p_c < 1
            && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM)
            && (!has_zoneout(L) || !elementwise_recurrence(L->cell))
-           && (!L->drop_h || (L->cell != FASTRNN_GRU_RESET_BEFORE
-                              && !elementwise_recurrence(L->cell)))
+           && (!L->drop_h || !elementwise_recurrence(L->cell))
            && (!L->layer_norm || ((L->cell == FASTRNN_LSTM || L->cell == FASTRNN_GRU)
                                   && !L->general && !L->P));
 }

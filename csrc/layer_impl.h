@@ -269,17 +269,32 @@ static void FN(dropped_projection)(real *P, real *xd, const real *x, const RT(fa
     }
 }
 
-/* rec[s0:e, g] (+)= (h * keep_h[g])[s0:e] @ W_hh[g].T, every gate block (the
- * recurrent product with recurrent dropout); hd (B, R) scratch, slot rows */
+/* Gate blocks of the recurrent product h W_hh^T: all, but for the GRU with
+ * the reset gate before it, whose n block multiplies r * h (a second product) */
+static inline int product_blocks(const fastrnn_layer *L)
+{
+    return L->cell == FASTRNN_GRU_RESET_BEFORE ? 2 : fastrnn_num_gates(L->cell);
+}
+
+/* hd[s0:e] = (h * keep_h[g] * scale)[s0:e]: h through gate block g's masks */
+static void FN(mask_slots)(real *hd, const real *h, int g, int s0, int e, const fastrnn_layer *L)
+{
+    int R = state_width(L);
+    const unsigned char *keep = L->drop_h + (size_t)g * L->B * R;
+    for (int i = s0; i < e; i++)
+        FN(mask_row)(hd + (size_t)i * R, h + (size_t)i * R,
+                     keep + (size_t)slot_row(L->order, i) * R, (real)L->scale_h, R);
+}
+
+/* rec[s0:e, g] (+)= (h * keep_h[g])[s0:e] @ W_hh[g].T, every block of the
+ * product (the recurrent product with recurrent dropout); hd (B, R) scratch,
+ * slot rows */
 static void FN(dropped_recurrent)(real *rec, real *hd, const real *h, const real *w_hh,
                                   int accumulate, int s0, int e, const fastrnn_layer *L)
 {
     int G = fastrnn_num_gates(L->cell), H = L->H, R = state_width(L), GH = G * H;
-    for (int g = 0; g < G; g++) {
-        const unsigned char *keep = L->drop_h + (size_t)g * L->B * R;
-        for (int i = s0; i < e; i++)
-            FN(mask_row)(hd + (size_t)i * R, h + (size_t)i * R,
-                         keep + (size_t)slot_row(L->order, i) * R, (real)L->scale_h, R);
+    for (int g = 0; g < product_blocks(L); g++) {
+        FN(mask_slots)(hd, h, g, s0, e, L);
         /* rec[s0:e, g] (+)= HD[s0:e] @ W_hh[g].T */
         FN(gemm)(1, 0, 1, e - s0, H, R, (real)1, hd + (size_t)s0 * R, R,
                  w_hh + (size_t)g * H * R, R, accumulate ? (real)1 : (real)0,
@@ -392,9 +407,11 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
          * with layer normalization LN(h @ W_hh.T) * ln_hh + b_hh */
         const real *bias = L->layer_norm ? NULL : b_hh;
         FN(fill_bias)(S->rec + (size_t)s0 * GH, e - s0, rec_w, GH, bias);
-        if (S->hd)
+        if (S->hd) {
             FN(dropped_recurrent)(S->rec, S->hd, S->h, W->w_hh, bias != NULL, s0, e, L);
-        else
+            if (cell == FASTRNN_GRU_RESET_BEFORE)   /* the n block's r * (h * keep_h[2]) */
+                FN(mask_slots)(S->hd, S->h, 2, s0, e, L);
+        } else
             FN(operand_mul)(&S->w_hh, e - s0, S->h + (size_t)s0 * R, R, bias != NULL,
                             S->rec + (size_t)s0 * GH, GH);
         for (int i = s0; i < e && L->layer_norm; i++) {
@@ -465,15 +482,18 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
             else
                 FN(gru_forward_row)(gates, hi, ri, H, H);
             break;
-        case FASTRNN_GRU_RESET_BEFORE:
+        case FASTRNN_GRU_RESET_BEFORE: {
+            /* rh = r * h_{t-1}, with recurrent dropout r * (h_{t-1} * keep_h[2]) */
+            const real *h_n = S->hd ? S->hd + (size_t)i * H : hi;
             if (general)
-                FN(gru_rb_general_forward_gates_row)(gates, S->rh + (size_t)i * H, hi, ri, H, L);
+                FN(gru_rb_general_forward_gates_row)(gates, S->rh + (size_t)i * H, h_n, ri, H, L);
             else
-                FN(gru_rb_forward_gates_row)(gates, S->rh + (size_t)i * H, hi, ri, H);
+                FN(gru_rb_forward_gates_row)(gates, S->rh + (size_t)i * H, h_n, ri, H);
             if (training)
                 for (int j = 0; j < H; j++)
                     S->extra[row * H + j] = S->rh[(size_t)i * H + j];
             break;
+        }
         }
     }
 
@@ -843,7 +863,7 @@ static void FN(dropped_recurrent_backward)(FN(bwd_buffers) *S, int n, const fast
     int G = fastrnn_num_gates(L->cell), H = L->H, R = state_width(L), GH = G * H;
     if (S->dm)
         memset(S->dh, 0, (size_t)n * R * sizeof(real));
-    for (int g = 0; g < G; g++) {
+    for (int g = 0; g < product_blocks(L); g++) {
         const unsigned char *keep = L->drop_h + (size_t)g * L->B * R;
         /* dhd[:n] = dP_rec[:n, g] @ W_hh[g] */
         FN(gemm)(1, 0, 0, n, R, H, (real)1, S->drec + g * H, GH, S->w_hh_raw + (size_t)g * H * R,
@@ -988,14 +1008,23 @@ static void FN(backward_step)(FN(bwd_buffers) *S, const real *dy, const FN(cache
             size_t row = mem_row(L, t, slot_row(order, i));
             real *dri = drec + (size_t)i * GH, *dhi = dh + (size_t)i * H;
             const real *gates = K->gates + row * GH, *h_prev = K->hs + row * H;
+            if (S->dhd) {   /* rh = r * (h * keep_h[2] * scale): through the mask */
+                const unsigned char *k = L->drop_h + ((size_t)2 * L->B + slot_row(order, i)) * H;
+                real *drh = S->drh + (size_t)i * H;
+                for (int j = 0; j < H; j++)
+                    drh[j] = k[j] ? drh[j] * (real)L->scale_h : (real)0;
+            }
             if (general)
                 FN(gru_rb_general_backward_r_row)(dri, dhi, gates, h_prev,
                                                   S->drh + (size_t)i * H, H, L);
             else
                 FN(gru_rb_backward_r_row)(dri, dhi, gates, h_prev, S->drh + (size_t)i * H, H);
         }
-        /* dh[:n] += dP_rz[:n] @ W_hh[:2H] */
-        FN(operand_mul)(&S->w_hh, n, drec, GH, 1, dh, H);
+        /* dh[:n] += dP_rz[:n] @ W_hh[:2H] (each block through its mask, with dropout) */
+        if (S->dhd)
+            FN(dropped_recurrent_backward)(S, n, L);
+        else
+            FN(operand_mul)(&S->w_hh, n, drec, GH, 1, dh, H);
     } else if (S->dhd) {
         FN(dropped_recurrent_backward)(S, n, L);
     } else if (!elementwise_recurrence(cell)) {
@@ -1242,8 +1271,13 @@ static void FN(weight_gradients)(real *dx, const RT(fastrnn_params) *dW,
         }
         break;
     case FASTRNN_GRU_RESET_BEFORE:
-        /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dP[:, 2H:].T @ (R*HS) */
-        FN(gemm)(threads, 1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
+        /* dW_hh[:2H] += dP[:, :2H].T @ HS;  dW_hh[2H:] += dP[:, 2H:].T @ (R*HS), the
+         * cache's r * h (through its mask with recurrent dropout) */
+        if (L->drop_h)
+            for (int g = 0; g < 2; g++)
+                FN(dropped_hh_gradient)(dW->w_hh + (size_t)g * H * H, dP + g * H, GH, g, S, hs, L);
+        else
+            FN(gemm)(threads, 1, 0, 2 * H, H, rows, (real)1, dP, GH, hs, H, (real)1, dW->w_hh, H);
         FN(gemm)(threads, 1, 0, H, H, rows, (real)1, dP + 2 * H, GH, K->extra, H, (real)1,
                  dW->w_hh + (size_t)2 * H * H, H);
         if (dW->b_hh)

@@ -34,7 +34,7 @@ CASES = {
 
 
 def _rates(cell, p_x=0.3, p_h=0.4):
-    return {"input_dropout": p_x, "recurrent_dropout": 0.0 if cell == "gru_reset_before" else p_h}
+    return {"input_dropout": p_x, "recurrent_dropout": p_h}
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
@@ -142,9 +142,7 @@ def test_bad_values_raise():
         for bad in (-0.1, 1.0, float("nan"), "0.1"):
             with pytest.raises(ValueError, match=f"{name}: expected a probability in"):
                 fastrnn.LSTM(2, 3, **{name: bad})
-    with pytest.raises(ValueError, match="recurrent_dropout: not implemented for the GRU"):
-        fastrnn.GRU(2, 3, reset_after=False, recurrent_dropout=0.1)
-    fastrnn.GRU(2, 3, reset_after=False, input_dropout=0.1)
+    fastrnn.GRU(2, 3, reset_after=False, input_dropout=0.1, recurrent_dropout=0.1)
 
 
 def test_binding_checks_masks():
@@ -195,7 +193,14 @@ def _torch_run(cell, sd, x, h0, c0, keep_x, keep_h):
     for t in range(x.shape[0]):
         gi = torch.cat([(x[t] * keep_x[g]) @ w_ih[g].T for g in range(G)], 1) + sd["bias_ih"]
         gh = torch.cat([(h * keep_h[g]) @ w_hh[g].T for g in range(G)], 1) + sd["bias_hh"]
-        if cell == "lstm":
+        if cell == "gru_reset_before":   # Keras: the n block reads r * (h * keep_h[2])
+            ir, iz, in_ = gi.chunk(3, 1)
+            hr, hz, _ = gh.chunk(3, 1)
+            b_hn = sd["bias_hh"].chunk(3)[2]
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            n = torch.tanh(in_ + (r * (h * keep_h[2])) @ w_hh[2].T + b_hn)
+            h = (1 - z) * n + z * h
+        elif cell == "lstm":
             i, f, g_, o = (gi + gh).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g_)
             h = torch.sigmoid(o) * torch.tanh(c)
@@ -210,7 +215,7 @@ def _torch_run(cell, sd, x, h0, c0, keep_x, keep_h):
     return torch.stack(outs), h, c
 
 
-@pytest.mark.parametrize("cell_kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell_kind", ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"])
 def test_matches_pytorch_with_the_same_masks(cell_kind, make_layer, make_inputs, run_layer,
                                              assert_tensors_close):
     torch = pytest.importorskip("torch")
@@ -253,10 +258,11 @@ def keras():
 
 
 # Keras' GRU masks are in its gate order z, r, h; fastrnn's in r, z, n
-KERAS_GATES = {"lstm": [0, 1, 2, 3], "gru": [1, 0, 2], "rnn_tanh": [0]}
+KERAS_GATES = {"lstm": [0, 1, 2, 3], "gru": [1, 0, 2], "gru_reset_before": [1, 0, 2],
+               "rnn_tanh": [0]}
 
 
-@pytest.mark.parametrize("cell_kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru", "gru_reset_before", "rnn_tanh"])
 def test_matches_keras_with_the_same_masks(keras, cell_kind, make_layer):
     """Keras' own LSTM/GRU/SimpleRNN in training, its dropout masks replaced by
     fastrnn's: the outputs, dx and the kernel gradients agree."""
@@ -275,7 +281,8 @@ def test_matches_keras_with_the_same_masks(keras, cell_kind, make_layer):
     L = keras.layers
     kw = dict(return_sequences=True, dropout=0.3, recurrent_dropout=0.4)
     klayer = (L.LSTM(H, **kw) if cell_kind == "lstm" else
-              L.GRU(H, reset_after=True, **kw) if cell_kind == "gru" else L.SimpleRNN(H, **kw))
+              L.GRU(H, reset_after=cell_kind == "gru", **kw) if cell_kind.startswith("gru")
+              else L.SimpleRNN(H, **kw))
     klayer.build((B, T, I))
     klayer.set_weights(to_keras(layer))
     kcell = klayer.cell
@@ -294,7 +301,7 @@ def test_matches_keras_with_the_same_masks(keras, cell_kind, make_layer):
     expected = to_keras(grads)
     for k, (w, e) in enumerate(zip(klayer.trainable_weights, expected)):
         g = w.value.grad.numpy()
-        if cell_kind in ("lstm", "rnn_tanh") and k == 2:
+        if cell_kind in ("lstm", "rnn_tanh", "gru_reset_before") and k == 2:
             e = e / 2    # Keras' one bias is b_ih + b_hh, whose gradients are equal
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5, err_msg=w.path)
 

@@ -132,3 +132,38 @@ def test_matches_pytorch_with_the_same_masks(cell_kind, make_layer, make_inputs,
 def cell(regularized_cell):
     """This file's cell kinds: those that take the regularization options."""
     return regularized_cell
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_a_cell_keeps_its_mask_over_a_sequence_until_reset(kind):
+    """A cell stepped over a sequence is the layer over it: one mask, drawn at
+    the first training step and kept until reset_dropout_mask(); BPTT through
+    the cell's tapes gives the layer's gradients."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(T, B, I))
+    dy = rng.normal(size=(T, B, H))
+    layer = getattr(fastrnn, kind)(I, H, dtype=np.float64, seed=21, weight_dropout=0.4)
+    cell = getattr(fastrnn, kind + "Cell")(I, H, dtype=np.float64, seed=21, weight_dropout=0.4)
+    assert "weight_dropout=0.4" in repr(cell)
+    out = layer(x)[0]
+    layer.backward(dy)
+    lstm = kind == "LSTM"
+    state, tapes = None, []
+    for t in range(T):
+        state = cell(x[t], state)
+        h = state[0] if lstm else state
+        np.testing.assert_allclose(h, out[t], rtol=1e-12, atol=1e-12)
+        tapes.append(cell.tape)
+    dh = np.zeros((B, H))
+    dc = np.zeros((B, H)) if lstm else None
+    for t in reversed(range(T)):
+        if lstm:
+            _, (dh, dc) = cell.backward((dh + dy[t], dc), tape=tapes[t])
+        else:
+            _, dh = cell.backward(dh + dy[t], tape=tapes[t])
+    for name, g in cell.grads.items():
+        np.testing.assert_allclose(g, layer.grads[name + "_l0"], rtol=1e-10, atol=1e-12)
+    kept = cell._layer._kept_weight_mask
+    cell.reset_dropout_mask()
+    cell(x[0])
+    assert not np.array_equal(cell._layer._kept_weight_mask, kept)   # a new mask

@@ -222,7 +222,7 @@ cdef _size_options(fastrnn_layer *L, bint zoneout, bint dropout):
         L.p_h = 0.5
     if dropout:
         L.drop_x = &_PRESENT
-        L.drop_h = &_PRESENT if L.cell != FASTRNN_GRU_RESET_BEFORE else NULL
+        L.drop_h = &_PRESENT
 
 
 def forward_work_size(str cell, int T, int B, int I, int H, bint training, int P=0,
@@ -281,9 +281,6 @@ cdef tuple _set_dropout(fastrnn_layer *L, dropout, int G, int B, int I, int R, s
     for name, p in (("p_x", p_x), ("p_h", p_h)):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout: {name} must be in [0, 1), got {p}")
-    if mask_h is not None and cell == "gru_reset_before":
-        raise ValueError("dropout: recurrent dropout is not implemented for the GRU with "
-                         "reset_after=False")
     mx = _opt("dropout mask_x", mask_x, np.uint8, (G, B, I))
     mh = _opt("dropout mask_h", mask_h, np.uint8, (G, B, R))
     L.scale_x, L.scale_h = 1.0 / (1.0 - p_x), 1.0 / (1.0 - p_h)

@@ -94,6 +94,8 @@ class _CellBase(_StackWrapper, Saveable):
     input_dropout = _stack_property("input_dropout", "Dropout's rate on x (0: none).")
     recurrent_dropout = _stack_property("recurrent_dropout", "Dropout's rate on h in the "
                                                              "recurrent product (0: none).")
+    weight_dropout = _stack_property("weight_dropout", "DropConnect's rate on weight_hh "
+                                                       "(0: none).")
     layer_norm = _stack_property("layer_norm", "Whether the cell is layer-normalized.")
 
     def reset_dropout_mask(self) -> None:
@@ -104,8 +106,10 @@ class _CellBase(_StackWrapper, Saveable):
         them for every later call of the same batch size, so that a sequence
         stepped through the cell sees one mask at every step (variational
         dropout), as Keras' cells do; call this between sequences. The masks are
-        the calling thread's own."""
+        the calling thread's own. ``weight_dropout``'s mask is kept and
+        forgotten with them."""
         self._layer._kept_dropout = None
+        self._layer._kept_weight_mask = None
     weight_ih = _parameter("weight_ih", "(G*H, I)")
     weight_hh = _parameter("weight_hh", "(G*H, H)")
     bias_ih = _parameter("bias_ih", "(G*H,)")
@@ -166,7 +170,7 @@ class _CellBase(_StackWrapper, Saveable):
         layer = self._layer
         extra = "".join(f", {name}={getattr(layer, name)!r}"
                         for name in ("zoneout", "cell_zoneout", "input_dropout",
-                                     "recurrent_dropout", "layer_norm")
+                                     "recurrent_dropout", "weight_dropout", "layer_norm")
                         if getattr(layer, name))
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
                 f"{_KIND_ARGUMENTS.get(layer._cell, '')}, "
@@ -366,6 +370,7 @@ class RNNCell(_HiddenStateCell):
 %(creation)s
 %(zoneout)s
 %(dropouts)s
+%(cell_weight_dropout)s
 
 %(raises)s
 
@@ -384,11 +389,12 @@ class RNNCell(_HiddenStateCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", dtype: DTypeLike = np.float32,
                  seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0,
-                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0) -> None:
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 weight_dropout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
                          dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity,
                          zoneout=zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout)
 
     nonlinearity = _stack_property("nonlinearity", '"tanh" or "relu".')
 
@@ -408,6 +414,7 @@ class GRUCell(_HiddenStateCell):
 %(creation)s
 %(zoneout)s
 %(dropouts)s
+%(cell_weight_dropout)s
 %(layer_norm)s
 
 %(raises)s
@@ -427,11 +434,12 @@ class GRUCell(_HiddenStateCell):
                  reset_after: bool = True, dtype: DTypeLike = np.float32,
                  seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0,
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 layer_norm: bool = False) -> None:
+                 weight_dropout: float = 0.0, layer_norm: bool = False) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
                          dtype=dtype, seed=seed, backend=backend, reset_after=reset_after,
                          zoneout=zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
+                         layer_norm=layer_norm)
 
     reset_after = _stack_property("reset_after", "Whether the reset gate applies after "
                                                  "the recurrent product (PyTorch's form).")
@@ -499,6 +507,7 @@ class LSTMCell(_CellBase):
 %(zoneout)s
 %(cell_zoneout)s
 %(dropouts)s
+%(cell_weight_dropout)s
 %(layer_norm)s
 
 %(raises)s
@@ -521,11 +530,12 @@ class LSTMCell(_CellBase):
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", zoneout: float = 0.0, cell_zoneout: float = 0.0,
                  input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-                 layer_norm: bool = False) -> None:
+                 weight_dropout: float = 0.0, layer_norm: bool = False) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
                          dtype=dtype, seed=seed, backend=backend, zoneout=zoneout,
                          cell_zoneout=cell_zoneout, input_dropout=input_dropout,
-                         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
+                         recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
+                         layer_norm=layer_norm)
 
     def __call__(self, x: ArrayLike,
                  state: Optional[Tuple[Optional[ArrayLike], Optional[ArrayLike]]] = None,

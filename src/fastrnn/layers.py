@@ -120,7 +120,8 @@ _DOCS = {
         Keras' ``recurrent_dropout``: the same on h_{t-1} in the recurrent
         product of each gate block, (h_{t-1} * m_g) W_hh_g^T, one mask per
         sequence and gate block; h_{t-1} itself (in GRU's z * h_{t-1}, say) is
-        not dropped. Not for the GRU with ``reset_after=False``.""",
+        not dropped. The GRU with ``reset_after=False`` drops it in its n
+        block's (r * (h_{t-1} * m_n)) W_hn^T, as Keras does.""",
     "weight_dropout": """\
     weight_dropout : float in [0, 1), default 0.0
         DropConnect on the recurrent weights (Wan et al. 2013; AWD-LSTM's
@@ -140,6 +141,14 @@ _DOCS = {
         ``ln_weight_c`` + ``ln_bias_c``) ((H,) each) and carries c itself. The
         gains start at 1, ``ln_bias_c`` at 0. Not with ``proj_size``, the ONNX
         options or ``reset_after=False``.""",
+    "cell_weight_dropout": """\
+    weight_dropout : float in [0, 1), default 0.0
+        DropConnect on ``weight_hh`` (Wan et al. 2013; AWD-LSTM's weight drop,
+        Merity et al. 2017), in training: one mask drawn at the first training
+        call and kept, with the dropout masks, until ``reset_dropout_mask()``,
+        so that a sequence stepped through the cell sees one mask (as the
+        layers' one mask per call); inverted; the gradient reaches the kept
+        entries only. Inference uses the weights as they are.""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -364,6 +373,7 @@ class _RNNBase(_ParameterAttributes, Saveable):
     # until the cell's reset_dropout_mask(), as Keras' cells do: per thread
     _keeps_dropout = False
     _kept_dropout = _per_thread("kept_dropout")
+    _kept_weight_mask = _per_thread("kept_weight_mask")
 
     def __init__(self, cell: str, *, input_size: int, hidden_size: int, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
@@ -390,9 +400,6 @@ class _RNNBase(_ParameterAttributes, Saveable):
             raise ValueError(f"cell_zoneout: the cell state is LSTM's, got cell {cell!r}")
         self.input_dropout = _check_rate("input_dropout", input_dropout)
         self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
-        if self.recurrent_dropout and cell == "gru_reset_before":
-            raise ValueError("recurrent_dropout: not implemented for the GRU with "
-                             "reset_after=False")
         self.weight_dropout = _check_rate("weight_dropout", weight_dropout)
         self.bias = _check_bias(bias)
         self._cell = cell
@@ -933,8 +940,14 @@ class _RNNBase(_ParameterAttributes, Saveable):
         p = self.weight_dropout
         if not p:
             return None
+        kept = self._kept_weight_mask
+        if kept is not None:
+            return kept          # a cell's mask, kept until reset_dropout_mask()
         keep = self._rng.random(w_hh.shape) >= p
-        return keep.astype(self.dtype) * self.dtype.type(1 / (1 - p))
+        keep = keep.astype(self.dtype) * self.dtype.type(1 / (1 - p))
+        if self._keeps_dropout:
+            self._kept_weight_mask = keep
+        return keep
 
     # -- backward
 

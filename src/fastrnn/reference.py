@@ -377,18 +377,29 @@ def gru_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
     return dx, dh_prev + dh_rec, grads
 
 
+def _rb_masks(h_prev: Array, keep_h: Optional[Array]) -> tuple[Optional[Array], Array]:
+    """The reset-before GRU's recurrent dropout (Keras'): the masks of its r, z
+    product (2, B, H) or None, and the h its n block reads, h_prev * keep_h[2]."""
+    if keep_h is None:
+        return None, h_prev
+    return keep_h[:2], h_prev * keep_h[2]
+
+
 def gru_reset_before_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array,
                                   b_ih: Optional[Array], b_hh: Optional[Array],
-                                  keep_x: Optional[Array] = None) -> tuple[Array, Cache]:
+                                  keep_x: Optional[Array] = None,
+                                  keep_h: Optional[Array] = None) -> tuple[Array, Cache]:
     H = h_prev.shape[1]
+    keep_rz, h_n = _rb_masks(h_prev, keep_h)
     gi = _product(x, w_ih, keep_x) + _bias(b_ih)   # (B, 3H) input side of r, z, n
-    r = sigmoid(gi[:, :H] + h_prev @ w_hh[:H].T + _bias(b_hh, 0, H))
-    z = sigmoid(gi[:, H:2 * H] + h_prev @ w_hh[H:2 * H].T + _bias(b_hh, H, 2 * H))
-    rh = r * h_prev
+    gh = _product(h_prev, w_hh[:2 * H], keep_rz) + _bias(b_hh, 0, 2 * H)   # (B, 2H) of r, z
+    r = sigmoid(gi[:, :H] + gh[:, :H])
+    z = sigmoid(gi[:, H:2 * H] + gh[:, H:])
+    rh = r * h_n
     n = np.tanh(gi[:, 2 * H:] + rh @ w_hh[2 * H:].T + _bias(b_hh, 2 * H))
     h = (1 - z) * n + z * h_prev
     return h, {"x": x, "h_prev": h_prev, "gates": np.concatenate([r, z, n], axis=1), "rh": rh,
-               **_params(w_ih, w_hh, b_ih, b_hh, keep_x)}
+               **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
 
 
 def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
@@ -401,18 +412,21 @@ def gru_reset_before_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Arra
     dh_prev = dh * z
     # backprop through the tanh of n
     dan = dn * (1 - n * n)
+    keep_h = cache.get("keep_h")
+    keep_rz, h_n = _rb_masks(h_prev, keep_h)
     # backprop through rh @ w_hn.T
     drh = dan @ w_hh[2 * H:]
-    # backprop through rh = r * h_prev
-    dr = drh * h_prev
-    dh_prev = dh_prev + drh * r
+    # backprop through rh = r * h_n, h_n = h_prev * keep_h[2] (or h_prev)
+    dr = drh * h_n
+    dh_prev = dh_prev + drh * r * (1 if keep_h is None else keep_h[2])
     # backprop through the sigmoids of r and z
     dar = dr * r * (1 - r)
     daz = dz * z * (1 - z)
     # backprop through gi = x @ w_ih.T + b_ih and the recurrent products of r, z
     dgi = np.concatenate([dar, daz, dan], axis=1)
-    dh_prev = dh_prev + dgi[:, :2 * H] @ w_hh[:2 * H]
-    dw_hh = np.concatenate([dgi[:, :2 * H].T @ h_prev, dan.T @ rh], axis=0)
+    dh_rz, dw_rz = _product_backward(dgi[:, :2 * H], h_prev, w_hh[:2 * H], keep_rz)
+    dh_prev = dh_prev + dh_rz
+    dw_hh = np.concatenate([dw_rz, dan.T @ rh], axis=0)
     # every bias sits outside its product, so b_hh gets the same gradient as b_ih
     dx, grads = _grads(cache, dgi, dgi, dw_hh)
     return dx, dh_prev, grads
@@ -443,9 +457,8 @@ def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_
     elif cell == "gru":
         h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x, keep_h, ln)
     elif cell == "gru_reset_before":
-        if keep_h is not None:
-            raise ValueError("keep_h: recurrent dropout is not implemented for gru_reset_before")
-        h, cache = gru_reset_before_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x)
+        h, cache = gru_reset_before_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x,
+                                                 keep_h)
     else:
         raise ValueError(f"cell must be one of {CELLS}: got {cell!r}")
     return h, None, cache
@@ -533,8 +546,6 @@ def general_cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Ar
     gi = _product(x, w_ih, keep_x) + _bias(b_ih)   # input side of every gate
     cache: Cache = {"x": x, "h_prev": h_prev, "c_prev": c_prev, "opts": opts, "peep": peep,
                     "w_hr": w_hr, **_params(w_ih, w_hh, b_ih, b_hh, keep_x, keep_h)}
-    if keep_h is not None and cell == "gru_reset_before":
-        raise ValueError("keep_h: recurrent dropout is not implemented for gru_reset_before")
     c = None
     if cell in ("rnn_tanh", "rnn_relu"):
         v = gi + _product(h_prev, w_hh, keep_h) + _bias(b_hh)
@@ -562,9 +573,10 @@ def general_cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Ar
         z = opts.act(0, v[:, H:2 * H])
         h = (1 - z) * opts.act(1, v[:, 2 * H:]) + z * h_prev
     else:   # gru_reset_before
+        keep_rz, h_n = _rb_masks(h_prev, keep_h)
         v = gi.copy()
-        v[:, :2 * H] += h_prev @ w_hh[:2 * H].T + _bias(b_hh, 0, 2 * H)
-        rh = opts.act(0, v[:, :H]) * h_prev
+        v[:, :2 * H] += _product(h_prev, w_hh[:2 * H], keep_rz) + _bias(b_hh, 0, 2 * H)
+        rh = opts.act(0, v[:, :H]) * h_n
         cache["rh"] = rh
         v[:, 2 * H:] += rh @ w_hh[2 * H:].T + _bias(b_hh, 2 * H)
         z = opts.act(0, v[:, H:2 * H])
@@ -632,13 +644,16 @@ def general_cell_backward(cell: str, dh: Array, dc: Optional[Array], cache: Cach
             dh_rec, dw_hh = _product_backward(dgh, h_prev, w_hh, cache.get("keep_h"))
             dh_prev = dh_prev + dh_rec
         else:
-            # backprop through vn = xn + (r * h_prev) @ w_hn.T
+            # backprop through vn = xn + (r * h_n) @ w_hn.T, h_n = h_prev * keep_h[2]
+            keep_h = cache.get("keep_h")
+            keep_rz, h_n = _rb_masks(h_prev, keep_h)
             drh = dvn @ w_hh[2 * H:]
-            dvr = drh * h_prev * opts.dact(0, vr)
-            dh_prev = dh_prev + drh * opts.act(0, vr)
+            dvr = drh * h_n * opts.dact(0, vr)
+            dh_prev = dh_prev + drh * opts.act(0, vr) * (1 if keep_h is None else keep_h[2])
             dgh = np.concatenate([dvr, dvz, dvn], axis=1)
-            dh_prev = dh_prev + dgh[:, :2 * H] @ w_hh[:2 * H]
-            dw_hh = np.concatenate([dgh[:, :2 * H].T @ h_prev, dvn.T @ cache["rh"]])
+            dh_rz, dw_rz = _product_backward(dgh[:, :2 * H], h_prev, w_hh[:2 * H], keep_rz)
+            dh_prev = dh_prev + dh_rz
+            dw_hh = np.concatenate([dw_rz, dvn.T @ cache["rh"]])
         dv = np.concatenate([dvr, dvz, dvn], axis=1)
     dx, grads = _grads(cache, dv, dgh, dw_hh)
     grads["w_hr"] = extra.get("w_hr")
