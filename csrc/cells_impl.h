@@ -258,26 +258,59 @@ static void FN(zoneout_backward_row)(real *restrict d, real *restrict dprev,
 /* ------------------------------------------------ Layer normalization
  * (Ba et al. 2016) of one row over n columns: x^ = (a - mean) * rstd with
  * rstd = 1 / sqrt(var + FASTRNN_LN_EPS), the biased variance (two passes:
- * no cancellation), then x^ * gain + shift. */
+ * no cancellation), then x^ * gain + shift. The row sums run on four vector
+ * accumulators: a scalar sum is a chain of dependent adds (GCC may not
+ * reorder them without -ffast-math), which cost more than the step's gate
+ * math at H = 256. */
+
+/* The sum over j < n of a[j] * (b ? b[j] : 1) - m, squared when sq */
+static real FN(row_reduce)(const real *restrict a, const real *restrict b, real m, int sq,
+                           int n)
+{
+    vreal acc[4] = {{0}, {0}, {0}, {0}}, vm = (vreal){0} + m;
+    int j = 0;
+    for (; j + 4 * VL <= n; j += 4 * VL)
+        for (int k = 0; k < 4; k++) {
+            vreal v = FN(vload)(a + j + k * VL);
+            if (b)
+                v *= FN(vload)(b + j + k * VL);
+            v -= vm;
+            acc[k] += sq ? v * v : v;
+        }
+    acc[0] += acc[1] + acc[2] + acc[3];
+    real total = 0;
+    for (int k = 0; k < VL; k++)
+        total += acc[0][k];
+    for (; j < n; j++) {
+        real v = a[j] * (b ? b[j] : (real)1) - m;
+        total += sq ? v * v : v;
+    }
+    return total;
+}
+
+/* rstd of a (n), and its mean in *mean */
+static real FN(row_moments)(const real *restrict a, int n, real *mean)
+{
+    *mean = FN(row_reduce)(a, NULL, 0, 0, n) / (real)n;
+    real var = FN(row_reduce)(a, NULL, *mean, 1, n) / (real)n;
+    return (real)1 / (real)sqrt((double)var + FASTRNN_LN_EPS);
+}
 
 /* a (n) in: the row, out: x^ * gain + shift (shift NULL: none); xn (n) out:
  * x^, or NULL (inference). Returns rstd. */
 static real FN(layer_norm_row)(real *restrict a, real *restrict xn, const real *restrict gain,
                                const real *restrict shift, int n)
 {
-    real sum = 0, sq = 0;
-    for (int j = 0; j < n; j++)
-        sum += a[j];
-    real mean = sum / (real)n;
-    for (int j = 0; j < n; j++)
-        sq += (a[j] - mean) * (a[j] - mean);
-    real rstd = (real)1 / (real)sqrt((double)(sq / (real)n) + FASTRNN_LN_EPS);
-    for (int j = 0; j < n; j++) {
-        real v = (a[j] - mean) * rstd;
-        if (xn)
-            xn[j] = v;
-        a[j] = v * gain[j] + (shift ? shift[j] : (real)0);
-    }
+    real mean, rstd = FN(row_moments)(a, n, &mean);
+    if (xn)
+        for (int j = 0; j < n; j++)
+            xn[j] = (a[j] - mean) * rstd;
+    if (shift)
+        for (int j = 0; j < n; j++)
+            a[j] = (a[j] - mean) * rstd * gain[j] + shift[j];
+    else
+        for (int j = 0; j < n; j++)
+            a[j] = (a[j] - mean) * rstd * gain[j];
     return rstd;
 }
 
@@ -288,17 +321,15 @@ static void FN(layer_norm_backward_row)(real *restrict d, const real *restrict x
                                         const real *restrict gain, real rstd,
                                         real *restrict dgain, int n)
 {
-    real m1 = 0, m2 = 0;
-    for (int j = 0; j < n; j++) {
-        if (dgain)
+    if (dgain)
+        for (int j = 0; j < n; j++)
             dgain[j] += d[j] * xn[j];
+    for (int j = 0; j < n; j++)
         d[j] *= gain[j];              /* the gradient of x^ */
-        m1 += d[j];
-        m2 += d[j] * xn[j];
-    }
-    m1 /= (real)n;
-    m2 /= (real)n;
-    for (int j = 0; j < n; j++)   /* through the mean and the variance */
+    /* through the mean and the variance */
+    real m1 = FN(row_reduce)(d, NULL, 0, 0, n) / (real)n;
+    real m2 = FN(row_reduce)(d, xn, 0, 0, n) / (real)n;
+    for (int j = 0; j < n; j++)
         d[j] = rstd * (d[j] - m1 - xn[j] * m2);
 }
 
@@ -311,25 +342,19 @@ static real FN(lstm_ln_forward_row)(real *restrict gates, real *restrict h, real
 {
     real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     const real *ri = rec, *rf = rec + H, *rg = rec + 2 * H, *ro = rec + 3 * H;
-    real sum = 0, sq = 0;
     for (int j = 0; j < H; j++) {
         real i = FN(sigmoid)(gi[j] + ri[j]);
         real f = FN(sigmoid)(gf[j] + rf[j]);
         real g = TANH(gg[j] + rg[j]);
         gi[j] = i; gf[j] = f; gg[j] = g; go[j] = FN(sigmoid)(go[j] + ro[j]);
         c[j] = f * c[j] + i * g;
-        sum += c[j];
     }
-    real mean = sum / (real)H;
+    real mean, rstd = FN(row_moments)(c, H, &mean);
     for (int j = 0; j < H; j++)
-        sq += (c[j] - mean) * (c[j] - mean);
-    real rstd = (real)1 / (real)sqrt((double)(sq / (real)H) + FASTRNN_LN_EPS);
-    for (int j = 0; j < H; j++) {
-        real v = (c[j] - mean) * rstd;
-        if (cn)
-            cn[j] = v;
-        h[j] = go[j] * TANH(v * gain[j] + shift[j]);
-    }
+        h[j] = go[j] * TANH((c[j] - mean) * rstd * gain[j] + shift[j]);
+    if (cn)
+        for (int j = 0; j < H; j++)
+            cn[j] = (c[j] - mean) * rstd;
     return rstd;
 }
 
@@ -344,7 +369,6 @@ static void FN(lstm_ln_backward_row)(real *restrict dpre, real *restrict dh, rea
 {
     const real *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     real *di = dpre, *df = dpre + H, *dg = dpre + 2 * H, *dout = dpre + 3 * H;
-    real m1 = 0, m2 = 0;
     for (int j = 0; j < H; j++) {
         /* backprop through h = o * tanh(s), s = x^ * gain + shift */
         real tc = TANH(cn[j] * gain[j] + shift[j]);
@@ -352,12 +376,10 @@ static void FN(lstm_ln_backward_row)(real *restrict dpre, real *restrict dh, rea
         dout[j] = dh[j] * tc * FN(dsigmoid)(go[j]);
         dgain[j] += ds * cn[j];
         dshift[j] += ds;
-        di[j] = ds * gain[j];   /* the gradient of x^, kept in di until pass 2 */
-        m1 += di[j];
-        m2 += di[j] * cn[j];
+        di[j] = ds * gain[j];   /* the gradient of x^, kept in di until below */
     }
-    m1 /= (real)H;
-    m2 /= (real)H;
+    real m1 = FN(row_reduce)(di, NULL, 0, 0, H) / (real)H;
+    real m2 = FN(row_reduce)(di, cn, 0, 0, H) / (real)H;
     for (int j = 0; j < H; j++) {
         real i = gi[j], f = gf[j], g = gg[j];
         /* through the normalization of c, then c = f*c_prev + i*g and the gates */

@@ -139,8 +139,9 @@ _DOCS = {
         ``ln_weight_ih`` and ``ln_weight_hh`` (G*H,) and shifted by the biases
         ``bias_ih`` and ``bias_hh``; the LSTM outputs h = o * tanh(LN(c) *
         ``ln_weight_c`` + ``ln_bias_c``) ((H,) each) and carries c itself. The
-        gains start at 1, ``ln_bias_c`` at 0. Not with ``proj_size``, the ONNX
-        options or ``reset_after=False``.""",
+        gains start at 1, ``ln_bias_c`` at 0 (it is LN's own shift: there with
+        ``bias=False`` too). Not with ``proj_size``, the ONNX options or
+        ``reset_after=False``.""",
     "cell_weight_dropout": """\
     weight_dropout : float in [0, 1), default 0.0
         DropConnect on ``weight_hh`` (Wan et al. 2013; AWD-LSTM's weight drop,
