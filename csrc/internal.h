@@ -109,8 +109,8 @@ static inline int has_zoneout(const fastrnn_layer *L)
     return L->zone_h || L->zone_c || L->p_h > 0 || L->p_c > 0;
 }
 
-/* The sizes and flags every kernel requires (the rest is assumed). Zoneout and
- * recurrent dropout are not for IndRNN's elementwise recurrence. */
+/* The sizes and flags every kernel requires (the rest is assumed). Recurrent
+ * dropout is not for IndRNN's elementwise recurrence. */
 static inline int layer_ok(const fastrnn_layer *L, int gates)
 {
     return gates != 0 && L->T >= 1 && L->B >= 1 && L->I >= 1 && L->H >= 1 && L->P >= 0
@@ -119,7 +119,6 @@ static inline int layer_ok(const fastrnn_layer *L, int gates)
            && !(L->general && elementwise_recurrence(L->cell))
            && L->p_h >= 0 && L->p_h < 1 && L->p_c >= 0 && L->p_c < 1
            && ((!L->zone_c && L->p_c == 0) || L->cell == FASTRNN_LSTM)
-           && (!has_zoneout(L) || !elementwise_recurrence(L->cell))
            && (!L->drop_h || !elementwise_recurrence(L->cell))
            && (!L->layer_norm || ((L->cell == FASTRNN_LSTM || L->cell == FASTRNN_GRU)
                                   && !L->general && !L->P));

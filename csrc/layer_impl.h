@@ -534,7 +534,8 @@ static void FN(forward_step)(real *y, FN(fwd_buffers) *S, const FN(proj) *P,
         size_t row = mem_row(L, t, b);
         real *yrow = y + row * L->ldy;
         if (i < e) {   /* (as copies: the loop with the choice inside stayed scalar) */
-            if (!elementwise_recurrence(cell))   /* IndRNN's row wrote it */
+            if (!elementwise_recurrence(cell) || S->zh)   /* IndRNN's row wrote it,
+                                                            * before zoneout */
                 memcpy(yrow, S->h + (size_t)i * R, (size_t)R * sizeof(real));
         } else
             memset(yrow, 0, (size_t)R * sizeof(real));

@@ -268,7 +268,8 @@ REGULARIZED_CELLS = tuple(c for c in CELLS if not c.startswith("indrnn"))
 
 @pytest.fixture(params=REGULARIZED_CELLS)
 def regularized_cell(request) -> str:
-    """Every cell kind that takes the regularization options."""
+    """Every cell kind that takes all the regularization options (IndRNN takes
+    no recurrent_dropout: tests/test_indrnn.py checks the others on it)."""
     return request.param
 
 

@@ -228,13 +228,104 @@ def test_converters_refuse_it(convert):
         getattr(fastrnn, convert)(fastrnn.Bidirectional(layer), *args)
 
 
-@pytest.mark.parametrize("option", ["zoneout", "input_dropout", "recurrent_dropout",
-                                    "weight_dropout"])
-def test_regularization_options_are_not_offered(option):
-    """IndRNN's classes do not take family II's regularization options (its
-    recurrence is elementwise: the kernels' dropout and zoneout paths assume a
-    recurrent product), and say so rather than ignoring them."""
-    with pytest.raises(TypeError, match=option):
-        fastrnn.IndRNN(4, 8, **{option: 0.1})
-    with pytest.raises(TypeError, match=option):
-        fastrnn.IndRNNCell(4, 8, **{option: 0.1})
+def test_recurrent_dropout_is_not_offered():
+    """IndRNN's recurrence has no product to drop into: its classes do not take
+    recurrent_dropout (the binding refuses the mask too)."""
+    with pytest.raises(TypeError, match="recurrent_dropout"):
+        fastrnn.IndRNN(4, 8, recurrent_dropout=0.1)
+    with pytest.raises(TypeError, match="recurrent_dropout"):
+        fastrnn.IndRNNCell(4, 8, recurrent_dropout=0.1)
+    x, h0 = np.zeros((3, 2, 4), np.float32), np.zeros((2, 5), np.float32)
+    layer = fastrnn.IndRNN(4, 5, seed=0)
+    w = layer._weights(0, "", layer._params)[:5]
+    cache = np.empty(_kernels.cache_size("indrnn_relu", 3, 2, 4, 5), np.float32)
+    work = np.empty(_kernels.forward_work_size("indrnn_relu", 3, 2, 4, 5, True, 0, False, True),
+                    np.float32)
+    with pytest.raises(ValueError, match="recurrent dropout is not implemented for IndRNN"):
+        _kernels.forward("indrnn_relu", x, h0, None, *w, None, np.empty((3, 2, 5), np.float32),
+                         0, np.empty_like(h0), None, cache, work, False, False,
+                         dropout=(None, np.ones((1, 2, 5), np.uint8), 0.0, 0.5))
+
+
+# ------------------------------------- zoneout, input dropout, DropConnect
+
+OPTIONS = {"zoneout": 0.3, "input_dropout": 0.25, "weight_dropout": 0.4}
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+@pytest.mark.parametrize("kind", KINDS)
+def test_options_c_equals_reference(kind, case, dtype, make_layer, make_inputs, run_layer,
+                                    assert_tensors_close):
+    """Training (the masks drawn alike from the same seed) and inference (zoneout's
+    expectation) of both backends, tensor by tensor."""
+    kw = {k: v for k, v in case.items() if k != "lengths"}
+    results, inferred = {}, {}
+    for backend in ("c", "numpy"):
+        layer = make_layer(f"indrnn_{kind}", 4, 6, dtype=dtype, seed=5, backend=backend,
+                           **kw, **OPTIONS)
+        inputs = make_inputs(layer, 6, 3, seed=6)
+        results[backend] = run_layer(layer, lengths=case.get("lengths"), **inputs)
+        inferred[backend] = {"output": layer.eval()(inputs["x"], inputs["h0"],
+                                                    lengths=case.get("lengths"))[0]}
+    assert_tensors_close(results["c"], results["numpy"], dtype, context=f"{kind} options")
+    assert_tensors_close(inferred["c"], inferred["numpy"], dtype, context=f"{kind} inference")
+
+
+@pytest.mark.parametrize("backend", ("c", "numpy"))
+def test_options_gradients_match_finite_differences(backend, make_layer, make_inputs,
+                                                    assert_close, numeric_gradient):
+    from test_gradcheck import check_gradients
+    layer = make_layer("indrnn_tanh", 2, 3, dtype=np.float64, seed=9, backend=backend,
+                       num_layers=2, bidirectional=True, batch_first=True, **OPTIONS)
+    inputs = make_inputs(layer, 3, 3, seed=10)
+    check_gradients(layer, inputs, [3, 1, 2], assert_close, numeric_gradient,
+                    replay_masks=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_options_match_torch_with_the_same_masks(kind, assert_close):
+    """torch ops on (x * keep_x) W_ih^T + (u * keep_u) * h, zoned out by the
+    layer's own masks (recorded), autograd to the unmasked parameters."""
+    torch = pytest.importorskip("torch")
+    T, B, I, H = 6, 3, 4, 5
+    layer = fastrnn.IndRNN(I, H, nonlinearity=kind, dtype=np.float64, seed=11, **OPTIONS)
+    drawn = {}
+    for name in ("_weight_mask", "_zoneout", "_dropout_masks"):
+        draw = getattr(layer, name)
+        setattr(layer, name, lambda *a, draw=draw, name=name:
+                drawn.setdefault(name, draw(*a)))
+    rng = np.random.default_rng(12)
+    x, h0, dy = rng.normal(size=(T, B, I)), rng.normal(size=(1, B, H)), rng.normal(size=(T, B, H))
+    out, h_n = layer(x, h0)
+    dx, dh0 = layer.backward(dy)
+    keep_u = torch.tensor(drawn["_weight_mask"])
+    zone = torch.tensor(drawn["_zoneout"][0].astype(bool))
+    mask_x, _, p_x, _ = drawn["_dropout_masks"]
+    keep_x = torch.tensor(mask_x[0] / (1 - p_x))
+    sd = {k: torch.tensor(v, requires_grad=True) for k, v in layer.state_dict().items()}
+    xt, h = torch.tensor(x, requires_grad=True), torch.tensor(h0[0], requires_grad=True)
+    h_start, act, outs = h, (torch.relu if kind == "relu" else torch.tanh), []
+    for t in range(T):
+        new = act((xt[t] * keep_x) @ sd["weight_ih_l0"].T + sd["bias_ih_l0"]
+                  + sd["weight_hh_l0"] * keep_u * h + sd["bias_hh_l0"])
+        h = torch.where(zone[t], h, new)
+        outs.append(h)
+    (torch.stack(outs) * torch.tensor(dy)).sum().backward()
+    assert_close("output", out, torch.stack(outs).detach().numpy(), np.float64)
+    assert_close("dx", dx, xt.grad.numpy(), np.float64)
+    assert_close("dh0", dh0[0], h_start.grad.numpy(), np.float64)
+    for k, v in sd.items():
+        assert_close(f"grads[{k}]", layer.grads[k], v.grad.numpy(), np.float64)
+
+
+def test_cell_takes_the_options():
+    cell = fastrnn.IndRNNCell(3, 4, dtype=np.float64, seed=2, **OPTIONS)
+    assert "zoneout=0.3" in repr(cell) and "weight_dropout=0.4" in repr(cell)
+    results = {}
+    for backend in ("c", "numpy"):
+        cell = fastrnn.IndRNNCell(3, 4, dtype=np.float64, seed=2, backend=backend, **OPTIONS)
+        x = np.random.default_rng(3).normal(size=(2, 3))
+        h = cell(x, np.ones((2, 4)))
+        results[backend] = (h, cell.backward(np.ones_like(h))[0])
+    for a, b in zip(results["c"], results["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -281,6 +281,8 @@ cdef tuple _set_dropout(fastrnn_layer *L, dropout, int G, int B, int I, int R, s
     for name, p in (("p_x", p_x), ("p_h", p_h)):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout: {name} must be in [0, 1), got {p}")
+    if mask_h is not None and cell in ELEMENTWISE:
+        raise ValueError("dropout: recurrent dropout is not implemented for IndRNN")
     mx = _opt("dropout mask_x", mask_x, np.uint8, (G, B, I))
     mh = _opt("dropout mask_h", mask_h, np.uint8, (G, B, R))
     L.scale_x, L.scale_h = 1.0 / (1.0 - p_x), 1.0 / (1.0 - p_h)

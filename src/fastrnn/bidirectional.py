@@ -89,10 +89,11 @@ class Bidirectional(_StackWrapper, _ParameterAttributes, Saveable):
                       # a copy of the wrapped layer's generator: wrapping must
                       # not change that layer's later dropout masks
                       seed=int(copy.deepcopy(layer._rng).integers(2**31)))
-        if not isinstance(layer, IndRNN):   # the regularizations (IndRNN has none)
-            kwargs.update(zoneout=layer.zoneout, input_dropout=layer.input_dropout,
-                          recurrent_dropout=layer.recurrent_dropout,
-                          weight_dropout=layer.weight_dropout)
+        # the regularizations (IndRNN has no recurrent dropout)
+        kwargs.update(zoneout=layer.zoneout, input_dropout=layer.input_dropout,
+                      weight_dropout=layer.weight_dropout)
+        if not isinstance(layer, IndRNN):
+            kwargs["recurrent_dropout"] = layer.recurrent_dropout
         if isinstance(layer, GRU):
             kwargs.update(reset_after=layer.reset_after, layer_norm=layer.layer_norm)
         if isinstance(layer, LSTM):

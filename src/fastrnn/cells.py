@@ -464,10 +464,13 @@ class IndRNNCell(_HiddenStateCell):
         The dtype of the parameters and of every output; inputs are converted
         to it.
     seed : int, optional
-        Seeds the initialisation.
+        Seeds the initialisation and the dropout masks.
     backend : {"c", "numpy"}, default "c"
         The compiled kernels, or the NumPy reference (fastrnn.reference);
         may be changed at any time.
+%(zoneout)s
+%(indrnn_dropouts)s
+%(cell_weight_dropout)s
 
 %(raises)s
 
@@ -486,9 +489,12 @@ class IndRNNCell(_HiddenStateCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "relu", dtype: DTypeLike = np.float32,
-                 seed: Optional[int] = None, backend: str = "c") -> None:
+                 seed: Optional[int] = None, backend: str = "c", zoneout: float = 0.0,
+                 input_dropout: float = 0.0, weight_dropout: float = 0.0) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size, bias=bias,
-                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity)
+                         dtype=dtype, seed=seed, backend=backend, nonlinearity=nonlinearity,
+                         zoneout=zoneout, input_dropout=input_dropout,
+                         weight_dropout=weight_dropout)
 
     nonlinearity = _stack_property("nonlinearity", '"relu" or "tanh".')
 

@@ -150,6 +150,13 @@ _DOCS = {
         so that a sequence stepped through the cell sees one mask (as the
         layers' one mask per call); inverted; the gradient reaches the kept
         entries only. Inference uses the weights as they are.""",
+    "indrnn_dropouts": """\
+    input_dropout : float in [0, 1), default 0.0
+        Keras' ``dropout`` (variational dropout, Gal & Ghahramani 2016): in
+        training each layer's input is dropped with this rate, one mask per
+        sequence (the same at every step), inverted, drawn from the layer's
+        seeded generator. Inference is the plain layer. (IndRNN takes no
+        ``recurrent_dropout``: its recurrence has no product to drop into.)""",
     "nonlinearity": """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the recurrence.""",
@@ -1274,6 +1281,9 @@ class IndRNN(_HiddenStateStack):
     stateful : bool, default False
         Carry each call's final state into the next call that is given no
         initial state; ``reset_state()`` forgets it.
+%(zoneout)s
+%(indrnn_dropouts)s
+%(weight_dropout)s
 
 %(raises)s
 
@@ -1294,13 +1304,15 @@ class IndRNN(_HiddenStateStack):
                  dropout: float = 0.0, bidirectional: bool = False,
                  dtype: DTypeLike = np.float32, seed: Optional[int] = None,
                  backend: str = "c", direction: Optional[str] = None,
-                 stateful: bool = False) -> None:
+                 stateful: bool = False, zoneout: float = 0.0, input_dropout: float = 0.0,
+                 weight_dropout: float = 0.0) -> None:
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(f"indrnn_{nonlinearity}", input_size=input_size,
                          hidden_size=hidden_size, num_layers=num_layers, bias=bias,
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed, backend=backend, direction=direction,
-                         stateful=stateful, activations=None, clip=None)
+                         stateful=stateful, activations=None, clip=None, zoneout=zoneout,
+                         input_dropout=input_dropout, weight_dropout=weight_dropout)
 
 
 @_doc

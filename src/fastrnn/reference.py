@@ -232,12 +232,13 @@ def rnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
 
 
 def indrnn_cell_forward(x: Array, h_prev: Array, w_ih: Array, u: Array, b_ih: Optional[Array],
-                        b_hh: Optional[Array], nonlinearity: str = "relu") -> tuple[Array, Cache]:
+                        b_hh: Optional[Array], nonlinearity: str = "relu",
+                        keep_x: Optional[Array] = None) -> tuple[Array, Cache]:
     """IndRNN: u (H,) multiplies h_prev elementwise, each unit its own recurrence."""
-    a = x @ w_ih.T + _bias(b_ih) + u * h_prev + _bias(b_hh)
+    a = _product(x, w_ih, keep_x) + _bias(b_ih) + u * h_prev + _bias(b_hh)
     h = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
     return h, {"x": x, "h_prev": h_prev, "gates": h, "nonlinearity": nonlinearity,
-               **_params(w_ih, u, b_ih, b_hh)}
+               **_params(w_ih, u, b_ih, b_hh, keep_x)}
 
 
 def indrnn_cell_backward(dh: Array, cache: Cache) -> tuple[Array, Array, Grads]:
@@ -451,9 +452,9 @@ def cell_forward(cell: str, x: Array, h_prev: Array, c_prev: Optional[Array], w_
     if cell in ("rnn_tanh", "rnn_relu"):
         h, cache = rnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[4:], keep_x, keep_h)
     elif cell in ("indrnn_tanh", "indrnn_relu"):
-        if keep_x is not None or keep_h is not None:
-            raise ValueError("keep_x, keep_h: dropout masks are not implemented for IndRNN")
-        h, cache = indrnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[7:])
+        if keep_h is not None:
+            raise ValueError("keep_h: recurrent dropout is not implemented for IndRNN")
+        h, cache = indrnn_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, cell[7:], keep_x)
     elif cell == "gru":
         h, cache = gru_cell_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh, keep_x, keep_h, ln)
     elif cell == "gru_reset_before":
