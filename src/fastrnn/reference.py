@@ -162,6 +162,22 @@ def _layer_norm(a: Array, g: Array) -> tuple[Array, Array, Array]:
     return a_hat * g, a_hat, rstd
 
 
+def _ln_products(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, keep_x: Optional[Array],
+                 keep_h: Optional[Array], ln: Optional[LayerNorm]
+                 ) -> tuple[Array, Array, Cache]:
+    """The input and recurrent products x W_ih^T and h_prev W_hh^T (through the
+    dropout masks), each layer-normalized when ln is given, and what the step
+    cache keeps of the normalizations ("ln", "ln_ih", "ln_hh", "rstd")."""
+    pi = _product(x, w_ih, keep_x)
+    ph = _product(h_prev, w_hh, keep_h)
+    saved: Cache = {"ln": ln}
+    if ln is not None:
+        pi, saved["ln_ih"], rstd_ih = _layer_norm(pi, ln[0])      # LN(x W_ih^T; g_ih)
+        ph, saved["ln_hh"], rstd_hh = _layer_norm(ph, ln[1])      # LN(h_prev W_hh^T; g_hh)
+        saved["rstd"] = np.concatenate([rstd_ih, rstd_hh], axis=1)
+    return pi, ph, saved
+
+
 def _layer_norm_backward(dy: Array, a_hat: Array, rstd: Array, g: Array) -> tuple[Array, Array]:
     """(da, dg) of y = LN(a; g), from the stored a^ and rstd."""
     # backprop through y = a^ * g
@@ -259,12 +275,7 @@ def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh:
     ln: layer normalization (g_ih, g_hh, g_c, b_c) or None (module docstring)."""
     _check_ln("lstm", ln, w_hr)
     H = c_prev.shape[1]
-    pi = _product(x, w_ih, keep_x)                                 # (B, 4H)
-    ph = _product(h_prev, w_hh, keep_h)                            # (B, 4H)
-    saved: Cache = {"ln": ln}
-    if ln is not None:
-        pi, saved["ln_ih"], rstd_ih = _layer_norm(pi, ln[0])      # LN(x W_ih^T; g_ih)
-        ph, saved["ln_hh"], rstd_hh = _layer_norm(ph, ln[1])      # LN(h_prev W_hh^T; g_hh)
+    pi, ph, saved = _ln_products(x, h_prev, w_ih, w_hh, keep_x, keep_h, ln)   # (B, 4H) each
     a = pi + _bias(b_ih) + ph + _bias(b_hh)                        # (B, 4H)
     i = sigmoid(a[:, :H])
     f = sigmoid(a[:, H:2 * H])
@@ -276,7 +287,7 @@ def lstm_cell_forward(x: Array, h_prev: Array, c_prev: Array, w_ih: Array, w_hh:
     else:
         cn, saved["ln_c"], rstd_c = _layer_norm(c, ln[2])         # LN(c; g_c)
         m = o * np.tanh(cn + _bias(ln[3]))
-        saved["rstd"] = np.concatenate([rstd_ih, rstd_hh, rstd_c], axis=1)
+        saved["rstd"] = np.concatenate([saved["rstd"], rstd_c], axis=1)
     h = m if w_hr is None else m @ w_hr.T                          # the projection
     return h, c, {"x": x, "h_prev": h_prev, "c_prev": c_prev, "m": m, "w_hr": w_hr,
                   "gates": np.concatenate([i, f, g, o], axis=1), **saved,
@@ -334,13 +345,7 @@ def gru_cell_forward(x: Array, h_prev: Array, w_ih: Array, w_hh: Array, b_ih: Op
     """ln: layer normalization (g_ih, g_hh, None, None) or None (module docstring)."""
     _check_ln("gru", ln)
     H = h_prev.shape[1]
-    pi = _product(x, w_ih, keep_x)                 # (B, 3H)
-    ph = _product(h_prev, w_hh, keep_h)            # (B, 3H)
-    saved: Cache = {"ln": ln}
-    if ln is not None:
-        pi, saved["ln_ih"], rstd_ih = _layer_norm(pi, ln[0])   # LN(x W_ih^T; g_ih)
-        ph, saved["ln_hh"], rstd_hh = _layer_norm(ph, ln[1])   # LN(h_prev W_hh^T; g_hh)
-        saved["rstd"] = np.concatenate([rstd_ih, rstd_hh], axis=1)
+    pi, ph, saved = _ln_products(x, h_prev, w_ih, w_hh, keep_x, keep_h, ln)   # (B, 3H) each
     gi = pi + _bias(b_ih)                          # (B, 3H) input side of r, z, n
     gh = ph + _bias(b_hh)                          # (B, 3H) recurrent side of r, z, n
     r = sigmoid(gi[:, :H] + gh[:, :H])
