@@ -529,6 +529,8 @@ class _RNNBase(_ParameterAttributes, Saveable):
             n += L * rows * W * (2 if self.dropout and L > 1 else 1)   # outputs (and masks)
             n += L * D * rows * (GH + R + 2 * H)             # the caches: gates, states, c or n
             n += rows * (GH + H + self.proj_size + 2 * max(I, W) + W)  # backward: dP, dx, dy
+            if self.layer_norm:   # the normalized products and c, their rstd; backward's dPh
+                n += L * D * rows * (2 * GH + H + 3) + rows * GH
         else:
             n += 2 * rows * W + B * GH * min(T, 64)          # two layers' outputs, the workspace
         _check_memory("x", n * self.dtype.itemsize,
