@@ -181,8 +181,11 @@ def test_model_spilled_to_disk_and_read_back(client, assert_close):
 
 
 def test_model_sent_once_per_worker(client):
-    """Eight chunks, computed twice: each worker unpickles the model once
-    (scattered to it), never once per task."""
+    """Eight chunks, computed twice (16 tasks): each worker unpickles the model
+    once when it is scattered, and the tasks do not unpickle it again (once per
+    task would add 16). dask may move a copy once more between workers while
+    it balances the tasks (seen once in CI, [15, 14] after [13, 13]): at most
+    one more load per worker is allowed for that."""
     layer = fastrnn.GRU(3, 16, num_layers=2, seed=0)
     x = da.from_array(rng.standard_normal((4, 64, 3)), chunks=(4, 8, 3))
     before = loads(client)
@@ -190,7 +193,8 @@ def test_model_sent_once_per_worker(client):
     assert [n + 1 for n in before.values()] == list(loads(client).values())
     compute(client, output, h_n)
     compute(client, output.sum())
-    assert [n + 1 for n in before.values()] == list(loads(client).values())
+    added = [after - n for n, after in zip(before.values(), loads(client).values())]
+    assert all(1 <= k <= 2 for k in added), added
 
 
 def test_local_scheduler_without_a_client(assert_close):
