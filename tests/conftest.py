@@ -224,6 +224,28 @@ def _numeric_gradient(f, value: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return numeric
 
 
+def _torch_expected(inputs, out, h_n, c_n, x, h0, c0, sd) -> Dict[str, np.ndarray]:
+    """The run_layer dict of a one-layer torch computation: its loss (out * dy +
+    h_n * dh_n [+ c_n * dc_n]) backpropagated to the leaves x, h0, c0 and the
+    parameters sd ({cell name: tensor}); c_n, c0 None but for LSTM."""
+    import torch
+    loss = (out * torch.tensor(inputs["dy"])).sum() + (h_n * torch.tensor(inputs["dh_n"][0])).sum()
+    if c_n is not None:
+        loss = loss + (c_n * torch.tensor(inputs["dc_n"][0])).sum()
+    loss.backward()
+    expected = {"output": out.detach().numpy(), "h_n": h_n.detach().numpy()[None],
+                "dx": x.grad.numpy(), "dh0": h0.grad.numpy()[None]}
+    if c_n is not None:
+        expected.update(c_n=c_n.detach().numpy()[None], dc0=c0.grad.numpy()[None])
+    expected.update({f"grads[{k}_l0]": v.grad.numpy() for k, v in sd.items()})
+    return expected
+
+
+@pytest.fixture
+def torch_expected():
+    return _torch_expected
+
+
 @pytest.fixture
 def numeric_gradient():
     return _numeric_gradient

@@ -217,7 +217,7 @@ def _torch_run(cell, sd, x, h0, c0, keep_x, keep_h):
 
 @pytest.mark.parametrize("cell_kind", ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"])
 def test_matches_pytorch_with_the_same_masks(cell_kind, make_layer, make_inputs, run_layer,
-                                             assert_tensors_close):
+                                             assert_tensors_close, torch_expected):
     torch = pytest.importorskip("torch")
     layer = make_layer(cell_kind, I, H, dtype=np.float64, seed=13, **_rates(cell_kind))
     inputs = make_inputs(layer, T, B, seed=14)
@@ -232,15 +232,7 @@ def test_matches_pytorch_with_the_same_masks(cell_kind, make_layer, make_inputs,
     h0 = torch.tensor(inputs["h0"][0], requires_grad=True)
     c0 = torch.tensor(inputs["c0"][0], requires_grad=True) if lstm else None
     out, h_n, c_n = _torch_run(cell_kind, sd, x, h0, c0, keep_x, keep_h)
-    loss = (out * torch.tensor(inputs["dy"])).sum() + (h_n * torch.tensor(inputs["dh_n"][0])).sum()
-    if lstm:
-        loss = loss + (c_n * torch.tensor(inputs["dc_n"][0])).sum()
-    loss.backward()
-    expected = {"output": out.detach().numpy(), "h_n": h_n.detach().numpy()[None],
-                "dx": x.grad.numpy(), "dh0": h0.grad.numpy()[None]}
-    if lstm:
-        expected.update(c_n=c_n.detach().numpy()[None], dc0=c0.grad.numpy()[None])
-    expected.update({f"grads[{k}_l0]": v.grad.numpy() for k, v in sd.items()})
+    expected = torch_expected(inputs, out, h_n, c_n, x, h0, c0, sd)
     assert_tensors_close(got, expected, np.float64, context=f"{cell_kind} vs torch")
 
 

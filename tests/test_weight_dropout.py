@@ -92,7 +92,7 @@ def test_bad_values_raise():
 
 @pytest.mark.parametrize("cell_kind", ["rnn_tanh", "lstm", "gru"])
 def test_matches_pytorch_with_the_same_masks(cell_kind, make_layer, make_inputs, run_layer,
-                                             assert_tensors_close):
+                                             assert_tensors_close, torch_expected):
     """torch's own cells on W_hh * mask, autograd to the unmasked W_hh."""
     torch = pytest.importorskip("torch")
     layer = make_layer(cell_kind, I, H, dtype=np.float64, seed=13, weight_dropout=0.4)
@@ -115,16 +115,7 @@ def test_matches_pytorch_with_the_same_masks(cell_kind, make_layer, make_inputs,
         else:
             h = torch.rnn_tanh_cell(x[t], h, *args)
         outs.append(h)
-    out = torch.stack(outs)
-    loss = (out * torch.tensor(inputs["dy"])).sum() + (h * torch.tensor(inputs["dh_n"][0])).sum()
-    if lstm:
-        loss = loss + (c * torch.tensor(inputs["dc_n"][0])).sum()
-    loss.backward()
-    expected = {"output": out.detach().numpy(), "h_n": h.detach().numpy()[None],
-                "dx": x.grad.numpy(), "dh0": h0.grad.numpy()[None]}
-    if lstm:
-        expected.update(c_n=c.detach().numpy()[None], dc0=c0.grad.numpy()[None])
-    expected.update({f"grads[{k}_l0]": v.grad.numpy() for k, v in sd.items()})
+    expected = torch_expected(inputs, torch.stack(outs), h, c, x, h0, c0, sd)
     assert_tensors_close(got, expected, np.float64, context=f"{cell_kind} vs torch")
 
 

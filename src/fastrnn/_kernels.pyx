@@ -241,12 +241,16 @@ def backward_work_size(str cell, int T, int B, int I, int H, int P=0, bint zoneo
     return fastrnn_backward_work_size(&L)
 
 
+cdef const unsigned char *_mask_ptr(const unsigned char[::1] mask):
+    """A checked uint8 mask's data (the caller keeps the array alive), or NULL."""
+    return NULL if mask is None else &mask[0]
+
+
 cdef tuple _set_zoneout(fastrnn_layer *L, zoneout, tuple rows, int R, int H, str cell):
     """Zoneout: zoneout = (mask_h, mask_c, p_h, p_c), masks uint8 (rows + (R,)) and,
     LSTM, (rows + (H,)) or None (1: the unit keeps its previous value), p_h and
     p_c the probabilities of inference's expectation (used without a mask).
     Returns the checked masks (the caller keeps them alive while C reads them)."""
-    cdef const unsigned char[::1] view
     if zoneout is None:
         return (None, None)
     mask_h, mask_c, p_h, p_c = zoneout
@@ -258,12 +262,7 @@ cdef tuple _set_zoneout(fastrnn_layer *L, zoneout, tuple rows, int R, int H, str
     mh = _opt("zoneout mask_h", mask_h, np.uint8, rows + (R,))
     mc = _opt("zoneout mask_c", mask_c, np.uint8, rows + (H,))
     L.p_h, L.p_c = p_h, p_c
-    if mh is not None:
-        view = mh
-        L.zone_h = &view[0]
-    if mc is not None:
-        view = mc
-        L.zone_c = &view[0]
+    L.zone_h, L.zone_c = _mask_ptr(mh), _mask_ptr(mc)
     return (mh, mc)
 
 
@@ -272,7 +271,6 @@ cdef tuple _set_dropout(fastrnn_layer *L, dropout, int G, int B, int I, int R, s
     """Keras' dropout: dropout = (mask_x, mask_h, p_x, p_h), keep-masks uint8 (G, B, I)
     and (G, B, R) or None (1: kept), p_x and p_h their rates (the scales are
     1 / (1 - p)); training only. Returns the checked masks (kept alive by the caller)."""
-    cdef const unsigned char[::1] view
     if dropout is None:
         return (None, None)
     if not training:
@@ -286,12 +284,7 @@ cdef tuple _set_dropout(fastrnn_layer *L, dropout, int G, int B, int I, int R, s
     mx = _opt("dropout mask_x", mask_x, np.uint8, (G, B, I))
     mh = _opt("dropout mask_h", mask_h, np.uint8, (G, B, R))
     L.scale_x, L.scale_h = 1.0 / (1.0 - p_x), 1.0 / (1.0 - p_h)
-    if mx is not None:
-        view = mx
-        L.drop_x = &view[0]
-    if mh is not None:
-        view = mh
-        L.drop_h = &view[0]
+    L.drop_x, L.drop_h = _mask_ptr(mx), _mask_ptr(mh)
     return (mx, mh)
 
 
